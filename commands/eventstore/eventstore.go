@@ -1,0 +1,117 @@
+// Package eventstore is the port to Herald's source of truth: an append-only
+// store of streams of events with a global, gap-safe order. Adapters live in
+// sub-packages (postgres, and later esdb) and keep the same promises.
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Position is a place in the global log. It is opaque: callers store it and
+// hand it back, they never parse it. The zero Position is the start of the log.
+type Position string
+
+// Start is the position before the first event.
+const Start Position = ""
+
+// ExpectedVersion is what an append requires of the stream's current version:
+// Any, NoStream, or an exact version (the version of the stream's last event,
+// counting from 0).
+type ExpectedVersion int64
+
+const (
+	// Any appends whatever the stream's state.
+	Any ExpectedVersion = -2
+	// NoStream requires that the stream does not exist yet; a stream's first
+	// append uses it so that a second writer of the same input conflicts.
+	NoStream ExpectedVersion = -1
+)
+
+// Exact requires the stream's last event to be at version v.
+func Exact(v int64) ExpectedVersion { return ExpectedVersion(v) }
+
+func (e ExpectedVersion) String() string {
+	switch e {
+	case Any:
+		return "any"
+	case NoStream:
+		return "no stream"
+	default:
+		return fmt.Sprintf("version %d", int64(e))
+	}
+}
+
+// EventData is an event to append. ID must be a UUID; deterministic ids let an
+// adapter recognise a retried append.
+type EventData struct {
+	ID       string
+	Type     string
+	Data     []byte // JSON
+	Metadata []byte // JSON
+}
+
+// RecordedEvent is an event as stored.
+type RecordedEvent struct {
+	Position   Position
+	StreamID   string
+	Version    int64
+	ID         string
+	Type       string
+	Data       []byte
+	Metadata   []byte
+	RecordedAt time.Time
+}
+
+// AppendResult says where an append landed.
+type AppendResult struct {
+	// NextVersion is the version of the last event now in the stream.
+	NextVersion int64
+	// Position is the global position of the last appended event.
+	Position Position
+}
+
+// Store is the event store. Implementations are safe for concurrent use.
+type Store interface {
+	// Append adds events to the end of stream if its version matches
+	// expected; otherwise it returns an error wrapping ErrWrongVersion. A
+	// retry of an append whose events are already in the stream, with the
+	// same ids, succeeds without writing them again.
+	Append(ctx context.Context, stream string, expected ExpectedVersion, events ...EventData) (AppendResult, error)
+	// ReadStream returns up to limit events of stream from version from on,
+	// in version order; an unknown stream reads as empty.
+	ReadStream(ctx context.Context, stream string, from int64, limit int) ([]RecordedEvent, error)
+	// ReadAll returns up to limit events of the global log after position
+	// after, in log order.
+	ReadAll(ctx context.Context, after Position, limit int) ([]RecordedEvent, error)
+	// Subscribe delivers the global log after position after to handle, in
+	// batches, in log order, each event once: first what is stored (catch-up),
+	// then events as they are committed (live). It returns when ctx ends
+	// (with ctx's error) or when handle fails (with handle's error). handle is
+	// called from one goroutine at a time.
+	Subscribe(ctx context.Context, after Position, handle func(context.Context, []RecordedEvent) error) error
+}
+
+// ErrWrongVersion is wrapped by the error of an append whose expected version
+// did not match the stream: the stream changed, or already exists.
+var ErrWrongVersion = errors.New("eventstore: wrong expected version")
+
+// ErrUnavailable is wrapped by errors that mean the store could not be
+// reached or failed transiently; retrying later may succeed.
+var ErrUnavailable = errors.New("eventstore: unavailable")
+
+// VersionError details an ErrWrongVersion.
+type VersionError struct {
+	Stream   string
+	Expected ExpectedVersion
+	Actual   int64 // -1 when the stream does not exist
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("eventstore: append to %s expected %s, stream is at %d", e.Stream, e.Expected, e.Actual)
+}
+
+// Is makes errors.Is(err, ErrWrongVersion) hold.
+func (e *VersionError) Is(target error) bool { return target == ErrWrongVersion }

@@ -1,0 +1,486 @@
+// Package postgres is the PostgreSQL adapter of the event store, Herald's
+// embedded default.
+//
+// # Gap-safe global order
+//
+// Positions come from an identity column, but identity values are taken in
+// one order and committed in another: a reader that has passed position 10
+// could later find a committed 9. So every row also records the id of the
+// transaction that wrote it (tx, an xid8), and readers only take rows whose
+// transaction is older than the oldest transaction still running
+// (pg_snapshot_xmin of the reader's snapshot). Every such transaction has
+// ended, so no row can appear below what a reader has seen. The log is
+// ordered by (tx, position) and a Position is that pair. A reader that finds
+// committed rows it may not take yet (their transaction is newer than a
+// running one) polls again shortly instead of waiting for a notification.
+//
+// The cost of this design: one long write transaction anywhere in the cluster
+// holds every reader back until it ends. Keep
+// idle_in_transaction_session_timeout set on the server.
+//
+// # Waking readers
+//
+// Appends NOTIFY channel herald_events in their transaction, so subscribers
+// wake when an append commits; they also poll, so a lost notification or a
+// dropped listening connection only delays them.
+//
+// Store is safe for concurrent use.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+)
+
+// notifyChannel is the LISTEN/NOTIFY channel appends signal on.
+const notifyChannel = "herald_events"
+
+// Options tune a Store; the zero value is usable.
+type Options struct {
+	// PollInterval is how often a subscriber reads the log when no
+	// notification woke it. Default 500ms.
+	PollInterval time.Duration
+	// BatchSize is how many events a subscriber reads and hands over at
+	// once. Default 512.
+	BatchSize int
+	Logger    *slog.Logger
+}
+
+// Store is the PostgreSQL event store. It needs the schema of package
+// migrations.
+type Store struct {
+	pool *pgxpool.Pool
+	opts Options
+}
+
+// New returns a Store on pool.
+func New(pool *pgxpool.Pool, opts Options) *Store {
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 500 * time.Millisecond
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 512
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Store{pool: pool, opts: opts}
+}
+
+var _ eventstore.Store = (*Store)(nil)
+
+// position is the decoded form of an eventstore.Position: the writing
+// transaction and the row's identity value.
+type position struct {
+	tx  uint64
+	pos int64
+}
+
+func (p position) String() eventstore.Position {
+	return eventstore.Position(strconv.FormatUint(p.tx, 10) + "-" + strconv.FormatInt(p.pos, 10))
+}
+
+func parsePosition(p eventstore.Position) (position, error) {
+	if p == eventstore.Start {
+		return position{}, nil
+	}
+	txs, poss, ok := strings.Cut(string(p), "-")
+	tx, err1 := strconv.ParseUint(txs, 10, 64)
+	pos, err2 := strconv.ParseInt(poss, 10, 64)
+	if !ok || err1 != nil || err2 != nil || pos < 0 {
+		return position{}, fmt.Errorf("eventstore: malformed position %q", p)
+	}
+	return position{tx: tx, pos: pos}, nil
+}
+
+// Append implements eventstore.Store.
+func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
+	if len(events) == 0 {
+		return eventstore.AppendResult{}, errors.New("eventstore: append of no events")
+	}
+	if stream == "" {
+		return eventstore.AppendResult{}, errors.New("eventstore: append to an empty stream name")
+	}
+	n := int64(len(events))
+	ids := make([]string, len(events))
+	types := make([]string, len(events))
+	data := make([]string, len(events))
+	meta := make([]string, len(events))
+	for i, e := range events {
+		ids[i], types[i], data[i], meta[i] = e.ID, e.Type, string(e.Data), string(e.Metadata)
+		if meta[i] == "" {
+			meta[i] = "{}"
+		}
+	}
+
+	var res eventstore.AppendResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var last int64
+		switch {
+		case expected == eventstore.NoStream:
+			tag, err := tx.Exec(ctx, `INSERT INTO streams (stream_id, version) VALUES ($1, $2) ON CONFLICT DO NOTHING`, stream, n-1)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				return errConflict
+			}
+			last = n - 1
+		case expected == eventstore.Any:
+			if err := tx.QueryRow(ctx, `
+				INSERT INTO streams (stream_id, version) VALUES ($1, $2::bigint - 1)
+				ON CONFLICT (stream_id) DO UPDATE SET version = streams.version + $2::bigint
+				RETURNING version`, stream, n).Scan(&last); err != nil {
+				return err
+			}
+		case expected >= 0:
+			tag, err := tx.Exec(ctx, `UPDATE streams SET version = $3 WHERE stream_id = $1 AND version = $2`, stream, int64(expected), int64(expected)+n)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				return errConflict
+			}
+			last = int64(expected) + n
+		default:
+			return fmt.Errorf("eventstore: invalid expected version %d", int64(expected))
+		}
+		rows, err := tx.Query(ctx, `
+			INSERT INTO events (stream_id, version, event_id, type, data, metadata)
+			SELECT $1, $2 + e.ord, e.id, e.type, e.data::json, e.meta::json
+			FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
+			RETURNING tx::text, position`, stream, last-n, ids, types, data, meta)
+		if err != nil {
+			return err
+		}
+		var max position
+		for rows.Next() {
+			var txs string
+			var p position
+			if err := rows.Scan(&txs, &p.pos); err != nil {
+				return err
+			}
+			if p.tx, err = strconv.ParseUint(txs, 10, 64); err != nil {
+				return err
+			}
+			if p.pos > max.pos {
+				max = p
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
+			return err
+		}
+		res = eventstore.AppendResult{NextVersion: last, Position: max.String()}
+		return nil
+	})
+	if err == nil {
+		return res, nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.Is(err, errConflict) || (errors.As(err, &pgErr) && pgErr.Code == "23505") {
+		return s.resolveConflict(ctx, stream, expected, events, err)
+	}
+	return eventstore.AppendResult{}, classify(fmt.Errorf("eventstore: append to %s: %w", stream, err))
+}
+
+var errConflict = errors.New("conflict")
+
+// resolveConflict tells a retried append (its events are already in the
+// stream, in order, under the same ids) from a real conflict.
+func (s *Store) resolveConflict(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData, cause error) (eventstore.AppendResult, error) {
+	ids := make([]string, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT event_id::text, stream_id, version, tx::text, position
+		FROM events WHERE event_id = ANY($1::uuid[])`, ids)
+	if err != nil {
+		return eventstore.AppendResult{}, classify(fmt.Errorf("eventstore: append to %s: %w", stream, err))
+	}
+	type found struct {
+		stream  string
+		version int64
+		pos     position
+	}
+	byID := map[string]found{}
+	for rows.Next() {
+		var id, txs string
+		var f found
+		if err := rows.Scan(&id, &f.stream, &f.version, &txs, &f.pos.pos); err != nil {
+			rows.Close()
+			return eventstore.AppendResult{}, classify(err)
+		}
+		f.pos.tx, _ = strconv.ParseUint(txs, 10, 64)
+		byID[id] = f
+	}
+	if err := rows.Err(); err != nil {
+		return eventstore.AppendResult{}, classify(err)
+	}
+	retried := len(byID) == len(events)
+	var last found
+	for i, id := range ids {
+		f, ok := byID[strings.ToLower(id)]
+		if !ok || f.stream != stream || (i > 0 && f.version != last.version+1) {
+			retried = false
+			break
+		}
+		last = f
+	}
+	if retried {
+		return eventstore.AppendResult{NextVersion: last.version, Position: last.pos.String()}, nil
+	}
+	if len(byID) > 0 && !errors.Is(cause, errConflict) {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore: append to %s: an event id is already used by another append", stream)
+	}
+	actual := int64(-1)
+	err = s.pool.QueryRow(ctx, `SELECT version FROM streams WHERE stream_id = $1`, stream).Scan(&actual)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return eventstore.AppendResult{}, classify(err)
+	}
+	return eventstore.AppendResult{}, &eventstore.VersionError{Stream: stream, Expected: expected, Actual: actual}
+}
+
+const selectEvent = `SELECT tx::text, position, stream_id, version, event_id::text, type, data::text, metadata::text, recorded_at`
+
+func scanEvent(row pgx.Row, extra ...any) (eventstore.RecordedEvent, error) {
+	var e eventstore.RecordedEvent
+	var txs, data, meta string
+	var p position
+	dest := append([]any{&txs, &p.pos, &e.StreamID, &e.Version, &e.ID, &e.Type, &data, &meta, &e.RecordedAt}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return e, err
+	}
+	tx, err := strconv.ParseUint(txs, 10, 64)
+	if err != nil {
+		return e, fmt.Errorf("eventstore: bad tx %q: %w", txs, err)
+	}
+	p.tx = tx
+	e.Position = p.String()
+	e.Data, e.Metadata = []byte(data), []byte(meta)
+	return e, nil
+}
+
+// ReadStream implements eventstore.Store.
+func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit int) ([]eventstore.RecordedEvent, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, selectEvent+` FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`, stream, from, limit)
+	if err != nil {
+		return nil, classify(fmt.Errorf("eventstore: read %s: %w", stream, err))
+	}
+	defer rows.Close()
+	var out []eventstore.RecordedEvent
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, classify(fmt.Errorf("eventstore: read %s: %w", stream, err))
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, classify(fmt.Errorf("eventstore: read %s: %w", stream, err))
+	}
+	return out, nil
+}
+
+// ReadAll implements eventstore.Store.
+func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RecordedEvent, error) {
+	events, _, err := s.readAll(ctx, after, limit)
+	return events, err
+}
+
+// readAll reads the log after `after`, stopping at the first row whose
+// transaction is not yet older than every running one. heldBack reports that
+// such a row exists: the caller should read again soon.
+//
+// The query must keep the row-comparison form (tx, position) > ($1, $2): it
+// is what lets PostgreSQL walk the (tx, position) index; the equivalent OR
+// form scans. A test checks the plan.
+func (s *Store) readAll(ctx context.Context, after eventstore.Position, limit int) (events []eventstore.RecordedEvent, heldBack bool, err error) {
+	from, err := parsePosition(after)
+	if err != nil {
+		return nil, false, err
+	}
+	if limit <= 0 {
+		return nil, false, nil
+	}
+	rows, err := s.pool.Query(ctx, readAllSQL, strconv.FormatUint(from.tx, 10), from.pos, limit)
+	if err != nil {
+		return nil, false, classify(fmt.Errorf("eventstore: read log: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var visible bool
+		e, err := scanEvent(rows, &visible)
+		if err != nil {
+			return nil, false, classify(fmt.Errorf("eventstore: read log: %w", err))
+		}
+		if !visible {
+			heldBack = true
+			break
+		}
+		events = append(events, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, false, classify(fmt.Errorf("eventstore: read log: %w", err))
+	}
+	return events, heldBack, nil
+}
+
+const readAllSQL = selectEvent + `, tx < pg_snapshot_xmin(pg_current_snapshot())
+	FROM events
+	WHERE (tx, position) > ($1::text::xid8, $2::bigint)
+	ORDER BY events.tx, events.position
+	LIMIT $3`
+
+// Subscribe implements eventstore.Store. It survives database restarts: read
+// errors are logged and retried with backoff until ctx ends.
+func (s *Store) Subscribe(ctx context.Context, after eventstore.Position, handle func(context.Context, []eventstore.RecordedEvent) error) error {
+	if _, err := parsePosition(after); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wake := make(chan struct{}, 1)
+	go s.listen(ctx, wake)
+
+	cur := after
+	heldDelay := time.Millisecond
+	errDelay := 50 * time.Millisecond
+	for {
+		events, heldBack, err := s.readAll(ctx, cur, s.opts.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.opts.Logger.WarnContext(ctx, "event store subscription: read failed, retrying", "error", err, "retry_in", errDelay)
+			if !sleep(ctx, errDelay) {
+				return ctx.Err()
+			}
+			errDelay = min(errDelay*2, 5*time.Second)
+			continue
+		}
+		errDelay = 50 * time.Millisecond
+		if len(events) > 0 {
+			if err := handle(ctx, events); err != nil {
+				return err
+			}
+			cur = events[len(events)-1].Position
+		}
+		switch {
+		case len(events) == s.opts.BatchSize:
+			continue
+		case heldBack:
+			// Committed events wait behind a running transaction; it will
+			// end soon and may send no notification of its own.
+			if !sleep(ctx, heldDelay) {
+				return ctx.Err()
+			}
+			heldDelay = min(heldDelay*2, 50*time.Millisecond)
+			continue
+		}
+		heldDelay = time.Millisecond
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-time.After(s.opts.PollInterval):
+		}
+	}
+}
+
+// listen holds a connection LISTENing on the notify channel and signals wake
+// for every notification, reconnecting after errors, until ctx ends.
+func (s *Store) listen(ctx context.Context, wake chan<- struct{}) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, wake)
+		if ctx.Err() != nil {
+			return
+		}
+		s.opts.Logger.WarnContext(ctx, "event store listener lost, subscribers fall back to polling", "error", err, "retry_in", delay)
+		if !sleep(ctx, delay) {
+			return
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context, wake chan<- struct{}) error {
+	pooled, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A LISTENing connection must not return to the pool.
+	conn := pooled.Hijack()
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return err
+	}
+	select {
+	case wake <- struct{}{}: // catch anything appended before LISTEN took effect
+	default:
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// classify marks errors that retrying may cure (lost connections, server
+// shutdown, resource exhaustion, serialization failures) as
+// eventstore.ErrUnavailable.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources
+			strings.HasPrefix(pgErr.Code, "57"), // operator intervention (shutdown)
+			pgErr.Code == "40001", pgErr.Code == "40P01":
+			return fmt.Errorf("%w: %w", eventstore.ErrUnavailable, err)
+		}
+		return err
+	}
+	// No server answer at all: the network, the pool or a deadline.
+	return fmt.Errorf("%w: %w", eventstore.ErrUnavailable, err)
+}

@@ -1,0 +1,62 @@
+package postgres_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/storetest"
+	"github.com/heraldhq/herald/migrations/pgtest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) eventstore.Store {
+		return postgres.New(pgtest.NewPool(t), postgres.Options{})
+	}, storetest.Options{})
+}
+
+// TestReadAllUsesTheIndex pins the query plan of the log read: the row
+// comparison must walk the (tx, position) index, never scan the table.
+func TestReadAllUsesTheIndex(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	seed(t, pool)
+	var plan []string
+	rows, err := pool.Query(ctx, `EXPLAIN `+postgres.ReadAllSQL, "100", int64(5), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	text := strings.Join(plan, "\n")
+	if !strings.Contains(text, "events_tx_position") || strings.Contains(text, "Seq Scan") {
+		t.Fatalf("log read does not use the (tx, position) index:\n%s", text)
+	}
+}
+
+func seed(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+		INSERT INTO events (stream_id, version, event_id, type, data, metadata)
+		SELECT 'seed-' || g, 0, gen_random_uuid(), 'E', '{}', '{}' FROM generate_series(1, 20000) g`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE events`); err != nil {
+		t.Fatal(err)
+	}
+}

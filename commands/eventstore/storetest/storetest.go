@@ -1,0 +1,400 @@
+// Package storetest is the conformance suite of the event store port: every
+// adapter runs it, so every adapter keeps the same promises.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+)
+
+// Options sizes the suite for an adapter.
+type Options struct {
+	// ConcurrentDuration is how long the concurrent appenders run in the
+	// gap-safety test. Default 3s.
+	ConcurrentDuration time.Duration
+}
+
+// Run runs the suite. newStore returns a store on an empty log; each test
+// calls it once.
+func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store, opts Options) {
+	if opts.ConcurrentDuration <= 0 {
+		opts.ConcurrentDuration = 3 * time.Second
+	}
+	t.Run("AppendExpectedVersions", func(t *testing.T) { t.Parallel(); testExpectedVersions(t, newStore(t)) })
+	t.Run("RetriedAppendIsNotDuplicated", func(t *testing.T) { t.Parallel(); testRetriedAppend(t, newStore(t)) })
+	t.Run("ReadStream", func(t *testing.T) { t.Parallel(); testReadStream(t, newStore(t)) })
+	t.Run("ReadAll", func(t *testing.T) { t.Parallel(); testReadAll(t, newStore(t)) })
+	t.Run("SubscribeCatchUpThenLive", func(t *testing.T) { t.Parallel(); testSubscribe(t, newStore(t)) })
+	t.Run("OneWinnerPerExpectedVersion", func(t *testing.T) { t.Parallel(); testOneWinner(t, newStore(t)) })
+	t.Run("GapSafeUnderConcurrentAppends", func(t *testing.T) {
+		t.Parallel()
+		testGapSafe(t, newStore(t), opts.ConcurrentDuration)
+	})
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = (b[6] & 0x0f) | 0x40
+	b[8] = (b[8] & 0x3f) | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func event(typ string, n int) eventstore.EventData {
+	data, _ := json.Marshal(map[string]any{"n": n})
+	return eventstore.EventData{ID: newID(), Type: typ, Data: data, Metadata: []byte(`{"tenant":"t1","source":"storetest"}`)}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustAppend(t *testing.T, s eventstore.Store, stream string, exp eventstore.ExpectedVersion, evs ...eventstore.EventData) eventstore.AppendResult {
+	t.Helper()
+	r, err := s.Append(ctxT(t), stream, exp, evs...)
+	if err != nil {
+		t.Fatalf("append to %s (%s): %v", stream, exp, err)
+	}
+	return r
+}
+
+func testExpectedVersions(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	r := mustAppend(t, s, "a-1", eventstore.NoStream, event("E", 0), event("E", 1))
+	if r.NextVersion != 1 || r.Position == eventstore.Start {
+		t.Fatalf("first append: got %+v, want version 1 and a position", r)
+	}
+	_, err := s.Append(ctx, "a-1", eventstore.NoStream, event("E", 2))
+	var ve *eventstore.VersionError
+	if !errors.Is(err, eventstore.ErrWrongVersion) || !errors.As(err, &ve) || ve.Actual != 1 {
+		t.Fatalf("NoStream on existing stream: got %v, want a VersionError with actual 1", err)
+	}
+	if _, err := s.Append(ctx, "a-1", eventstore.Exact(0), event("E", 2)); !errors.Is(err, eventstore.ErrWrongVersion) {
+		t.Fatalf("stale exact version: got %v, want ErrWrongVersion", err)
+	}
+	if _, err := s.Append(ctx, "a-missing", eventstore.Exact(0), event("E", 0)); !errors.Is(err, eventstore.ErrWrongVersion) {
+		t.Fatalf("exact version on missing stream: got %v, want ErrWrongVersion", err)
+	}
+	r2 := mustAppend(t, s, "a-1", eventstore.Exact(1), event("E", 2))
+	if r2.NextVersion != 2 {
+		t.Fatalf("exact append: next version %d, want 2", r2.NextVersion)
+	}
+	r3 := mustAppend(t, s, "a-1", eventstore.Any, event("E", 3))
+	r4 := mustAppend(t, s, "a-2", eventstore.Any, event("E", 0))
+	if r3.NextVersion != 3 || r4.NextVersion != 0 {
+		t.Fatalf("any appends: got versions %d and %d, want 3 and 0", r3.NextVersion, r4.NextVersion)
+	}
+	got, err := s.ReadStream(ctx, "a-1", 0, 100)
+	if err != nil || len(got) != 4 {
+		t.Fatalf("read back: %d events, %v; want 4", len(got), err)
+	}
+	for i, e := range got {
+		if e.Version != int64(i) {
+			t.Fatalf("event %d has version %d", i, e.Version)
+		}
+	}
+}
+
+func testRetriedAppend(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	evs := []eventstore.EventData{event("E", 0), event("E", 1)}
+	first := mustAppend(t, s, "r-1", eventstore.NoStream, evs...)
+	again, err := s.Append(ctx, "r-1", eventstore.NoStream, evs...)
+	if err != nil {
+		t.Fatalf("retried append: %v", err)
+	}
+	if again != first {
+		t.Fatalf("retried append answered %+v, first %+v", again, first)
+	}
+	got, err := s.ReadStream(ctx, "r-1", 0, 10)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("after retry the stream has %d events (%v), want 2", len(got), err)
+	}
+	// The same ids in another stream are not a retry.
+	if _, err := s.Append(ctx, "r-2", eventstore.NoStream, evs...); err == nil {
+		t.Fatal("reusing event ids in another stream succeeded")
+	}
+}
+
+func testReadStream(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	var in []eventstore.EventData
+	for i := range 10 {
+		in = append(in, event("E", i))
+	}
+	mustAppend(t, s, "s-1", eventstore.NoStream, in...)
+	got, err := s.ReadStream(ctx, "s-1", 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0].Version != 3 || got[3].Version != 6 {
+		t.Fatalf("read from 3 limit 4: got %d events starting at %v", len(got), got)
+	}
+	for i, e := range got {
+		want := in[3+i]
+		if e.ID != want.ID || e.Type != want.Type || string(e.Data) != string(want.Data) || string(e.Metadata) != string(want.Metadata) || e.StreamID != "s-1" {
+			t.Fatalf("event %d round-tripped as %+v, want %+v", 3+i, e, want)
+		}
+		if e.RecordedAt.IsZero() {
+			t.Fatalf("event %d has no recorded time", 3+i)
+		}
+	}
+	empty, err := s.ReadStream(ctx, "s-unknown", 0, 10)
+	if err != nil || len(empty) != 0 {
+		t.Fatalf("unknown stream: %d events, %v; want none, no error", len(empty), err)
+	}
+}
+
+func testReadAll(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	var ids []string
+	for i := range 5 {
+		e := event("E", i)
+		ids = append(ids, e.ID)
+		mustAppend(t, s, fmt.Sprintf("l-%d", i), eventstore.NoStream, e)
+	}
+	all, err := s.ReadAll(ctx, eventstore.Start, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 5 {
+		t.Fatalf("read all: %d events, want 5", len(all))
+	}
+	for i, e := range all {
+		if e.ID != ids[i] {
+			t.Fatalf("log order: event %d is %s, want %s", i, e.ID, ids[i])
+		}
+	}
+	rest, err := s.ReadAll(ctx, all[1].Position, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != 2 || rest[0].ID != ids[2] || rest[1].ID != ids[3] {
+		t.Fatalf("read after position 2, limit 2: got %d events", len(rest))
+	}
+	if _, err := s.ReadAll(ctx, eventstore.Position("not a position"), 1); err == nil {
+		t.Fatal("a malformed position was accepted")
+	}
+}
+
+func testSubscribe(t *testing.T, s eventstore.Store) {
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	var want []string
+	for i := range 3 {
+		e := event("E", i)
+		want = append(want, e.ID)
+		mustAppend(t, s, fmt.Sprintf("sub-%d", i), eventstore.NoStream, e)
+	}
+	got := make(chan eventstore.RecordedEvent, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Subscribe(ctx, eventstore.Start, func(_ context.Context, evs []eventstore.RecordedEvent) error {
+			for _, e := range evs {
+				got <- e
+			}
+			return nil
+		})
+	}()
+	receive := func(id string) eventstore.RecordedEvent {
+		t.Helper()
+		select {
+		case e := <-got:
+			if e.ID != id {
+				t.Fatalf("subscription delivered %s, want %s", e.ID, id)
+			}
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatalf("subscription did not deliver %s", id)
+		}
+		return eventstore.RecordedEvent{}
+	}
+	var last eventstore.RecordedEvent
+	for _, id := range want {
+		last = receive(id)
+	}
+	// Live: appended after the catch-up finished.
+	for i := 3; i < 6; i++ {
+		e := event("E", i)
+		mustAppend(t, s, fmt.Sprintf("sub-%d", i), eventstore.NoStream, e)
+		last = receive(e.ID)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("subscription ended with %v, want context.Canceled", err)
+	}
+	select {
+	case e := <-got:
+		t.Fatalf("unexpected extra event %s", e.ID)
+	default:
+	}
+
+	// Resuming from the last delivered position delivers only what follows.
+	next := event("E", 6)
+	mustAppend(t, s, "sub-6", eventstore.NoStream, next)
+	ctx2, cancel2 := context.WithCancel(ctxT(t))
+	defer cancel2()
+	stop := errors.New("stop")
+	err := s.Subscribe(ctx2, last.Position, func(_ context.Context, evs []eventstore.RecordedEvent) error {
+		if evs[0].ID != next.ID {
+			t.Errorf("resumed subscription delivered %s first, want %s", evs[0].ID, next.ID)
+		}
+		return stop
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("a failing handler ended the subscription with %v, want its error", err)
+	}
+}
+
+func testOneWinner(t *testing.T, s eventstore.Store) {
+	mustAppend(t, s, "w-1", eventstore.NoStream, event("E", 0))
+	const writers = 16
+	var wins, conflicts atomic.Int32
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Append(context.Background(), "w-1", eventstore.Exact(0), event("E", i))
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, eventstore.ErrWrongVersion):
+				conflicts.Add(1)
+			default:
+				t.Errorf("append: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || conflicts.Load() != writers-1 {
+		t.Fatalf("%d writers at one expected version: %d won, %d conflicted; want exactly one winner", writers, wins.Load(), conflicts.Load())
+	}
+}
+
+// testGapSafe runs 8 appenders for d while a subscriber follows the log, then
+// checks that the subscriber saw every committed event exactly once, in
+// position order, with nothing it had passed appearing later.
+func testGapSafe(t *testing.T, s eventstore.Store, d time.Duration) {
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	var mu sync.Mutex
+	var seen []eventstore.RecordedEvent
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- s.Subscribe(ctx, eventstore.Start, func(_ context.Context, evs []eventstore.RecordedEvent) error {
+			mu.Lock()
+			seen = append(seen, evs...)
+			mu.Unlock()
+			return nil
+		})
+	}()
+
+	const appenders = 8
+	committed := make([][]string, appenders)
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for w := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				n := 1 + i%3 // vary the transaction size
+				evs := make([]eventstore.EventData, n)
+				for j := range evs {
+					evs[j] = event("E", i)
+				}
+				if _, err := s.Append(context.Background(), fmt.Sprintf("g-%d-%d", w, i), eventstore.NoStream, evs...); err != nil {
+					t.Errorf("appender %d: %v", w, err)
+					return
+				}
+				for _, e := range evs {
+					committed[w] = append(committed[w], e.ID)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, c := range committed {
+		total += len(c)
+	}
+	if total < appenders {
+		t.Fatalf("only %d events were appended", total)
+	}
+	waitUntil := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n >= total || time.Now().After(waitUntil) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-subDone
+
+	mu.Lock()
+	defer mu.Unlock()
+	seenIDs := make(map[string]int, len(seen))
+	for i, e := range seen {
+		if prev, dup := seenIDs[e.ID]; dup {
+			t.Fatalf("event %s delivered twice (at %d and %d)", e.ID, prev, i)
+		}
+		seenIDs[e.ID] = i
+	}
+	for w, ids := range committed {
+		last := -1
+		for _, id := range ids {
+			at, ok := seenIDs[id]
+			if !ok {
+				t.Fatalf("committed event %s of appender %d never delivered (%d of %d delivered)", id, w, len(seen), total)
+			}
+			if at < last {
+				t.Fatalf("appender %d's events delivered out of commit order", w)
+			}
+			last = at
+		}
+	}
+	if len(seen) != total {
+		t.Fatalf("delivered %d events, committed %d", len(seen), total)
+	}
+	// Delivery order must be log order: reading the log now gives the same
+	// sequence.
+	var all []eventstore.RecordedEvent
+	after := eventstore.Start
+	for {
+		page, err := s.ReadAll(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+		after = page[len(page)-1].Position
+	}
+	if len(all) != len(seen) {
+		t.Fatalf("log holds %d events, subscriber saw %d", len(all), len(seen))
+	}
+	for i := range all {
+		if all[i].ID != seen[i].ID || all[i].Position != seen[i].Position {
+			t.Fatalf("subscriber order differs from log order at %d", i)
+		}
+	}
+	t.Logf("%d events by %d appenders over %s, all delivered once, in order", total, appenders, d)
+}

@@ -1,0 +1,179 @@
+package domain
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Stored event type names. They are written into the event store and are
+// never renamed; a changed payload gets a new schema version instead.
+const (
+	EventNotificationRequested = "NotificationRequested"
+	EventNotificationCreated   = "NotificationCreated"
+	EventNotificationRead      = "NotificationRead"
+)
+
+// SchemaVersion is the payload version every event of this release is written
+// with; it travels in the event metadata.
+const SchemaVersion = 1
+
+// ChannelInApp is the inbox channel, the one every notification has.
+const ChannelInApp = "in_app"
+
+// Source says where a request entered Herald.
+type Source struct {
+	Kind      string `json:"kind"` // "kafka" or "http"
+	Topic     string `json:"topic,omitempty"`
+	Partition int32  `json:"partition,omitempty"`
+	Offset    int64  `json:"offset,omitempty"`
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// NotificationRequested records an accepted request with its recipients as
+// resolved at that moment, so a redelivery notifies exactly the same people.
+type NotificationRequested struct {
+	RequestID      string         `json:"requestId"`
+	IdempotencyKey string         `json:"idempotencyKey"`
+	Fingerprint    string         `json:"fingerprint"`
+	Tenant         string         `json:"tenant"`
+	Scope          Scope          `json:"scope"`
+	MerchantID     string         `json:"merchantId,omitempty"`
+	Recipients     []string       `json:"recipients"`
+	EventType      string         `json:"eventType"`
+	Actor          Actor          `json:"actor"`
+	Data           map[string]any `json:"data"`
+	Channels       []string       `json:"channels"`
+	Source         Source         `json:"source"`
+	OccurredAt     time.Time      `json:"occurredAt"`
+	RequestedAt    time.Time      `json:"requestedAt"`
+}
+
+// NotificationCreated is one recipient's notification.
+type NotificationCreated struct {
+	ID          string         `json:"id"`
+	RequestID   string         `json:"requestId"`
+	Tenant      string         `json:"tenant"`
+	RecipientID string         `json:"recipientId"`
+	Type        string         `json:"type"`
+	Content     string         `json:"content"`
+	ActionURL   string         `json:"actionUrl,omitempty"`
+	Data        map[string]any `json:"data"`
+	Channels    []string       `json:"channels"`
+	CreatedAt   time.Time      `json:"createdAt"`
+}
+
+// NotificationRead records that the recipient read the notification.
+type NotificationRead struct {
+	ID          string    `json:"id"`
+	Tenant      string    `json:"tenant"`
+	RecipientID string    `json:"recipientId"`
+	ReadAt      time.Time `json:"readAt"`
+}
+
+// NewNotificationRequested records req, accepted under key, with its resolved
+// recipients.
+func NewNotificationRequested(req Request, key string, recipients []string, src Source, now time.Time) NotificationRequested {
+	data := req.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	return NotificationRequested{
+		RequestID:      RequestID(req.Tenant, key),
+		IdempotencyKey: key,
+		Fingerprint:    req.Fingerprint(),
+		Tenant:         req.Tenant,
+		Scope:          req.Scope,
+		MerchantID:     req.MerchantID,
+		Recipients:     recipients,
+		EventType:      req.EventType,
+		Actor:          req.Actor,
+		Data:           data,
+		Channels:       []string{ChannelInApp},
+		Source:         src,
+		OccurredAt:     req.OccurredAt.UTC(),
+		RequestedAt:    now.UTC(),
+	}
+}
+
+// Notifications derives the per-recipient notifications of a recorded
+// request. It depends only on the recorded event, so whichever attempt runs it
+// (the first, or a retry after a crash) produces the same notifications.
+func (e NotificationRequested) Notifications() []NotificationCreated {
+	content := Content(e.EventType, e.Actor, e.Data)
+	out := make([]NotificationCreated, len(e.Recipients))
+	for i, r := range e.Recipients {
+		out[i] = NotificationCreated{
+			ID:          NotificationID(e.RequestID, r),
+			RequestID:   e.RequestID,
+			Tenant:      e.Tenant,
+			RecipientID: r,
+			Type:        e.EventType,
+			Content:     content,
+			Data:        e.Data,
+			Channels:    e.Channels,
+			CreatedAt:   e.RequestedAt,
+		}
+	}
+	return out
+}
+
+// Notification is the write-side state of one notification, folded from its
+// stream; it holds only what decisions need.
+type Notification struct {
+	ID          string
+	Tenant      string
+	RecipientID string
+	Read        bool
+	Version     int64 // version of the last applied event; -1 when none
+}
+
+// DecodeEvent decodes a stored payload of a known type and version into the
+// payload struct (a value, not a pointer).
+func DecodeEvent(eventType string, version int, data []byte) (any, error) {
+	if version != SchemaVersion {
+		return nil, fmt.Errorf("decode %s: unknown schema version %d", eventType, version)
+	}
+	switch eventType {
+	case EventNotificationRequested:
+		return decode[NotificationRequested](eventType, data)
+	case EventNotificationCreated:
+		return decode[NotificationCreated](eventType, data)
+	case EventNotificationRead:
+		return decode[NotificationRead](eventType, data)
+	default:
+		return nil, fmt.Errorf("decode: unknown event type %q", eventType)
+	}
+}
+
+func decode[T any](eventType string, data []byte) (any, error) {
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", eventType, err)
+	}
+	return v, nil
+}
+
+// Apply folds one event into the notification state.
+func (n *Notification) Apply(event any, version int64) {
+	switch e := event.(type) {
+	case NotificationCreated:
+		n.ID, n.Tenant, n.RecipientID = e.ID, e.Tenant, e.RecipientID
+	case NotificationRead:
+		n.Read = true
+	}
+	n.Version = version
+}
+
+// MarkRead decides a mark-read by recipient of tenant. A notification that
+// does not exist, or is someone else's, is not found: the caller learns
+// nothing about other inboxes. Marking twice is a no-op (nil event, nil error).
+func (n Notification) MarkRead(tenant, recipient string, now time.Time) (*NotificationRead, error) {
+	if n.ID == "" || n.Tenant != tenant || n.RecipientID != recipient {
+		return nil, Errorf(CodeNotificationMissing, "notification not found")
+	}
+	if n.Read {
+		return nil, nil
+	}
+	return &NotificationRead{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ReadAt: now.UTC()}, nil
+}

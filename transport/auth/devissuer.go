@@ -1,0 +1,156 @@
+package auth
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/heraldhq/herald/domain"
+)
+
+// claimsSetByIssue are the claims Issue writes itself; a tenant claim with one
+// of these names would be silently overwritten.
+var claimsSetByIssue = []string{
+	jwt.IssuerKey, jwt.AudienceKey, jwt.SubjectKey, jwt.IssuedAtKey,
+	jwt.NotBeforeKey, jwt.ExpirationKey, "permissions", "typ",
+}
+
+// DevIssuer is the identity provider of dev mode: it holds an in-memory
+// ES256 key, publishes it as a JWKS and signs access tokens that a Verifier
+// configured with the same issuer and audience accepts. The key lives only as
+// long as the process, so its tokens die with it.
+type DevIssuer struct {
+	issuer      string
+	audience    string
+	tenantClaim string
+	key         jwk.Key
+	jwks        []byte
+}
+
+// NewDevIssuer generates a fresh P-256 signing key. An empty tenantClaim
+// means DefaultTenantClaim.
+func NewDevIssuer(issuer, audience, tenantClaim string) (*DevIssuer, error) {
+	if tenantClaim == "" {
+		tenantClaim = DefaultTenantClaim
+	}
+	var problems domain.ValidationError
+	if issuer == "" {
+		problems.Add("issuer", "required")
+	}
+	if audience == "" {
+		problems.Add("audience", "required")
+	}
+	if slices.Contains(claimsSetByIssue, tenantClaim) {
+		problems.Add("tenant_claim", fmt.Sprintf("%q is a claim the issuer sets itself", tenantClaim))
+	}
+	if err := problems.Err(domain.CodeValidationFailed, "invalid dev issuer configuration"); err != nil {
+		return nil, err
+	}
+
+	private, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, devIssuerError("cannot generate signing key", err)
+	}
+	key, err := jwk.FromRaw(private)
+	if err != nil {
+		return nil, devIssuerError("cannot wrap signing key", err)
+	}
+	// The thumbprint as kid means a restarted dev server announces a new kid,
+	// which exercises the verifier's unknown-kid refresh like a real rotation.
+	if err := jwk.AssignKeyID(key); err != nil {
+		return nil, devIssuerError("cannot assign key id", err)
+	}
+	if err := key.Set(jwk.AlgorithmKey, jwa.ES256); err != nil {
+		return nil, devIssuerError("cannot set key algorithm", err)
+	}
+	if err := key.Set(jwk.KeyUsageKey, jwk.ForSignature); err != nil {
+		return nil, devIssuerError("cannot set key use", err)
+	}
+	public, err := key.PublicKey()
+	if err != nil {
+		return nil, devIssuerError("cannot derive public key", err)
+	}
+	set := jwk.NewSet()
+	if err := set.AddKey(public); err != nil {
+		return nil, devIssuerError("cannot build key set", err)
+	}
+	// The key never changes, so the JWKS is encoded once.
+	jwks, err := json.Marshal(set)
+	if err != nil {
+		return nil, devIssuerError("cannot encode key set", err)
+	}
+	return &DevIssuer{
+		issuer:      issuer,
+		audience:    audience,
+		tenantClaim: tenantClaim,
+		key:         key,
+		jwks:        jwks,
+	}, nil
+}
+
+func devIssuerError(message string, cause error) *domain.Error {
+	return &domain.Error{Code: domain.CodeInternal, Message: "dev issuer: " + message, Err: cause}
+}
+
+// JWKS returns the public key set as JSON, ready to serve at the URL a
+// Verifier's Config.JWKSURL points to.
+func (d *DevIssuer) JWKS() ([]byte, error) {
+	// A copy, so that a caller writing into the slice cannot corrupt what
+	// later callers serve.
+	return slices.Clone(d.jwks), nil
+}
+
+// Issue signs an access token for sub acting for tenant with the given
+// permissions, valid from now for ttl.
+func (d *DevIssuer) Issue(sub, tenant string, permissions []string, ttl time.Duration) (string, error) {
+	var problems domain.ValidationError
+	if sub == "" {
+		problems.Add("sub", "required")
+	}
+	if tenant == "" {
+		problems.Add("tenant", "required")
+	}
+	if ttl <= 0 {
+		problems.Add("ttl", "must be positive")
+	}
+	if err := problems.Err(domain.CodeValidationFailed, "invalid token request"); err != nil {
+		return "", err
+	}
+	if permissions == nil {
+		// Encode an empty array rather than null, as a real IdP would.
+		permissions = []string{}
+	}
+
+	now := time.Now()
+	tok, err := jwt.NewBuilder().
+		Issuer(d.issuer).
+		Audience([]string{d.audience}).
+		Subject(sub).
+		IssuedAt(now).
+		NotBefore(now).
+		Expiration(now.Add(ttl)).
+		Claim(d.tenantClaim, tenant).
+		Claim("permissions", slices.Clone(permissions)).
+		Claim("typ", "Bearer").
+		Build()
+	if err != nil {
+		return "", devIssuerError("cannot build token", err)
+	}
+	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256, d.key))
+	if err != nil {
+		return "", devIssuerError("cannot sign token", err)
+	}
+	if len(signed) > MaxTokenBytes {
+		return "", devIssuerError("token too large", errors.New("auth: too many permissions for one token"))
+	}
+	return string(signed), nil
+}

@@ -1,0 +1,29 @@
+// Package auth verifies JWT access tokens against a JWKS and turns them into a
+// Principal.
+package auth
+
+import (
+	"slices"
+	"time"
+)
+
+// Principal is the authenticated caller behind a verified access token.
+type Principal struct {
+	// Subject is the token's "sub": the caller's stable identity at the IdP.
+	Subject string
+	// Tenant is the organizer the caller acts for, read from the configured
+	// tenant claim.
+	Tenant string
+	// Permissions is sorted and free of duplicates.
+	Permissions []string
+	// ExpiresAt is the token's "exp"; long-lived connections (WebSocket) use
+	// it to drop callers whose token has run out.
+	ExpiresAt time.Time
+}
+
+// Has reports whether the principal holds permission.
+func (p Principal) Has(permission string) bool {
+	// A linear scan, not a binary search: a Principal may be built by hand
+	// (tests of other packages, future sources) with unsorted permissions.
+	return slices.Contains(p.Permissions, permission)
+}
