@@ -44,9 +44,7 @@ type NotificationRequested struct {
 	Actor          Actor          `json:"actor"`
 	Data           map[string]any `json:"data"`
 	Channels       []string       `json:"channels"`
-	Source         Source         `json:"source"`
 	OccurredAt     time.Time      `json:"occurredAt"`
-	RequestedAt    time.Time      `json:"requestedAt"`
 }
 
 // NotificationCreated is one recipient's notification.
@@ -72,8 +70,9 @@ type NotificationRead struct {
 }
 
 // NewNotificationRequested records req, accepted under key, with its resolved
-// recipients.
-func NewNotificationRequested(req Request, key string, recipients []string, src Source, now time.Time) NotificationRequested {
+// recipients. The payload depends only on its arguments, never on the clock or
+// the delivery, so a redelivery derives the same bytes.
+func NewNotificationRequested(req Request, key string, recipients []string) NotificationRequested {
 	data := req.Data
 	if data == nil {
 		data = map[string]any{}
@@ -90,15 +89,15 @@ func NewNotificationRequested(req Request, key string, recipients []string, src 
 		Actor:          req.Actor,
 		Data:           data,
 		Channels:       []string{ChannelInApp},
-		Source:         src,
 		OccurredAt:     req.OccurredAt.UTC(),
-		RequestedAt:    now.UTC(),
 	}
 }
 
 // Notifications derives the per-recipient notifications of a recorded
 // request. It depends only on the recorded event, so whichever attempt runs it
-// (the first, or a retry after a crash) produces the same notifications.
+// (the first, or a retry after a crash) produces the same notifications. A
+// notification is dated by when its activity occurred: that is what the
+// recipient reads it for, and it keeps the derivation free of the clock.
 func (e NotificationRequested) Notifications() []NotificationCreated {
 	content := Content(e.EventType, e.Actor, e.Data)
 	out := make([]NotificationCreated, len(e.Recipients))
@@ -112,7 +111,7 @@ func (e NotificationRequested) Notifications() []NotificationCreated {
 			Content:     content,
 			Data:        e.Data,
 			Channels:    e.Channels,
-			CreatedAt:   e.RequestedAt,
+			CreatedAt:   e.OccurredAt,
 		}
 	}
 	return out
@@ -176,4 +175,30 @@ func (n Notification) MarkRead(tenant, recipient string, now time.Time) (*Notifi
 		return nil, nil
 	}
 	return &NotificationRead{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ReadAt: now.UTC()}, nil
+}
+
+// Metadata travels with every stored event. Source and times of delivery live
+// here rather than in the payload, so that the payload of a redelivered input
+// is byte-for-byte the payload first recorded.
+type Metadata struct {
+	Tenant        string    `json:"tenant"`
+	SchemaVersion int       `json:"schemaVersion"`
+	CorrelationID string    `json:"correlationId,omitempty"`
+	CausationID   string    `json:"causationId,omitempty"`
+	Actor         string    `json:"actor,omitempty"`
+	Source        *Source   `json:"source,omitempty"`
+	RecordedBy    string    `json:"recordedBy,omitempty"`
+	HandledAt     time.Time `json:"handledAt"`
+}
+
+// DecodeStored decodes a stored event's payload with the schema version its
+// metadata names.
+func DecodeStored(eventType string, metadata, data []byte) (any, error) {
+	var meta struct {
+		SchemaVersion int `json:"schemaVersion"`
+	}
+	if err := json.Unmarshal(metadata, &meta); err != nil {
+		return nil, fmt.Errorf("decode %s metadata: %w", eventType, err)
+	}
+	return DecodeEvent(eventType, meta.SchemaVersion, data)
 }

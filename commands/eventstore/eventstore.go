@@ -71,6 +71,9 @@ type AppendResult struct {
 	NextVersion int64
 	// Position is the global position of the last appended event.
 	Position Position
+	// Deduplicated is true when the events were already in the stream,
+	// appended earlier under the same ids: nothing was written this time.
+	Deduplicated bool
 }
 
 // Store is the event store. Implementations are safe for concurrent use.
@@ -84,7 +87,8 @@ type Store interface {
 	// in version order; an unknown stream reads as empty.
 	ReadStream(ctx context.Context, stream string, from int64, limit int) ([]RecordedEvent, error)
 	// ReadAll returns up to limit events of the global log after position
-	// after, in log order.
+	// after, in log order. Every event committed before the call is
+	// included.
 	ReadAll(ctx context.Context, after Position, limit int) ([]RecordedEvent, error)
 	// Subscribe delivers the global log after position after to handle, in
 	// batches, in log order, each event once: first what is stored (catch-up),

@@ -242,7 +242,7 @@ func (s *Store) resolveConflict(ctx context.Context, stream string, expected eve
 		last = f
 	}
 	if retried {
-		return eventstore.AppendResult{NextVersion: last.version, Position: last.pos.String()}, nil
+		return eventstore.AppendResult{NextVersion: last.version, Position: last.pos.String(), Deduplicated: true}, nil
 	}
 	if len(byID) > 0 && !errors.Is(cause, errConflict) {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore: append to %s: an event id is already used by another append", stream)
@@ -299,10 +299,22 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit
 	return out, nil
 }
 
-// ReadAll implements eventstore.Store.
+// ReadAll implements eventstore.Store. Events committed before the call are
+// included: when committed events wait behind a running transaction, ReadAll
+// waits for it (bounded by ctx) rather than return a log that could still
+// grow below its end.
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RecordedEvent, error) {
-	events, _, err := s.readAll(ctx, after, limit)
-	return events, err
+	delay := time.Millisecond
+	for {
+		events, heldBack, err := s.readAll(ctx, after, limit)
+		if err != nil || !heldBack || len(events) == limit {
+			return events, err
+		}
+		if !sleep(ctx, delay) {
+			return nil, fmt.Errorf("eventstore: read log: %w", ctx.Err())
+		}
+		delay = min(delay*2, 50*time.Millisecond)
+	}
 }
 
 // readAll reads the log after `after`, stopping at the first row whose

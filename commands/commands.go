@@ -1,0 +1,291 @@
+// Package commands holds Herald's write side: every input becomes a command
+// whose handler loads what it needs from the event store, decides with the
+// domain, and appends events. Handlers never touch the read model.
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/domain"
+)
+
+// appendConcurrency bounds how many notification streams one request writes
+// at once.
+const appendConcurrency = 8
+
+// Commands handles Herald's commands. It is safe for concurrent use.
+type Commands struct {
+	store  eventstore.Store
+	now    func() time.Time
+	logger *slog.Logger
+}
+
+// New returns the command handlers over store.
+func New(store eventstore.Store, logger *slog.Logger) *Commands {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Commands{store: store, now: time.Now, logger: logger}
+}
+
+// RequestNotification asks for a notification to the recipients of Request.
+type RequestNotification struct {
+	Request domain.Request
+	// IdempotencyKey names the input: the same key with the same request is
+	// handled once, whatever the number of deliveries.
+	IdempotencyKey string
+	Source         domain.Source
+	CorrelationID  string
+}
+
+// RequestResult says what a RequestNotification did.
+type RequestResult struct {
+	RequestID string
+	// NotificationIDs are the request's notifications, one per recipient.
+	NotificationIDs []string
+	// Duplicate is true when the request had been recorded before; any
+	// notification the earlier handling left unwritten was written now.
+	Duplicate bool
+	// Position is the position of the last event this request wrote or
+	// found, a consistency token for readers.
+	Position eventstore.Position
+}
+
+// RequestNotification records the request on stream request-<id> and one
+// NotificationCreated per recipient on notification-<id>. Both ids derive
+// from the tenant and the idempotency key, so handling the same input again,
+// even after a crash between the two steps, completes what the first handling
+// began and never writes a notification twice. The same key with a different
+// request is refused with notification.idempotency_conflict.
+func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotification) (RequestResult, error) {
+	req := cmd.Request
+	if err := req.Validate(); err != nil {
+		return RequestResult{}, err
+	}
+	if strings.TrimSpace(cmd.IdempotencyKey) == "" {
+		return RequestResult{}, domain.Errorf(domain.CodeValidationFailed, "an idempotency key is required")
+	}
+	recipients, err := req.Recipients()
+	if err != nil {
+		return RequestResult{}, err
+	}
+	requested := domain.NewNotificationRequested(req, cmd.IdempotencyKey, recipients)
+	stream := domain.RequestStream(requested.RequestID)
+	meta := domain.Metadata{
+		Tenant:        req.Tenant,
+		SchemaVersion: domain.SchemaVersion,
+		CorrelationID: cmd.CorrelationID,
+		Actor:         req.Actor.ID,
+		Source:        &cmd.Source,
+		HandledAt:     c.now().UTC(),
+	}
+	if meta.CorrelationID == "" {
+		meta.CorrelationID = requested.RequestID
+	}
+	ev, err := newEvent(domain.EventID(stream, "requested\x00"+requested.Fingerprint+"\x00"+recipientsKey(recipients)), domain.EventNotificationRequested, requested, meta)
+	if err != nil {
+		return RequestResult{}, err
+	}
+	res := RequestResult{RequestID: requested.RequestID}
+	appended, err := c.store.Append(ctx, stream, eventstore.NoStream, ev)
+	switch {
+	case err == nil:
+		res.Position = appended.Position
+		res.Duplicate = appended.Deduplicated
+	case errors.Is(err, eventstore.ErrWrongVersion):
+		recorded, pos, err := c.recordedRequest(ctx, stream)
+		if err != nil {
+			return RequestResult{}, err
+		}
+		if recorded.Fingerprint != requested.Fingerprint {
+			return RequestResult{}, domain.Errorf(domain.CodeIdempotencyConflict,
+				"idempotency key %q was already used for a different request", cmd.IdempotencyKey).
+				WithDetail("requestId", requested.RequestID)
+		}
+		// The recorded recipients win: a redelivery notifies exactly the
+		// people the first delivery resolved.
+		requested = recorded
+		res.Duplicate = true
+		res.Position = pos
+	default:
+		return RequestResult{}, fmt.Errorf("record request %s: %w", requested.RequestID, err)
+	}
+
+	notifications := requested.Notifications()
+	res.NotificationIDs = make([]string, len(notifications))
+	positions := make([]eventstore.Position, len(notifications))
+	meta.CausationID = ev.ID
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(appendConcurrency)
+	for i, n := range notifications {
+		res.NotificationIDs[i] = n.ID
+		g.Go(func() error {
+			nstream := domain.NotificationStream(n.ID)
+			e, err := newEvent(domain.EventID(nstream, "created"), domain.EventNotificationCreated, n, meta)
+			if err != nil {
+				return err
+			}
+			r, err := c.store.Append(gctx, nstream, eventstore.NoStream, e)
+			if errors.Is(err, eventstore.ErrWrongVersion) {
+				// Written by an earlier handling of this request: the
+				// stream exists only because this very event created it.
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("create notification %s: %w", n.ID, err)
+			}
+			positions[i] = r.Position
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return RequestResult{}, err
+	}
+	for _, p := range positions {
+		if p != eventstore.Start {
+			res.Position = p // appends finish in any order; any written one is a valid token
+		}
+	}
+	return res, nil
+}
+
+// recordedRequest reads the NotificationRequested that opened stream.
+func (c *Commands) recordedRequest(ctx context.Context, stream string) (domain.NotificationRequested, eventstore.Position, error) {
+	evs, err := c.store.ReadStream(ctx, stream, 0, 1)
+	if err != nil {
+		return domain.NotificationRequested{}, "", fmt.Errorf("read %s: %w", stream, err)
+	}
+	if len(evs) == 0 || evs[0].Type != domain.EventNotificationRequested {
+		return domain.NotificationRequested{}, "", fmt.Errorf("read %s: stream does not open with %s", stream, domain.EventNotificationRequested)
+	}
+	v, err := decodeRecorded(evs[0])
+	if err != nil {
+		return domain.NotificationRequested{}, "", err
+	}
+	return v.(domain.NotificationRequested), evs[0].Position, nil
+}
+
+// MarkRead marks one notification of the caller's inbox as read.
+type MarkRead struct {
+	Tenant         string
+	RecipientID    string
+	NotificationID string
+	CorrelationID  string
+}
+
+// MarkReadResult says what MarkRead did.
+type MarkReadResult struct {
+	// Changed is false when the notification was already read.
+	Changed  bool
+	Position eventstore.Position
+}
+
+// maxConflictRetries bounds how often a command reloads a stream that changed
+// under it before giving up.
+const maxConflictRetries = 5
+
+// MarkRead appends NotificationRead to the notification's stream. Marking a
+// read notification again changes nothing and is not an error. Another
+// user's notification, or an unknown one, is notification.not_found.
+func (c *Commands) MarkRead(ctx context.Context, cmd MarkRead) (MarkReadResult, error) {
+	if !domain.ValidID(cmd.NotificationID) {
+		return MarkReadResult{}, domain.Errorf(domain.CodeNotificationMissing, "notification not found")
+	}
+	stream := domain.NotificationStream(cmd.NotificationID)
+	for attempt := 0; ; attempt++ {
+		n, last, err := c.loadNotification(ctx, stream)
+		if err != nil {
+			return MarkReadResult{}, err
+		}
+		read, err := n.MarkRead(cmd.Tenant, cmd.RecipientID, c.now())
+		if err != nil {
+			return MarkReadResult{}, err
+		}
+		if read == nil {
+			return MarkReadResult{Changed: false, Position: last}, nil
+		}
+		meta := domain.Metadata{
+			Tenant:        cmd.Tenant,
+			SchemaVersion: domain.SchemaVersion,
+			CorrelationID: cmd.CorrelationID,
+			Actor:         cmd.RecipientID,
+			HandledAt:     c.now().UTC(),
+		}
+		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("v%d", n.Version+1)), domain.EventNotificationRead, read, meta)
+		if err != nil {
+			return MarkReadResult{}, err
+		}
+		r, err := c.store.Append(ctx, stream, eventstore.Exact(n.Version), e)
+		if errors.Is(err, eventstore.ErrWrongVersion) && attempt < maxConflictRetries {
+			continue
+		}
+		if err != nil {
+			return MarkReadResult{}, fmt.Errorf("mark %s read: %w", cmd.NotificationID, err)
+		}
+		return MarkReadResult{Changed: true, Position: r.Position}, nil
+	}
+}
+
+// loadNotification folds a notification stream into its state and returns the
+// position of its last event.
+func (c *Commands) loadNotification(ctx context.Context, stream string) (domain.Notification, eventstore.Position, error) {
+	n := domain.Notification{Version: -1}
+	var last eventstore.Position
+	for from := int64(0); ; {
+		evs, err := c.store.ReadStream(ctx, stream, from, 256)
+		if err != nil {
+			return n, "", fmt.Errorf("load %s: %w", stream, err)
+		}
+		for _, e := range evs {
+			v, err := decodeRecorded(e)
+			if err != nil {
+				return n, "", err
+			}
+			n.Apply(v, e.Version)
+			last = e.Position
+		}
+		if len(evs) < 256 {
+			return n, last, nil
+		}
+		from = evs[len(evs)-1].Version + 1
+	}
+}
+
+func newEvent(id, typ string, payload any, meta domain.Metadata) (eventstore.EventData, error) {
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return eventstore.EventData{}, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	m, err := json.Marshal(meta)
+	if err != nil {
+		return eventstore.EventData{}, fmt.Errorf("encode %s metadata: %w", typ, err)
+	}
+	return eventstore.EventData{ID: id, Type: typ, Data: data, Metadata: m}, nil
+}
+
+func decodeRecorded(e eventstore.RecordedEvent) (any, error) {
+	v, err := domain.DecodeStored(e.Type, e.Metadata, e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("event %s of %s: %w", e.ID, e.StreamID, err)
+	}
+	return v, nil
+}
+
+// recipientsKey fingerprints a recipient list so that the request event id
+// differs when a redelivery resolves other recipients; the append then
+// conflicts and the recorded list is used.
+func recipientsKey(recipients []string) string {
+	sorted := append([]string(nil), recipients...)
+	sort.Strings(sorted)
+	return domain.ContentKey([]byte(strings.Join(sorted, "\x00")))
+}

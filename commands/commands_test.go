@@ -1,0 +1,214 @@
+package commands_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/migrations/pgtest"
+)
+
+func newStore(t *testing.T) *postgres.Store {
+	return postgres.New(pgtest.NewPool(t), postgres.Options{})
+}
+
+func request(recipients ...string) commands.RequestNotification {
+	return commands.RequestNotification{
+		Request: domain.Request{
+			Tenant: "org-1", EventType: "PAYMENT_SUCCESS", Scope: domain.ScopeUsers,
+			RecipientIDs: recipients,
+			Data:         map[string]any{"payment": map[string]any{"subject": "Order #42"}},
+			OccurredAt:   time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC),
+		},
+		IdempotencyKey: "key-1",
+		Source:         domain.Source{Kind: "kafka", Topic: "t", Offset: 7},
+	}
+}
+
+// countEvents returns how many events of each type the log holds.
+func countEvents(t *testing.T, s eventstore.Store) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	after := eventstore.Start
+	for {
+		evs, err := s.ReadAll(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			return counts
+		}
+		for _, e := range evs {
+			counts[e.Type]++
+		}
+		after = evs[len(evs)-1].Position
+	}
+}
+
+func TestRequestNotificationIsIdempotent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	c := commands.New(s, nil)
+	ctx := context.Background()
+	first, err := c.RequestNotification(ctx, request("alice", "bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Duplicate || len(first.NotificationIDs) != 2 || first.Position == eventstore.Start {
+		t.Fatalf("first handling: %+v", first)
+	}
+	again := request("alice", "bob")
+	again.Source.Offset = 8 // the same message delivered again at another offset
+	second, err := c.RequestNotification(ctx, again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !second.Duplicate || strings.Join(second.NotificationIDs, ",") != strings.Join(first.NotificationIDs, ",") {
+		t.Fatalf("second handling: %+v, first %+v", second, first)
+	}
+	got := countEvents(t, s)
+	if got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 2 {
+		t.Fatalf("events after two handlings: %v", got)
+	}
+}
+
+func TestConcurrentDeliveriesCreateOneNotificationEach(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	c := commands.New(s, nil)
+	var wg sync.WaitGroup
+	var dups atomic.Int32
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := c.RequestNotification(context.Background(), request("alice", "bob", "carol"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if r.Duplicate {
+				dups.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	got := countEvents(t, s)
+	if got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 3 || dups.Load() != 19 {
+		t.Fatalf("20 concurrent deliveries: events %v, %d duplicates", got, dups.Load())
+	}
+}
+
+// failingStore fails the notification appends of the first handling, as a
+// crash between the two steps would leave things.
+type failingStore struct {
+	eventstore.Store
+	fail atomic.Bool
+}
+
+func (f *failingStore) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, evs ...eventstore.EventData) (eventstore.AppendResult, error) {
+	if f.fail.Load() && strings.HasPrefix(stream, "notification-") {
+		return eventstore.AppendResult{}, eventstore.ErrUnavailable
+	}
+	return f.Store.Append(ctx, stream, exp, evs...)
+}
+
+func TestRetryAfterCrashCompletesTheRequest(t *testing.T) {
+	t.Parallel()
+	fs := &failingStore{Store: newStore(t)}
+	fs.fail.Store(true)
+	c := commands.New(fs, nil)
+	ctx := context.Background()
+	if _, err := c.RequestNotification(ctx, request("alice", "bob")); !errors.Is(err, eventstore.ErrUnavailable) {
+		t.Fatalf("first handling: got %v, want the store failure", err)
+	}
+	if got := countEvents(t, fs); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 0 {
+		t.Fatalf("after the failed handling: %v", got)
+	}
+	fs.fail.Store(false)
+	r, err := c.RequestNotification(ctx, request("alice", "bob"))
+	if err != nil || !r.Duplicate {
+		t.Fatalf("retry: %+v, %v", r, err)
+	}
+	if _, err := c.RequestNotification(ctx, request("alice", "bob")); err != nil {
+		t.Fatal(err)
+	}
+	if got := countEvents(t, fs); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 2 {
+		t.Fatalf("after the retries: %v", got)
+	}
+}
+
+func TestSameKeyDifferentRequestConflicts(t *testing.T) {
+	t.Parallel()
+	c := commands.New(newStore(t), nil)
+	ctx := context.Background()
+	if _, err := c.RequestNotification(ctx, request("alice")); err != nil {
+		t.Fatal(err)
+	}
+	other := request("alice")
+	other.Request.Data = map[string]any{"payment": map[string]any{"subject": "Order #43"}}
+	if _, err := c.RequestNotification(ctx, other); domain.ErrorCode(err) != domain.CodeIdempotencyConflict {
+		t.Fatalf("got %v, want %s", err, domain.CodeIdempotencyConflict)
+	}
+}
+
+func TestUnsupportedScopeAndInvalidRequests(t *testing.T) {
+	t.Parallel()
+	c := commands.New(newStore(t), nil)
+	org := request()
+	org.Request.Scope = domain.ScopeOrg
+	if _, err := c.RequestNotification(context.Background(), org); domain.ErrorCode(err) != domain.CodeScopeUnsupported {
+		t.Fatalf("org scope: %v", err)
+	}
+	bad := request("alice")
+	bad.Request.Tenant = ""
+	if _, err := c.RequestNotification(context.Background(), bad); domain.ErrorCode(err) != domain.CodeValidationFailed {
+		t.Fatalf("missing tenant: %v", err)
+	}
+	nokey := request("alice")
+	nokey.IdempotencyKey = ""
+	if _, err := c.RequestNotification(context.Background(), nokey); domain.ErrorCode(err) != domain.CodeValidationFailed {
+		t.Fatalf("missing key: %v", err)
+	}
+}
+
+func TestMarkRead(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	c := commands.New(s, nil)
+	ctx := context.Background()
+	r, err := c.RequestNotification(ctx, request("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.NotificationIDs[0]
+	first, err := c.MarkRead(ctx, commands.MarkRead{Tenant: "org-1", RecipientID: "alice", NotificationID: id})
+	if err != nil || !first.Changed {
+		t.Fatalf("first mark: %+v, %v", first, err)
+	}
+	second, err := c.MarkRead(ctx, commands.MarkRead{Tenant: "org-1", RecipientID: "alice", NotificationID: id})
+	if err != nil || second.Changed || second.Position != first.Position {
+		t.Fatalf("second mark: %+v, %v (first %+v)", second, err, first)
+	}
+	for name, cmd := range map[string]commands.MarkRead{
+		"other user":   {Tenant: "org-1", RecipientID: "bob", NotificationID: id},
+		"other tenant": {Tenant: "org-2", RecipientID: "alice", NotificationID: id},
+		"unknown id":   {Tenant: "org-1", RecipientID: "alice", NotificationID: domain.NotificationID(r.RequestID, "zed")},
+		"malformed id": {Tenant: "org-1", RecipientID: "alice", NotificationID: "../etc"},
+	} {
+		if _, err := c.MarkRead(ctx, cmd); domain.ErrorCode(err) != domain.CodeNotificationMissing {
+			t.Fatalf("%s: got %v, want %s", name, err, domain.CodeNotificationMissing)
+		}
+	}
+	if got := countEvents(t, s); got[domain.EventNotificationRead] != 1 {
+		t.Fatalf("read events: %v", got)
+	}
+}

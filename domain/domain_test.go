@@ -1,0 +1,159 @@
+package domain
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestUUIDv5MatchesRFCVector(t *testing.T) {
+	dns, _ := parseUUID("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+	if got := uuidV5(dns, "www.example.com"); got != "2ed6657d-e927-568b-95e1-2665a8aea6a2" {
+		t.Fatalf("uuidV5 = %s", got)
+	}
+}
+
+func TestIDsAreDeterministicAndDistinct(t *testing.T) {
+	a := RequestID("org-1", "key")
+	if a != RequestID("org-1", "key") {
+		t.Fatal("RequestID is not deterministic")
+	}
+	if a == RequestID("org-2", "key") || RequestID("org-1", "bkey") == RequestID("org-1b", "key") {
+		t.Fatal("different tenants or keys share a request id")
+	}
+	if !ValidID(a) || !ValidID(NotificationID(a, "alice")) {
+		t.Fatal("derived ids are not UUIDs")
+	}
+	if NotificationID(a, "alice") == NotificationID(a, "bob") {
+		t.Fatal("recipients share a notification id")
+	}
+	if ValidID("not-a-uuid") || ValidID("") {
+		t.Fatal("ValidID accepted garbage")
+	}
+}
+
+func validRequest() Request {
+	return Request{
+		Tenant: "org-1", EventType: "PAYMENT_SUCCESS", Scope: ScopeUsers,
+		RecipientIDs: []string{"alice", "bob", "alice"},
+		Actor:        Actor{ID: "u-9", Name: "Cashier", Type: "user"},
+		Data:         map[string]any{"payment": map[string]any{"subject": "Order #42", "amount": 12.5}},
+		OccurredAt:   time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+}
+
+func TestValidate(t *testing.T) {
+	if err := validRequest().Validate(); err != nil {
+		t.Fatalf("valid request rejected: %v", err)
+	}
+	cases := map[string]func(*Request){
+		"organizerId":    func(r *Request) { r.Tenant = "" },
+		"eventType":      func(r *Request) { r.EventType = " " },
+		"occurredAt":     func(r *Request) { r.OccurredAt = time.Time{} },
+		"recipientIds":   func(r *Request) { r.RecipientIDs = nil },
+		"recipientScope": func(r *Request) { r.Scope = "everyone" },
+		"merchantId":     func(r *Request) { r.Scope = ScopeMerchant },
+	}
+	for field, mutate := range cases {
+		r := validRequest()
+		mutate(&r)
+		err := r.Validate()
+		var de *Error
+		if !errors.As(err, &de) || de.Code != CodeValidationFailed {
+			t.Fatalf("%s: got %v, want %s", field, err, CodeValidationFailed)
+		}
+		fields := de.Details["fields"].(map[string]any)
+		if _, ok := fields[field]; !ok {
+			t.Fatalf("%s: problem not reported on the field, got %v", field, fields)
+		}
+	}
+}
+
+func TestRecipients(t *testing.T) {
+	got, err := validRequest().Recipients()
+	if err != nil || strings.Join(got, ",") != "alice,bob" {
+		t.Fatalf("recipients = %v, %v; want alice,bob", got, err)
+	}
+	r := validRequest()
+	r.Scope = ScopeOrg
+	if _, err := r.Recipients(); ErrorCode(err) != CodeScopeUnsupported {
+		t.Fatalf("org scope: got %v, want %s", err, CodeScopeUnsupported)
+	}
+}
+
+func TestFingerprintIgnoresTimeZoneButNotContent(t *testing.T) {
+	a, b := validRequest(), validRequest()
+	b.OccurredAt = b.OccurredAt.In(time.FixedZone("x", 3600))
+	if a.Fingerprint() != b.Fingerprint() {
+		t.Fatal("the same instant in another zone changed the fingerprint")
+	}
+	b.Data = map[string]any{"payment": map[string]any{"subject": "Order #43"}}
+	if a.Fingerprint() == b.Fingerprint() {
+		t.Fatal("different data, same fingerprint")
+	}
+}
+
+func TestNotificationsDeriveFromTheRecordOnly(t *testing.T) {
+	req := validRequest()
+	recipients, _ := req.Recipients()
+	e := NewNotificationRequested(req, "k1", recipients)
+	first, again := e.Notifications(), e.Notifications()
+	if len(first) != 2 || first[0].RecipientID != "alice" || first[1].RecipientID != "bob" {
+		t.Fatalf("notifications = %+v", first)
+	}
+	for i := range first {
+		if first[i].ID != again[i].ID || first[i].Content != again[i].Content || !first[i].CreatedAt.Equal(req.OccurredAt) {
+			t.Fatalf("derivation is not deterministic: %+v vs %+v", first[i], again[i])
+		}
+	}
+}
+
+func TestContent(t *testing.T) {
+	got := Content("PAYMENT_SUCCESS", Actor{Name: "Cashier"}, validRequest().Data)
+	want := "Payment success by Cashier: payment amount 12.5, payment subject Order #42."
+	if got != want {
+		t.Fatalf("Content = %q, want %q", got, want)
+	}
+	if got := Content("userSignedUp", Actor{}, nil); got != "User signed up." {
+		t.Fatalf("Content = %q", got)
+	}
+	if got := Content("", Actor{}, nil); got != "Notification." {
+		t.Fatalf("Content = %q", got)
+	}
+}
+
+func TestMarkRead(t *testing.T) {
+	n := Notification{Version: -1}
+	if _, err := n.MarkRead("org-1", "alice", time.Now()); ErrorCode(err) != CodeNotificationMissing {
+		t.Fatalf("unknown notification: %v", err)
+	}
+	n.Apply(NotificationCreated{ID: "n1", Tenant: "org-1", RecipientID: "alice"}, 0)
+	if _, err := n.MarkRead("org-1", "bob", time.Now()); ErrorCode(err) != CodeNotificationMissing {
+		t.Fatalf("someone else's notification: %v", err)
+	}
+	if _, err := n.MarkRead("org-2", "alice", time.Now()); ErrorCode(err) != CodeNotificationMissing {
+		t.Fatalf("another tenant's notification: %v", err)
+	}
+	e, err := n.MarkRead("org-1", "alice", time.Now())
+	if err != nil || e == nil || e.ID != "n1" {
+		t.Fatalf("first mark: %v, %v", e, err)
+	}
+	n.Apply(*e, 1)
+	if e, err := n.MarkRead("org-1", "alice", time.Now()); err != nil || e != nil {
+		t.Fatalf("second mark should be a no-op, got %v, %v", e, err)
+	}
+}
+
+func TestDecodeStoredRejectsUnknownVersionsAndTypes(t *testing.T) {
+	if _, err := DecodeStored(EventNotificationRead, []byte(`{"schemaVersion":99}`), []byte(`{}`)); err == nil {
+		t.Fatal("unknown schema version decoded")
+	}
+	if _, err := DecodeStored("Nope", []byte(`{"schemaVersion":1}`), []byte(`{}`)); err == nil {
+		t.Fatal("unknown type decoded")
+	}
+	v, err := DecodeStored(EventNotificationRead, []byte(`{"schemaVersion":1}`), []byte(`{"id":"n1"}`))
+	if err != nil || v.(NotificationRead).ID != "n1" {
+		t.Fatalf("decode: %v, %v", v, err)
+	}
+}

@@ -1,0 +1,828 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/transport/auth"
+)
+
+const (
+	testIssuer   = "https://idp.example.test/realms/herald"
+	testAudience = "herald-api"
+	testClientID = "herald-web"
+)
+
+// rsaKey is shared because RSA key generation is slow, and every test only
+// reads it.
+var rsaKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+// signingKey is a private JWK with kid and alg set, as an IdP holds it.
+func signingKey(t *testing.T, raw any, kid string, alg jwa.SignatureAlgorithm) jwk.Key {
+	t.Helper()
+	k, err := jwk.FromRaw(raw)
+	if err != nil {
+		t.Fatalf("FromRaw: %v", err)
+	}
+	if kid != "" {
+		if err := k.Set(jwk.KeyIDKey, kid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := k.Set(jwk.AlgorithmKey, alg); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func newECKey(t *testing.T, kid string) jwk.Key {
+	t.Helper()
+	raw, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signingKey(t, raw, kid, jwa.ES256)
+}
+
+// jwksServer is a real HTTP JWKS endpoint whose key set and health can be
+// changed while a test runs, and which counts the fetches it serves.
+type jwksServer struct {
+	*httptest.Server
+	mu       sync.Mutex
+	keys     []jwk.Key
+	failing  bool
+	requests atomic.Int64
+}
+
+func newJWKSServer(t *testing.T, keys ...jwk.Key) *jwksServer {
+	t.Helper()
+	s := &jwksServer{}
+	s.setKeys(keys...)
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *jwksServer) setKeys(keys ...jwk.Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys = keys
+}
+
+func (s *jwksServer) setFailing(failing bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing = failing
+}
+
+func (s *jwksServer) serve(w http.ResponseWriter, _ *http.Request) {
+	s.requests.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing {
+		http.Error(w, "idp down", http.StatusServiceUnavailable)
+		return
+	}
+	set := jwk.NewSet()
+	for _, k := range s.keys {
+		pub, err := k.PublicKey()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if err := set.AddKey(pub); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(set)
+}
+
+func testConfig(url string) auth.Config {
+	return auth.Config{
+		JWKSURL:  url,
+		Issuer:   testIssuer,
+		Audience: testAudience,
+		ClientID: testClientID,
+	}
+}
+
+func newVerifier(t *testing.T, cfg auth.Config) *auth.Verifier {
+	t.Helper()
+	v, err := auth.NewVerifier(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("NewVerifier: %v", err)
+	}
+	return v
+}
+
+// validClaims are the claims of a token the test Verifier accepts.
+func validClaims() map[string]any {
+	now := time.Now()
+	return map[string]any{
+		jwt.IssuerKey:     testIssuer,
+		jwt.AudienceKey:   []string{testAudience, "account"},
+		jwt.SubjectKey:    "user-42",
+		jwt.IssuedAtKey:   now.Add(-time.Second),
+		jwt.NotBeforeKey:  now.Add(-time.Second),
+		jwt.ExpirationKey: now.Add(5 * time.Minute),
+		"organizer_id":    "org-7",
+		"typ":             "Bearer",
+	}
+}
+
+func sign(t *testing.T, key jwk.Key, claims map[string]any) string {
+	t.Helper()
+	tok := jwt.New()
+	for name, value := range claims {
+		if err := tok.Set(name, value); err != nil {
+			t.Fatalf("set %s: %v", name, err)
+		}
+	}
+	signed, err := jwt.Sign(tok, jwt.WithKey(key.Algorithm(), key))
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	return string(signed)
+}
+
+// unsignedToken builds a compact token with an arbitrary header, the way an
+// attacker would, bypassing the library's refusal to sign with "none".
+func unsignedToken(t *testing.T, header, claims map[string]any, signature string) string {
+	t.Helper()
+	h, err := json.Marshal(header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString(h) + "." + enc.EncodeToString(c) + "." + signature
+}
+
+func jsonClaims(claims map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range claims {
+		if tm, ok := v.(time.Time); ok {
+			out[k] = tm.Unix()
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// requireInvalid asserts err is auth.invalid_token with the given message,
+// which pins down why the token was refused.
+func requireInvalid(t *testing.T, err error, message string) {
+	t.Helper()
+	requireCode(t, err, domain.CodeInvalidToken, message)
+}
+
+func requireCode(t *testing.T, err error, code, message string) {
+	t.Helper()
+	var de *domain.Error
+	if !errors.As(err, &de) {
+		t.Fatalf("error = %v (%T), want *domain.Error", err, err)
+	}
+	if de.Code != code || de.Message != message {
+		t.Fatalf("error = %q / %q (%v), want %q / %q", de.Code, de.Message, err, code, message)
+	}
+}
+
+func TestVerifyAcceptsValidTokenAndMapsClaims(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+	if n := srv.requests.Load(); n != 0 {
+		t.Fatalf("NewVerifier fetched the JWKS %d times, want 0", n)
+	}
+
+	claims := validClaims()
+	claims["permissions"] = []string{"notifications.read", "shared"}
+	claims["realm_access"] = map[string]any{"roles": []string{"realm.admin", "shared"}}
+	claims["resource_access"] = map[string]any{
+		testClientID: map[string]any{"roles": []string{"notifications.send"}},
+		"other-app":  map[string]any{"roles": []string{"other.role"}},
+	}
+	claims["scope"] = "openid  notifications.read profile"
+	exp := claims[jwt.ExpirationKey].(time.Time)
+
+	p, err := v.Verify(t.Context(), sign(t, key, claims))
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if p.Subject != "user-42" || p.Tenant != "org-7" {
+		t.Errorf("principal = %+v, want subject user-42, tenant org-7", p)
+	}
+	want := []string{"notifications.read", "notifications.send", "openid", "profile", "realm.admin", "shared"}
+	if !slices.Equal(p.Permissions, want) {
+		t.Errorf("permissions = %q, want %q", p.Permissions, want)
+	}
+	if !p.ExpiresAt.Equal(exp.Truncate(time.Second)) {
+		t.Errorf("ExpiresAt = %v, want %v", p.ExpiresAt, exp.Truncate(time.Second))
+	}
+	if !p.Has("notifications.send") || p.Has("other.role") {
+		t.Errorf("Has: send=%v other.role=%v, want true/false", p.Has("notifications.send"), p.Has("other.role"))
+	}
+	if n := srv.requests.Load(); n != 1 {
+		t.Errorf("JWKS fetched %d times, want 1", n)
+	}
+}
+
+func TestVerifyIgnoresResourceAccessWithoutClientID(t *testing.T) {
+	key := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, key)
+	cfg := testConfig(srv.URL)
+	cfg.ClientID = ""
+	v := newVerifier(t, cfg)
+
+	claims := validClaims()
+	claims["resource_access"] = map[string]any{testClientID: map[string]any{"roles": []string{"notifications.send"}}}
+	claims["permissions"] = []string{"notifications.read"}
+	p, err := v.Verify(t.Context(), sign(t, key, claims))
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if !slices.Equal(p.Permissions, []string{"notifications.read"}) {
+		t.Errorf("permissions = %q, want only notifications.read", p.Permissions)
+	}
+}
+
+func TestVerifyHonoursLeeway(t *testing.T) {
+	key := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	claims := validClaims()
+	claims[jwt.ExpirationKey] = time.Now().Add(-10 * time.Second)
+	claims[jwt.NotBeforeKey] = time.Now().Add(10 * time.Second)
+	if _, err := v.Verify(t.Context(), sign(t, key, claims)); err != nil {
+		t.Fatalf("token 10s past exp and 10s before nbf rejected within 30s leeway: %v", err)
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	with := func(change func(map[string]any)) string {
+		claims := validClaims()
+		change(claims)
+		return sign(t, key, claims)
+	}
+
+	cases := []struct {
+		name    string
+		token   func() string
+		message string
+	}{
+		{"alg none", func() string {
+			return unsignedToken(t, map[string]any{"alg": "none", "kid": "rsa-1", "typ": "JWT"}, jsonClaims(validClaims()), "")
+		}, "signing algorithm not allowed"},
+		{"alg none with a signature", func() string {
+			return unsignedToken(t, map[string]any{"alg": "none", "kid": "rsa-1"}, jsonClaims(validClaims()), "c2ln")
+		}, "signing algorithm not allowed"},
+		{"HS256 with shared secret", func() string {
+			secret, err := jwk.FromRaw([]byte("shared-secret-shared-secret-1234"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = secret.Set(jwk.KeyIDKey, "rsa-1")
+			_ = secret.Set(jwk.AlgorithmKey, jwa.HS256)
+			return sign(t, secret, validClaims())
+		}, "signing algorithm not allowed"},
+		{"unknown kid", func() string {
+			return sign(t, newECKey(t, "stranger"), validClaims())
+		}, "unknown signing key"},
+		{"missing kid", func() string {
+			return sign(t, signingKey(t, rsaKey(), "", jwa.RS256), validClaims())
+		}, "missing key id"},
+		{"known kid, other key", func() string {
+			raw, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			impostor := signingKey(t, raw, "rsa-1", jwa.ES256)
+			return sign(t, impostor, validClaims())
+		}, "signing key does not match algorithm"},
+		{"expired", func() string {
+			return with(func(c map[string]any) {
+				c[jwt.IssuedAtKey] = time.Now().Add(-10 * time.Minute)
+				c[jwt.NotBeforeKey] = time.Now().Add(-10 * time.Minute)
+				c[jwt.ExpirationKey] = time.Now().Add(-2 * time.Minute)
+			})
+		}, "token expired"},
+		{"nbf in the future", func() string {
+			return with(func(c map[string]any) { c[jwt.NotBeforeKey] = time.Now().Add(5 * time.Minute) })
+		}, "token not yet valid"},
+		{"iat in the future", func() string {
+			return with(func(c map[string]any) { c[jwt.IssuedAtKey] = time.Now().Add(5 * time.Minute) })
+		}, "token issued in the future"},
+		{"wrong issuer", func() string {
+			return with(func(c map[string]any) { c[jwt.IssuerKey] = testIssuer + "-evil" })
+		}, "wrong issuer"},
+		{"wrong audience", func() string {
+			return with(func(c map[string]any) { c[jwt.AudienceKey] = []string{"account", "other-api"} })
+		}, "wrong audience"},
+		{"missing exp", func() string {
+			return with(func(c map[string]any) { delete(c, jwt.ExpirationKey) })
+		}, "token has no expiry"},
+		{"zero exp", func() string {
+			return with(func(c map[string]any) { c[jwt.ExpirationKey] = time.Unix(0, 0) })
+		}, "token expired"},
+		{"tampered payload", func() string {
+			parts := strings.Split(sign(t, key, validClaims()), ".")
+			claims := jsonClaims(validClaims())
+			claims["organizer_id"] = "org-someone-else"
+			forged := strings.Split(unsignedToken(t, map[string]any{}, claims, ""), ".")
+			return parts[0] + "." + forged[1] + "." + parts[2]
+		}, "invalid signature"},
+		{"missing tenant", func() string {
+			return with(func(c map[string]any) { delete(c, "organizer_id") })
+		}, "missing tenant"},
+		{"empty tenant", func() string {
+			return with(func(c map[string]any) { c["organizer_id"] = "" })
+		}, "missing tenant"},
+		{"tenant not a string", func() string {
+			return with(func(c map[string]any) { c["organizer_id"] = 7 })
+		}, "missing tenant"},
+		{"missing subject", func() string {
+			return with(func(c map[string]any) { delete(c, jwt.SubjectKey) })
+		}, "missing subject"},
+		{"ID token", func() string {
+			return with(func(c map[string]any) { c["typ"] = "ID" })
+		}, "not an access token"},
+		{"permissions not an array", func() string {
+			return with(func(c map[string]any) { c["permissions"] = "notifications.send" })
+		}, "malformed permission claims"},
+		{"oversized", func() string {
+			return with(func(c map[string]any) { c["padding"] = strings.Repeat("x", auth.MaxTokenBytes) })
+		}, "token too large"},
+		{"not a JWT", func() string { return "not-a-jwt" }, "malformed token"},
+		{"JSON serialization", func() string { return `{"payload":"e30","signatures":[]}` }, "malformed token"},
+		{"empty", func() string { return "" }, "empty token"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := v.Verify(t.Context(), tc.token())
+			if err == nil {
+				t.Fatalf("Verify accepted the token: %+v", p)
+			}
+			requireInvalid(t, err, tc.message)
+		})
+	}
+}
+
+func TestDisallowedAlgorithmRejectedBeforeAnyKeyFetch(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	token := unsignedToken(t, map[string]any{"alg": "none", "kid": "rsa-1"}, jsonClaims(validClaims()), "")
+	_, err := v.Verify(t.Context(), token)
+	requireInvalid(t, err, "signing algorithm not allowed")
+	if n := srv.requests.Load(); n != 0 {
+		t.Errorf("JWKS fetched %d times for an alg=none token, want 0", n)
+	}
+}
+
+func TestVerifyOnlyAllowsConfiguredAlgorithms(t *testing.T) {
+	rsaJWK := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	ec := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, rsaJWK, ec)
+	cfg := testConfig(srv.URL)
+	cfg.Algorithms = []string{"ES256"}
+	v := newVerifier(t, cfg)
+
+	if _, err := v.Verify(t.Context(), sign(t, ec, validClaims())); err != nil {
+		t.Fatalf("ES256 token rejected: %v", err)
+	}
+	_, err := v.Verify(t.Context(), sign(t, rsaJWK, validClaims()))
+	requireInvalid(t, err, "signing algorithm not allowed")
+}
+
+func TestKeyRotationPickedUpByForcedRefresh(t *testing.T) {
+	oldKey := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, oldKey)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	if _, err := v.Verify(t.Context(), sign(t, oldKey, validClaims())); err != nil {
+		t.Fatalf("Verify with old key: %v", err)
+	}
+	newKey := newECKey(t, "ec-2")
+	srv.setKeys(oldKey, newKey)
+
+	p, err := v.Verify(t.Context(), sign(t, newKey, validClaims()))
+	if err != nil {
+		t.Fatalf("Verify with rotated-in key: %v", err)
+	}
+	if p.Subject != "user-42" {
+		t.Errorf("subject = %q, want user-42", p.Subject)
+	}
+	if n := srv.requests.Load(); n != 2 {
+		t.Errorf("JWKS fetched %d times, want 2 (initial + forced refresh)", n)
+	}
+	if _, err := v.Verify(t.Context(), sign(t, oldKey, validClaims())); err != nil {
+		t.Errorf("old key no longer verifies after refresh: %v", err)
+	}
+}
+
+func TestUnknownKidFloodCausesAtMostOneRefetch(t *testing.T) {
+	key := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+	if _, err := v.Verify(t.Context(), sign(t, key, validClaims())); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+
+	tokens := make([]string, 50)
+	for i := range tokens {
+		tokens[i] = sign(t, newECKey(t, fmt.Sprintf("unknown-%d", i)), validClaims())
+	}
+	errs := make([]error, len(tokens))
+	var wg sync.WaitGroup
+	for i, token := range tokens {
+		wg.Go(func() {
+			_, errs[i] = v.Verify(t.Context(), token)
+		})
+	}
+	wg.Wait()
+
+	for _, err := range errs {
+		requireInvalid(t, err, "unknown signing key")
+	}
+	if n := srv.requests.Load(); n != 2 {
+		t.Errorf("JWKS fetched %d times, want 2 (initial + one forced refresh)", n)
+	}
+	// A sequential unknown kid inside the same minute must not fetch either.
+	_, err := v.Verify(t.Context(), sign(t, newECKey(t, "later"), validClaims()))
+	requireInvalid(t, err, "unknown signing key")
+	if n := srv.requests.Load(); n != 2 {
+		t.Errorf("JWKS fetched %d times after a later unknown kid, want still 2", n)
+	}
+}
+
+func TestColdStartWithJWKSDownFailsClosed(t *testing.T) {
+	key := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, key)
+	url := srv.URL
+	srv.Close()
+	v := newVerifier(t, testConfig(url))
+
+	_, err := v.Verify(t.Context(), sign(t, key, validClaims()))
+	requireInvalid(t, err, "signing keys unavailable")
+	requireCode(t, v.Ready(t.Context()), domain.CodeUnavailable, "signing keys unavailable")
+}
+
+func TestColdStartRecoversWhenJWKSComesUp(t *testing.T) {
+	key := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, key)
+	srv.setFailing(true)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	token := sign(t, key, validClaims())
+	_, err := v.Verify(t.Context(), token)
+	requireInvalid(t, err, "signing keys unavailable")
+	if v.Ready(t.Context()) == nil {
+		t.Fatal("Ready = nil while the JWKS endpoint fails")
+	}
+
+	srv.setFailing(false)
+	if err := v.Ready(t.Context()); err != nil {
+		t.Fatalf("Ready after the JWKS came up: %v", err)
+	}
+	if _, err := v.Verify(t.Context(), token); err != nil {
+		t.Fatalf("Verify after the JWKS came up: %v", err)
+	}
+}
+
+func TestCachedKeysSurviveJWKSOutage(t *testing.T) {
+	key := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+	token := sign(t, key, validClaims())
+	if _, err := v.Verify(t.Context(), token); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+
+	// A refresh that fails must not throw away the keys we have.
+	srv.setFailing(true)
+	_, err := v.Verify(t.Context(), sign(t, newECKey(t, "unknown"), validClaims()))
+	requireInvalid(t, err, "unknown signing key")
+	if n := srv.requests.Load(); n != 2 {
+		t.Fatalf("JWKS fetched %d times, want 2 (the forced refresh must have been tried)", n)
+	}
+	if _, err := v.Verify(t.Context(), token); err != nil {
+		t.Fatalf("Verify after a failed refresh: %v", err)
+	}
+
+	srv.Close()
+	if _, err := v.Verify(t.Context(), token); err != nil {
+		t.Fatalf("Verify with JWKS server gone: %v", err)
+	}
+	if err := v.Ready(t.Context()); err != nil {
+		t.Fatalf("Ready with cached keys and JWKS server gone: %v", err)
+	}
+}
+
+func TestReadyFetchesOnce(t *testing.T) {
+	key := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+	for range 3 {
+		if err := v.Ready(t.Context()); err != nil {
+			t.Fatalf("Ready: %v", err)
+		}
+	}
+	if n := srv.requests.Load(); n != 1 {
+		t.Errorf("JWKS fetched %d times, want 1", n)
+	}
+}
+
+func TestVerifyGivesUpWithCallerContext(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.Error(w, "slow", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	v := newVerifier(t, testConfig(srv.URL))
+
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err := v.Verify(ctx, sign(t, newECKey(t, "ec-1"), validClaims()))
+	requireInvalid(t, err, "signing keys unavailable")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("cause = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestNewVerifierValidatesConfig(t *testing.T) {
+	base := testConfig("https://idp.example.test/certs")
+	cases := []struct {
+		name   string
+		change func(*auth.Config)
+		field  string
+	}{
+		{"missing JWKS URL", func(c *auth.Config) { c.JWKSURL = "" }, "jwks_url"},
+		{"relative JWKS URL", func(c *auth.Config) { c.JWKSURL = "/certs" }, "jwks_url"},
+		{"missing issuer", func(c *auth.Config) { c.Issuer = "" }, "issuer"},
+		{"missing audience", func(c *auth.Config) { c.Audience = "" }, "audience"},
+		{"negative leeway", func(c *auth.Config) { c.Leeway = -time.Second }, "leeway"},
+		{"HS256 allowed", func(c *auth.Config) { c.Algorithms = []string{"RS256", "HS256"} }, "algorithms"},
+		{"none allowed", func(c *auth.Config) { c.Algorithms = []string{"none"} }, "algorithms"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base
+			tc.change(&cfg)
+			v, err := auth.NewVerifier(t.Context(), cfg)
+			if err == nil {
+				t.Fatalf("NewVerifier accepted the config: %+v", v)
+			}
+			var de *domain.Error
+			if !errors.As(err, &de) || de.Code != domain.CodeValidationFailed {
+				t.Fatalf("error = %v, want %s", err, domain.CodeValidationFailed)
+			}
+			fields, _ := de.Details["fields"].(map[string]any)
+			if _, ok := fields[tc.field]; !ok {
+				t.Errorf("fields = %v, want a problem with %q", fields, tc.field)
+			}
+		})
+	}
+	if _, err := auth.NewVerifier(t.Context(), base); err != nil {
+		t.Errorf("NewVerifier rejected a valid config: %v", err)
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	cases := []struct {
+		name    string
+		headers []string
+		token   string
+		code    string
+	}{
+		{"no header", nil, "", domain.CodeMissingToken},
+		{"empty header", []string{""}, "", domain.CodeMissingToken},
+		{"bearer", []string{"Bearer abc.def.ghi"}, "abc.def.ghi", ""},
+		{"lower-case scheme", []string{"bearer abc.def.ghi"}, "abc.def.ghi", ""},
+		{"extra spaces", []string{"  BEARER   abc.def.ghi  "}, "abc.def.ghi", ""},
+		{"basic", []string{"Basic dXNlcjpwYXNz"}, "", domain.CodeInvalidToken},
+		{"scheme only", []string{"Bearer"}, "", domain.CodeInvalidToken},
+		{"scheme and blank", []string{"Bearer   "}, "", domain.CodeInvalidToken},
+		{"two tokens", []string{"Bearer abc def"}, "", domain.CodeInvalidToken},
+		{"token without scheme", []string{"abc.def.ghi"}, "", domain.CodeInvalidToken},
+		{"two headers", []string{"Bearer abc", "Bearer def"}, "", domain.CodeInvalidToken},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			for _, h := range tc.headers {
+				r.Header.Add("Authorization", h)
+			}
+			token, err := auth.BearerToken(r)
+			if tc.code == "" {
+				if err != nil || token != tc.token {
+					t.Fatalf("BearerToken = %q, %v; want %q, nil", token, err, tc.token)
+				}
+				return
+			}
+			if token != "" {
+				t.Errorf("token = %q on error, want empty", token)
+			}
+			if got := domain.ErrorCode(err); got != tc.code {
+				t.Fatalf("code = %q (%v), want %q", got, err, tc.code)
+			}
+		})
+	}
+}
+
+func TestSubprotocolToken(t *testing.T) {
+	cases := []struct {
+		name    string
+		headers []string
+		token   string
+		ok      bool
+	}{
+		{"herald and bearer", []string{auth.Subprotocol + ", bearer.abc.def.ghi"}, "abc.def.ghi", true},
+		{"bearer first, no spaces", []string{"bearer.abc.def.ghi," + auth.Subprotocol}, "abc.def.ghi", true},
+		{"separate header lines", []string{auth.Subprotocol, "bearer.abc.def.ghi"}, "abc.def.ghi", true},
+		{"only herald", []string{auth.Subprotocol}, "", false},
+		{"empty bearer", []string{auth.Subprotocol + ", bearer."}, "", false},
+		{"prefix is case-sensitive like subprotocols", []string{"Bearer.abc"}, "", false},
+		{"no header", nil, "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/ws", nil)
+			for _, h := range tc.headers {
+				r.Header.Add("Sec-WebSocket-Protocol", h)
+			}
+			token, ok := auth.SubprotocolToken(r)
+			if token != tc.token || ok != tc.ok {
+				t.Fatalf("SubprotocolToken = %q, %v; want %q, %v", token, ok, tc.token, tc.ok)
+			}
+		})
+	}
+}
+
+func TestDevIssuerTokensVerify(t *testing.T) {
+	dev, err := auth.NewDevIssuer(testIssuer, testAudience, "tenant")
+	if err != nil {
+		t.Fatalf("NewDevIssuer: %v", err)
+	}
+	jwks, err := dev.JWKS()
+	if err != nil {
+		t.Fatalf("JWKS: %v", err)
+	}
+	set, err := jwk.Parse(jwks)
+	if err != nil {
+		t.Fatalf("JWKS is not a key set: %v", err)
+	}
+	if set.Len() != 1 {
+		t.Fatalf("JWKS has %d keys, want 1", set.Len())
+	}
+	published, _ := set.Key(0)
+	if published.KeyID() == "" || published.Algorithm() != jwa.ES256 {
+		t.Errorf("published key kid=%q alg=%q, want a kid and ES256", published.KeyID(), published.Algorithm())
+	}
+	if isPrivate, err := jwk.IsPrivateKey(published); err != nil || isPrivate {
+		t.Fatalf("JWKS publishes a private key (err %v)", err)
+	}
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(jwks)
+	}))
+	t.Cleanup(srv.Close)
+	cfg := testConfig(srv.URL)
+	cfg.TenantClaim = "tenant"
+	v := newVerifier(t, cfg)
+
+	before := time.Now()
+	token, err := dev.Issue("dev-user", "org-dev", []string{"notifications.send", "notifications.read"}, 10*time.Minute)
+	if err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	p, err := v.Verify(t.Context(), token)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if p.Subject != "dev-user" || p.Tenant != "org-dev" {
+		t.Errorf("principal = %+v, want dev-user / org-dev", p)
+	}
+	if !slices.Equal(p.Permissions, []string{"notifications.read", "notifications.send"}) {
+		t.Errorf("permissions = %q", p.Permissions)
+	}
+	if d := p.ExpiresAt.Sub(before); d < 9*time.Minute || d > 11*time.Minute {
+		t.Errorf("ExpiresAt %v is %v after issue, want about 10m", p.ExpiresAt, d)
+	}
+
+	tok, err := jwt.ParseString(token, jwt.WithVerify(false), jwt.WithValidate(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := tok.Get("typ"); typ != "Bearer" {
+		t.Errorf("typ claim = %v, want Bearer", typ)
+	}
+	if tok.IssuedAt().IsZero() || tok.NotBefore().IsZero() {
+		t.Errorf("iat=%v nbf=%v, want both set", tok.IssuedAt(), tok.NotBefore())
+	}
+
+	other, err := auth.NewDevIssuer(testIssuer, testAudience, "tenant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.Issue("dev-user", "org-dev", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(t.Context(), foreign)
+	requireInvalid(t, err, "unknown signing key")
+}
+
+func TestDevIssuerDefaultsTenantClaim(t *testing.T) {
+	dev, err := auth.NewDevIssuer(testIssuer, testAudience, "")
+	if err != nil {
+		t.Fatalf("NewDevIssuer: %v", err)
+	}
+	jwks, err := dev.JWKS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(jwks) }))
+	t.Cleanup(srv.Close)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	token, err := dev.Issue("dev-user", "org-dev", nil, time.Minute)
+	if err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	p, err := v.Verify(t.Context(), token)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if p.Tenant != "org-dev" || len(p.Permissions) != 0 {
+		t.Errorf("principal = %+v, want tenant org-dev and no permissions", p)
+	}
+}
+
+func TestDevIssuerRejectsBadInput(t *testing.T) {
+	if _, err := auth.NewDevIssuer("", testAudience, ""); domain.ErrorCode(err) != domain.CodeValidationFailed {
+		t.Errorf("NewDevIssuer without issuer: %v", err)
+	}
+	if _, err := auth.NewDevIssuer(testIssuer, "", ""); domain.ErrorCode(err) != domain.CodeValidationFailed {
+		t.Errorf("NewDevIssuer without audience: %v", err)
+	}
+	if _, err := auth.NewDevIssuer(testIssuer, testAudience, "sub"); domain.ErrorCode(err) != domain.CodeValidationFailed {
+		t.Errorf("NewDevIssuer with tenant claim sub: %v", err)
+	}
+	dev, err := auth.NewDevIssuer(testIssuer, testAudience, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, issue := range map[string]func() (string, error){
+		"no subject": func() (string, error) { return dev.Issue("", "org", nil, time.Minute) },
+		"no tenant":  func() (string, error) { return dev.Issue("user", "", nil, time.Minute) },
+		"zero ttl":   func() (string, error) { return dev.Issue("user", "org", nil, 0) },
+	} {
+		if token, err := issue(); domain.ErrorCode(err) != domain.CodeValidationFailed || token != "" {
+			t.Errorf("%s: Issue = %q, %v; want %s", name, token, err, domain.CodeValidationFailed)
+		}
+	}
+}
