@@ -1,0 +1,87 @@
+// Package live turns committed read-model changes into the deltas pushed to
+// WebSocket subscribers. The inbox projection publishes here only after its
+// transaction committed, so a client is never told of a change it could not
+// then read (persist, then push).
+package live
+
+import (
+	"sync"
+
+	"github.com/heraldhq/herald/domain"
+)
+
+// Topics of the deltas (DESIGN §8, seed 001).
+const (
+	TopicCreated     = "observation/signal/notification/created"
+	TopicRead        = "observation/signal/notification/read"
+	TopicUnreadCount = "observation/signal/notification/unread_count"
+)
+
+// Room is the room a recipient's sessions join.
+func Room(recipientID string) string { return "signal/notification/" + recipientID }
+
+// Delta is one change for one recipient.
+type Delta struct {
+	Tenant      string
+	RecipientID string
+	Topic       string
+	// Position is the global position of the event that caused the change.
+	Position string
+	// Data is the frame payload: a domain.InboxItem for created, a
+	// ReadData for read, an UnreadCount for unread_count.
+	Data any
+}
+
+// ReadData is the payload of a read delta.
+type ReadData struct {
+	ID string `json:"id"`
+}
+
+// UnreadCount is the payload of an unread_count delta.
+type UnreadCount struct {
+	Count int64 `json:"count"`
+}
+
+// Created is the delta of a new notification.
+func Created(item domain.InboxItem, tenant, position string) Delta {
+	return Delta{Tenant: tenant, RecipientID: item.RecipientID, Topic: TopicCreated, Position: position, Data: item}
+}
+
+// Hub fans deltas out to listeners. It is safe for concurrent use. Listeners
+// run on the publisher's goroutine, in order, and must not block: the
+// WebSocket transport only queues frames.
+type Hub struct {
+	mu        sync.RWMutex
+	next      int
+	listeners map[int]func([]Delta)
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub { return &Hub{listeners: map[int]func([]Delta){}} }
+
+// Listen registers fn for every published batch; the returned function
+// unregisters it.
+func (h *Hub) Listen(fn func([]Delta)) (stop func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	id := h.next
+	h.next++
+	h.listeners[id] = fn
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.listeners, id)
+	}
+}
+
+// Publish hands deltas to every listener.
+func (h *Hub) Publish(deltas []Delta) {
+	if len(deltas) == 0 {
+		return
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, fn := range h.listeners {
+		fn(deltas)
+	}
+}

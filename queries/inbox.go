@@ -1,0 +1,153 @@
+// Package queries reads Herald's read model. Each query is a small struct
+// with its SQL; none of them writes, and none reads the event store.
+package queries
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/domain"
+)
+
+// Page sizes of the inbox list.
+const (
+	DefaultLimit = 20
+	MaxLimit     = 100
+)
+
+// Inbox reads a recipient's inbox. It is safe for concurrent use.
+type Inbox struct {
+	pool *pgxpool.Pool
+}
+
+// NewInbox returns the inbox queries over pool.
+func NewInbox(pool *pgxpool.Pool) *Inbox { return &Inbox{pool: pool} }
+
+// ListInbox selects a page of one recipient's inbox, newest first.
+type ListInbox struct {
+	Tenant      string
+	RecipientID string
+	// Limit is the page size, 1 to MaxLimit; 0 means DefaultLimit.
+	Limit int
+	// Cursor is the NextCursor of the previous page, or empty for the first.
+	Cursor     string
+	UnreadOnly bool
+}
+
+// Page is one page of an inbox.
+type Page struct {
+	Items []domain.InboxItem
+	// NextCursor fetches the following page; empty on the last page.
+	NextCursor string
+}
+
+// cursor is the keyset of the last item of a page. It is opaque to clients.
+type cursor struct {
+	CreatedAt time.Time `json:"t"`
+	ID        string    `json:"i"`
+}
+
+func (c cursor) encode() string {
+	b, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s string) (cursor, error) {
+	var c cursor
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err != nil || c.CreatedAt.IsZero() || !domain.ValidID(c.ID) {
+		return c, domain.Errorf(domain.CodeValidationFailed, "invalid cursor").WithDetail("fields", map[string]any{"cursor": "not a cursor this API returned"})
+	}
+	return c, nil
+}
+
+// List returns a page of the inbox.
+func (q *Inbox) List(ctx context.Context, l ListInbox) (Page, error) {
+	if l.Limit == 0 {
+		l.Limit = DefaultLimit
+	}
+	if l.Limit < 1 || l.Limit > MaxLimit {
+		return Page{}, domain.Errorf(domain.CodeValidationFailed, "limit must be between 1 and %d", MaxLimit).
+			WithDetail("fields", map[string]any{"limit": fmt.Sprintf("between 1 and %d", MaxLimit)})
+	}
+	// The far-future sentinel makes the first page the same query as the
+	// others, so one index range scan serves both.
+	after := cursor{CreatedAt: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), ID: "ffffffff-ffff-ffff-ffff-ffffffffffff"}
+	if l.Cursor != "" {
+		c, err := decodeCursor(l.Cursor)
+		if err != nil {
+			return Page{}, err
+		}
+		after = c
+	}
+	sql := listAll
+	if l.UnreadOnly {
+		sql = listUnread
+	}
+	rows, err := q.pool.Query(ctx, sql, l.Tenant, l.RecipientID, after.CreatedAt, after.ID, l.Limit+1)
+	if err != nil {
+		return Page{}, fmt.Errorf("list inbox: %w", err)
+	}
+	items, err := pgx.CollectRows(rows, scanItem)
+	if err != nil {
+		return Page{}, fmt.Errorf("list inbox: %w", err)
+	}
+	page := Page{Items: items}
+	if len(items) > l.Limit {
+		page.Items = items[:l.Limit]
+		last := page.Items[l.Limit-1]
+		page.NextCursor = cursor{CreatedAt: last.CreatedAt, ID: last.ID}.encode()
+	}
+	return page, nil
+}
+
+// Two statements rather than one with a boolean parameter, so that the unread
+// page can use its partial index.
+const (
+	listSelect = `
+		SELECT id::text, type, tenant, recipient_id, content, action_url, data, is_read, read_at, created_at
+		FROM inbox_notifications
+		WHERE tenant = $1 AND recipient_id = $2 AND (created_at, id) < ($3, $4::uuid)`
+	listOrder  = ` ORDER BY created_at DESC, id DESC LIMIT $5`
+	listAll    = listSelect + listOrder
+	listUnread = listSelect + ` AND NOT is_read` + listOrder
+)
+
+func scanItem(row pgx.CollectableRow) (domain.InboxItem, error) {
+	var it domain.InboxItem
+	var tenant string
+	err := row.Scan(&it.ID, &it.Type, &tenant, &it.RecipientID, &it.Content, &it.ActionURL, &it.Data, &it.IsRead, &it.ReadAt, &it.CreatedAt)
+	it.OrganizerID = &tenant
+	it.CreatedAt = it.CreatedAt.UTC()
+	if it.ReadAt != nil {
+		t := it.ReadAt.UTC()
+		it.ReadAt = &t
+	}
+	if it.Data == nil {
+		it.Data = map[string]any{}
+	}
+	return it, err
+}
+
+// UnreadCount returns how many of the recipient's notifications are unread.
+func (q *Inbox) UnreadCount(ctx context.Context, tenant, recipientID string) (int64, error) {
+	var n int64
+	err := q.pool.QueryRow(ctx, `SELECT unread FROM inbox_unread_counts WHERE tenant = $1 AND recipient_id = $2`, tenant, recipientID).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("unread count: %w", err)
+	}
+	return n, nil
+}

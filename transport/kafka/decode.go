@@ -1,0 +1,110 @@
+package kafka
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/domain"
+)
+
+// MaxMessageBytes bounds a message Herald decodes; a larger one is dead-lettered.
+const MaxMessageBytes = 1 << 20
+
+// activityMessage is TActivityNotificationMessage of seed 001 on the wire.
+type activityMessage struct {
+	EventType      string          `json:"eventType"`
+	RecipientScope string          `json:"recipientScope"`
+	ActorID        string          `json:"actorId"`
+	Actor          *domain.Actor   `json:"actor"`
+	OrganizerID    string          `json:"organizerId"`
+	MerchantID     string          `json:"merchantId"`
+	RecipientIDs   []string        `json:"recipientIds"`
+	Data           json.RawMessage `json:"data"`
+	OccurredAt     string          `json:"occurredAt"`
+}
+
+// DecodeActivity decodes a TActivityNotificationMessage into a request and
+// its idempotency key: headerKey when the producer set one, else the SHA-256
+// of the message's canonical JSON, so the same message produced twice is one
+// request whatever its formatting. Errors are *domain.Error:
+// notification.invalid_message for what is not such a message,
+// common.validation_failed for one with missing or malformed fields.
+func DecodeActivity(payload []byte, headerKey string) (domain.Request, string, error) {
+	if len(payload) > MaxMessageBytes {
+		return domain.Request{}, "", domain.Errorf(domain.CodeInvalidMessage, "message of %d bytes exceeds the %d-byte limit", len(payload), MaxMessageBytes)
+	}
+	var m activityMessage
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if err := dec.Decode(&m); err != nil {
+		return domain.Request{}, "", invalid(err)
+	}
+	if dec.More() {
+		return domain.Request{}, "", domain.Errorf(domain.CodeInvalidMessage, "message holds more than one JSON value")
+	}
+	req := domain.Request{
+		Tenant:       strings.TrimSpace(m.OrganizerID),
+		EventType:    strings.TrimSpace(m.EventType),
+		Scope:        domain.Scope(m.RecipientScope),
+		MerchantID:   m.MerchantID,
+		RecipientIDs: m.RecipientIDs,
+	}
+	if m.Actor != nil {
+		req.Actor = *m.Actor
+	}
+	if req.Actor.ID == "" {
+		req.Actor.ID = m.ActorID
+	}
+	var v domain.ValidationError
+	if len(m.Data) > 0 && string(m.Data) != "null" {
+		if err := json.Unmarshal(m.Data, &req.Data); err != nil {
+			v.Add("data", "must be a JSON object")
+		}
+	}
+	if m.OccurredAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, m.OccurredAt)
+		if err != nil {
+			v.Add("occurredAt", "must be an RFC 3339 time")
+		}
+		req.OccurredAt = t
+	}
+	if err := v.Err(domain.CodeValidationFailed, "invalid notification request"); err != nil {
+		return domain.Request{}, "", err
+	}
+	if err := req.Validate(); err != nil {
+		return domain.Request{}, "", err
+	}
+	key := strings.TrimSpace(headerKey)
+	if key == "" {
+		canonical, err := canonicalJSON(payload)
+		if err != nil {
+			return domain.Request{}, "", invalid(err)
+		}
+		key = "sha256:" + domain.ContentKey(canonical)
+	}
+	return req, key, nil
+}
+
+// canonicalJSON re-encodes a JSON document with sorted object keys, no
+// insignificant space, and numbers kept as written.
+func canonicalJSON(b []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+func invalid(err error) error {
+	msg := "message is not valid JSON"
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		msg = fmt.Sprintf("field %s must be %s, not %s", te.Field, te.Type, te.Value)
+	}
+	return &domain.Error{Code: domain.CodeInvalidMessage, Message: msg, Err: err}
+}

@@ -1,0 +1,198 @@
+// Package kafka is Herald's Kafka transport: the consumer that turns
+// TActivityNotificationMessages into RequestNotification commands, its dead
+// letters, and the embedded broker of dev mode.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/domain"
+)
+
+// Topics and defaults of seed 001.
+const (
+	TopicActivity    = "signal.activity-notification"
+	DLQSuffix        = ".dlq"
+	DefaultClientID  = "SIGNAL_NOTIF_CONSUMER"
+	DefaultGroupID   = "SIGNAL_NOTIF_CONSUMER_GROUP"
+	IdempotencyKeyHd = "Idempotency-Key"
+)
+
+// Dead-letter headers Herald adds, next to Watermill's reason_poisoned.
+const (
+	HeaderErrorCode         = "error_code"
+	HeaderOriginalTopic     = "original_topic"
+	HeaderOriginalPartition = "original_partition"
+	HeaderOriginalOffset    = "original_offset"
+)
+
+// Config configures the ingress.
+type Config struct {
+	Brokers  []string
+	ClientID string
+	GroupID  string
+	// Topic is the inbound topic; default TopicActivity. Dead letters go to
+	// Topic + ".dlq".
+	Topic string
+	// MaxRetries bounds the in-place retries of a transiently failing
+	// message before it is handed back to the broker client, which delivers
+	// it again: a message is never skipped for a transient failure.
+	MaxRetries int
+}
+
+// Ingress consumes the activity topic. Offsets are committed only after the
+// command succeeded, or after a permanently bad message was dead-lettered.
+type Ingress struct {
+	cfg      Config
+	commands *commands.Commands
+	logger   *slog.Logger
+}
+
+// NewIngress returns an ingress that hands messages to cmds.
+func NewIngress(cfg Config, cmds *commands.Commands, logger *slog.Logger) (*Ingress, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("kafka: no brokers configured (set HERALD_KAFKA_BROKERS)")
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = DefaultClientID
+	}
+	if cfg.GroupID == "" {
+		cfg.GroupID = DefaultGroupID
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = TopicActivity
+	}
+	if cfg.MaxRetries <= 0 {
+		cfg.MaxRetries = 5
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Ingress{cfg: cfg, commands: cmds, logger: logger.With("component", "kafka")}, nil
+}
+
+// permanentError marks a message that no retry can cure.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+func isPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// Run consumes until ctx ends, then drains in-flight messages and closes.
+func (in *Ingress) Run(ctx context.Context) error {
+	wlog := watermill.NewSlogLoggerWithLevelMapping(in.logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+
+	subCfg := wkafka.DefaultSaramaSubscriberConfig()
+	subCfg.ClientID = in.cfg.ClientID
+	subCfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// Watermill commits each offset itself once the message is acked.
+	subCfg.Consumer.Offsets.AutoCommit.Enable = false
+	sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
+		Brokers:               in.cfg.Brokers,
+		Unmarshaler:           wkafka.DefaultMarshaler{},
+		OverwriteSaramaConfig: subCfg,
+		ConsumerGroup:         in.cfg.GroupID,
+		NackResendSleep:       time.Second,
+		ReconnectRetrySleep:   time.Second,
+	}, wlog)
+	if err != nil {
+		return fmt.Errorf("kafka subscriber: %w", err)
+	}
+	pubCfg := wkafka.DefaultSaramaSyncPublisherConfig()
+	pubCfg.ClientID = in.cfg.ClientID
+	pub, err := wkafka.NewPublisher(wkafka.PublisherConfig{
+		Brokers:               in.cfg.Brokers,
+		Marshaler:             wkafka.DefaultMarshaler{},
+		OverwriteSaramaConfig: pubCfg,
+	}, wlog)
+	if err != nil {
+		_ = sub.Close()
+		return fmt.Errorf("kafka dead-letter publisher: %w", err)
+	}
+	defer pub.Close()
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
+	if err != nil {
+		return err
+	}
+	// Order matters: the poison queue wraps the retry, so a permanent error
+	// skips the retries and is dead-lettered at once, while a transient one
+	// is retried and, if it still fails, nacked, never dead-lettered.
+	poison, err := middleware.PoisonQueueWithFilter(pub, in.cfg.Topic+DLQSuffix, isPermanent)
+	if err != nil {
+		return err
+	}
+	router.AddMiddleware(
+		middleware.Recoverer,
+		poison,
+		middleware.Retry{
+			MaxRetries:          in.cfg.MaxRetries,
+			InitialInterval:     100 * time.Millisecond,
+			MaxInterval:         5 * time.Second,
+			Multiplier:          2,
+			RandomizationFactor: 0.5,
+			ShouldRetry:         func(p middleware.RetryParams) bool { return !isPermanent(p.Err) },
+			Logger:              wlog,
+		}.Middleware,
+	)
+	router.AddConsumerHandler("activity-notification", in.cfg.Topic, sub, in.handle)
+	in.logger.InfoContext(ctx, "kafka ingress starting", "topic", in.cfg.Topic, "group", in.cfg.GroupID, "brokers", in.cfg.Brokers)
+	if err := router.Run(ctx); err != nil {
+		return fmt.Errorf("kafka router: %w", err)
+	}
+	return nil
+}
+
+// handle turns one message into a RequestNotification.
+func (in *Ingress) handle(msg *message.Message) error {
+	ctx := msg.Context()
+	partition, _ := wkafka.MessagePartitionFromCtx(ctx)
+	offset, _ := wkafka.MessagePartitionOffsetFromCtx(ctx)
+	log := in.logger.With("topic", in.cfg.Topic, "partition", partition, "offset", offset)
+
+	fail := func(err error) error {
+		msg.Metadata.Set(HeaderErrorCode, domain.ErrorCode(err))
+		msg.Metadata.Set(HeaderOriginalTopic, in.cfg.Topic)
+		msg.Metadata.Set(HeaderOriginalPartition, strconv.Itoa(int(partition)))
+		msg.Metadata.Set(HeaderOriginalOffset, strconv.FormatInt(offset, 10))
+		log.WarnContext(ctx, "message dead-lettered", "code", domain.ErrorCode(err), "error", err)
+		return permanentError{err}
+	}
+	req, key, err := DecodeActivity(msg.Payload, msg.Metadata.Get(IdempotencyKeyHd))
+	if err != nil {
+		return fail(err)
+	}
+	res, err := in.commands.RequestNotification(ctx, commands.RequestNotification{
+		Request:        req,
+		IdempotencyKey: key,
+		Source:         domain.Source{Kind: "kafka", Topic: in.cfg.Topic, Partition: partition, Offset: offset},
+	})
+	if err != nil {
+		var de *domain.Error
+		if errors.As(err, &de) {
+			// Every domain error is a decision about the message itself
+			// (invalid, conflicting, unsupported): retrying cannot change it.
+			return fail(err)
+		}
+		log.WarnContext(ctx, "message failed, will retry", "error", err)
+		return err
+	}
+	log.InfoContext(ctx, "message handled", "request_id", res.RequestID, "notifications", len(res.NotificationIDs), "duplicate", res.Duplicate)
+	return nil
+}
