@@ -118,7 +118,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		res.Duplicate = true
 		res.Position = pos
 	default:
-		return RequestResult{}, fmt.Errorf("record request %s: %w", requested.RequestID, err)
+		return RequestResult{}, storeError(fmt.Errorf("record request %s: %w", requested.RequestID, err))
 	}
 
 	notifications := requested.Notifications()
@@ -149,7 +149,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return RequestResult{}, err
+		return RequestResult{}, storeError(err)
 	}
 	for _, p := range positions {
 		if p != eventstore.Start {
@@ -163,7 +163,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 func (c *Commands) recordedRequest(ctx context.Context, stream string) (domain.NotificationRequested, eventstore.Position, error) {
 	evs, err := c.store.ReadStream(ctx, stream, 0, 1)
 	if err != nil {
-		return domain.NotificationRequested{}, "", fmt.Errorf("read %s: %w", stream, err)
+		return domain.NotificationRequested{}, "", storeError(fmt.Errorf("read %s: %w", stream, err))
 	}
 	if len(evs) == 0 || evs[0].Type != domain.EventNotificationRequested {
 		return domain.NotificationRequested{}, "", fmt.Errorf("read %s: stream does not open with %s", stream, domain.EventNotificationRequested)
@@ -230,7 +230,7 @@ func (c *Commands) MarkRead(ctx context.Context, cmd MarkRead) (MarkReadResult, 
 			continue
 		}
 		if err != nil {
-			return MarkReadResult{}, fmt.Errorf("mark %s read: %w", cmd.NotificationID, err)
+			return MarkReadResult{}, storeError(fmt.Errorf("mark %s read: %w", cmd.NotificationID, err))
 		}
 		return MarkReadResult{Changed: true, Position: r.Position}, nil
 	}
@@ -244,7 +244,7 @@ func (c *Commands) loadNotification(ctx context.Context, stream string) (domain.
 	for from := int64(0); ; {
 		evs, err := c.store.ReadStream(ctx, stream, from, 256)
 		if err != nil {
-			return n, "", fmt.Errorf("load %s: %w", stream, err)
+			return n, "", storeError(fmt.Errorf("load %s: %w", stream, err))
 		}
 		for _, e := range evs {
 			v, err := decodeRecorded(e)
@@ -259,6 +259,15 @@ func (c *Commands) loadNotification(ctx context.Context, stream string) (domain.
 		}
 		from = evs[len(evs)-1].Version + 1
 	}
+}
+
+// storeError gives an unavailable store the stable code common.unavailable,
+// so transports answer "retry later" rather than "internal error".
+func storeError(err error) error {
+	if errors.Is(err, eventstore.ErrUnavailable) {
+		return &domain.Error{Code: domain.CodeUnavailable, Message: "the event store is unavailable; retry later", Err: err}
+	}
+	return err
 }
 
 func newEvent(id, typ string, payload any, meta domain.Metadata) (eventstore.EventData, error) {

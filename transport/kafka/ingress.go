@@ -159,6 +159,16 @@ func (in *Ingress) Run(ctx context.Context) error {
 	return nil
 }
 
+// permanentCodes are the errors that are decisions about the message itself:
+// retrying cannot change them. Anything else (the store unavailable, an
+// unexpected failure) is retried and never dead-lettered.
+var permanentCodes = map[string]bool{
+	domain.CodeInvalidMessage:      true,
+	domain.CodeValidationFailed:    true,
+	domain.CodeScopeUnsupported:    true,
+	domain.CodeIdempotencyConflict: true,
+}
+
 // handle turns one message into a RequestNotification.
 func (in *Ingress) handle(msg *message.Message) error {
 	ctx := msg.Context()
@@ -184,10 +194,7 @@ func (in *Ingress) handle(msg *message.Message) error {
 		Source:         domain.Source{Kind: "kafka", Topic: in.cfg.Topic, Partition: partition, Offset: offset},
 	})
 	if err != nil {
-		var de *domain.Error
-		if errors.As(err, &de) {
-			// Every domain error is a decision about the message itself
-			// (invalid, conflicting, unsupported): retrying cannot change it.
+		if permanentCodes[domain.ErrorCode(err)] {
 			return fail(err)
 		}
 		log.WarnContext(ctx, "message failed, will retry", "error", err)

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// setting is one HERALD_ environment variable.
+type setting struct {
+	name, def, help string
+	dest            *string
+}
+
+// config is Herald's configuration, read from HERALD_ environment variables.
+type config struct {
+	HTTPAddr       string
+	DatabaseURL    string
+	EventStore     string
+	KafkaBrokers   string
+	KafkaClientID  string
+	KafkaGroupID   string
+	JWKSURL        string
+	JWTIssuer      string
+	JWTAudience    string
+	JWTTenantClaim string
+	JWTClientID    string
+	AllowedOrigins string
+	LogLevel       string
+	LogFormat      string
+	DevKafkaAddr   string
+}
+
+func (c *config) settings() []setting {
+	return []setting{
+		{"HERALD_HTTP_ADDR", "127.0.0.1:8080", "address of the REST and WebSocket server", &c.HTTPAddr},
+		{"HERALD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/herald?sslmode=disable", "PostgreSQL of the event store and read model", &c.DatabaseURL},
+		{"HERALD_EVENT_STORE", "postgres", "event store: postgres", &c.EventStore},
+		{"HERALD_KAFKA_BROKERS", "", "comma-separated Kafka brokers (required by serve)", &c.KafkaBrokers},
+		{"HERALD_KAFKA_CLIENT_ID", "SIGNAL_NOTIF_CONSUMER", "Kafka client id", &c.KafkaClientID},
+		{"HERALD_KAFKA_GROUP_ID", "SIGNAL_NOTIF_CONSUMER_GROUP", "Kafka consumer group", &c.KafkaGroupID},
+		{"HERALD_JWKS_URL", "", "JWKS URL of the identity provider (required by serve)", &c.JWKSURL},
+		{"HERALD_JWT_ISSUER", "", "required token issuer (iss) (required by serve)", &c.JWTIssuer},
+		{"HERALD_JWT_AUDIENCE", "", "required token audience (aud) (required by serve)", &c.JWTAudience},
+		{"HERALD_JWT_TENANT_CLAIM", "organizer_id", "claim holding the caller's tenant", &c.JWTTenantClaim},
+		{"HERALD_JWT_CLIENT_ID", "", "Keycloak client whose resource_access roles are permissions", &c.JWTClientID},
+		{"HERALD_WS_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed on /v1/stream", &c.AllowedOrigins},
+		{"HERALD_LOG_LEVEL", "info", "debug, info, warn or error", &c.LogLevel},
+		{"HERALD_LOG_FORMAT", "text", "text or json", &c.LogFormat},
+		{"HERALD_DEV_KAFKA_ADDR", "127.0.0.1:9092", "address of the embedded Kafka broker (dev only)", &c.DevKafkaAddr},
+	}
+}
+
+// loadConfig reads the environment, falling back to defaults.
+func loadConfig() config {
+	var c config
+	for _, s := range c.settings() {
+		*s.dest = s.def
+		if v, ok := os.LookupEnv(s.name); ok && v != "" {
+			*s.dest = v
+		}
+	}
+	return c
+}
+
+// printSettings lists every setting with its default, for --help.
+func printSettings(w io.Writer) {
+	var c config
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENVIRONMENT\tDEFAULT\tMEANING")
+	for _, s := range c.settings() {
+		def := s.def
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.name, def, s.help)
+	}
+	_ = tw.Flush()
+}
+
+// validateServe checks what serve needs and dev mode provides itself.
+func (c config) validateServe() error {
+	var missing []string
+	for name, v := range map[string]string{
+		"HERALD_KAFKA_BROKERS": c.KafkaBrokers,
+		"HERALD_JWKS_URL":      c.JWKSURL,
+		"HERALD_JWT_ISSUER":    c.JWTIssuer,
+		"HERALD_JWT_AUDIENCE":  c.JWTAudience,
+	} {
+		if strings.TrimSpace(v) == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("missing configuration: %s must be set (see herald serve --help)", strings.Join(missing, ", "))
+	}
+	return c.validate()
+}
+
+func (c config) validate() error {
+	if c.EventStore != "postgres" {
+		return fmt.Errorf("HERALD_EVENT_STORE=%q: this release supports only postgres", c.EventStore)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("HERALD_LOG_FORMAT=%q: want text or json", c.LogFormat)
+	}
+	return nil
+}
+
+func (c config) brokers() []string { return splitList(c.KafkaBrokers) }
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("HERALD_LOG_LEVEL=%q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func (c config) logger() *slog.Logger {
+	level, _ := parseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/migrations"
+	"github.com/heraldhq/herald/projections"
+	"github.com/heraldhq/herald/projections/live"
+	"github.com/heraldhq/herald/queries"
+	"github.com/heraldhq/herald/transport/auth"
+	herhttp "github.com/heraldhq/herald/transport/http"
+	"github.com/heraldhq/herald/transport/kafka"
+	"github.com/heraldhq/herald/transport/ws"
+)
+
+// shutdownTimeout bounds the drain of HTTP requests and in-flight messages.
+const shutdownTimeout = 30 * time.Second
+
+// app is one running Herald: what serve and dev share.
+type app struct {
+	cfg    config
+	logger *slog.Logger
+	// extraRoutes lets dev mode mount its identity provider.
+	extraRoutes func(*http.ServeMux, *herhttp.Server)
+	// listener is the HTTP listener, opened before the verifier's first
+	// JWKS fetch may need it.
+	listener net.Listener
+}
+
+// run migrates, wires every part and serves until ctx ends, then drains.
+func (a *app) run(ctx context.Context) error {
+	cfg, logger := a.cfg, a.logger
+	if _, err := migrations.Up(ctx, cfg.DatabaseURL, logger); err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+
+	store := postgres.New(pool, postgres.Options{Logger: logger})
+	cmds := commands.New(store, logger)
+	feed := live.NewHub()
+	inboxRunner := projections.NewRunner(pool, store, projections.NewInbox(feed), logger)
+
+	// The verifier's background refresh must outlive the HTTP drain.
+	verifierCtx, stopVerifier := context.WithCancel(context.Background())
+	defer stopVerifier()
+	verifier, err := auth.NewVerifier(verifierCtx, auth.Config{
+		JWKSURL: cfg.JWKSURL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+		TenantClaim: cfg.JWTTenantClaim, ClientID: cfg.JWTClientID,
+	})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	ingress, err := kafka.NewIngress(kafka.Config{
+		Brokers: cfg.brokers(), ClientID: cfg.KafkaClientID, GroupID: cfg.KafkaGroupID,
+	}, cmds, logger)
+	if err != nil {
+		return err
+	}
+
+	api := herhttp.NewServer(cmds, queries.NewInbox(pool), verifier, []herhttp.Check{
+		{Name: "database", Func: pool.Ping},
+		{Name: "jwks", Func: verifier.Ready},
+	}, logger)
+	hub := ws.NewHub(ws.Config{AllowedOrigins: splitList(cfg.AllowedOrigins)}, verifier, feed, logger)
+	mux := http.NewServeMux()
+	api.Register(mux)
+	mux.Handle("GET /v1/stream", hub)
+	if a.extraRoutes != nil {
+		a.extraRoutes(mux, api)
+	}
+	srv := &http.Server{
+		Handler:           herhttp.Middleware(logger, mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+
+	ln := a.listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	logger.InfoContext(ctx, "herald serving", "http", "http://"+ln.Addr().String(), "kafka", cfg.brokers())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return ignoreCanceled(inboxRunner.Run(gctx)) })
+	g.Go(func() error { return ignoreCanceled(ingress.Run(gctx)) })
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("herald shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		return errors.Join(err, hub.Close(sctx))
+	})
+	err = g.Wait()
+	if err == nil {
+		logger.Info("herald stopped")
+	}
+	return err
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

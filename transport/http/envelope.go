@@ -1,0 +1,205 @@
+// Package http is Herald's REST transport: routes, the response and error
+// envelopes, and the mapping of error codes to HTTP statuses.
+package http
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/heraldhq/herald/domain"
+)
+
+// Meta is the envelope's meta object.
+type Meta struct {
+	RequestID string `json:"request_id,omitempty"`
+	TraceID   string `json:"trace_id,omitempty"`
+	Timestamp string `json:"timestamp"`
+	// NextCursor is set on paginated lists that have a following page.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+type dataEnvelope struct {
+	Data any  `json:"data"`
+	Meta Meta `json:"meta"`
+}
+
+// ErrorBody is the error object of the error envelope.
+type ErrorBody struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details"`
+}
+
+type errorEnvelope struct {
+	Error ErrorBody `json:"error"`
+	Meta  Meta      `json:"meta"`
+}
+
+type requestIDKey struct{}
+
+// RequestID returns the id the request middleware gave r.
+func RequestID(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+
+// WriteData writes a success envelope.
+func WriteData(w http.ResponseWriter, r *http.Request, status int, data any, meta Meta) {
+	meta.RequestID = RequestID(r)
+	meta.Timestamp = now()
+	writeJSON(w, status, dataEnvelope{Data: data, Meta: meta})
+}
+
+// statusOf maps an error code to its HTTP status.
+func statusOf(code string) int {
+	switch code {
+	case domain.CodeValidationFailed, domain.CodeInvalidMessage:
+		return http.StatusBadRequest
+	case domain.CodeMissingToken, domain.CodeInvalidToken:
+		return http.StatusUnauthorized
+	case domain.CodeForbidden:
+		return http.StatusForbidden
+	case domain.CodeNotFound, domain.CodeNotificationMissing:
+		return http.StatusNotFound
+	case codeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case domain.CodeIdempotencyConflict:
+		return http.StatusConflict
+	case domain.CodeScopeUnsupported:
+		return http.StatusUnprocessableEntity
+	case domain.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+const codeMethodNotAllowed = "common.method_not_allowed"
+
+// WriteError writes the error envelope for err. Unclassified errors are
+// logged and answered with a generic 500: their text may hold internals.
+func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	code := domain.ErrorCode(err)
+	status := statusOf(code)
+	body := ErrorBody{Code: code, Message: domain.ErrorMessage(err), Details: map[string]any{}}
+	var de *domain.Error
+	if errors.As(err, &de) && de.Details != nil {
+		body.Details = de.Details
+	}
+	if status >= 500 {
+		logger.ErrorContext(r.Context(), "request failed", "error", err, "code", code, "request_id", RequestID(r))
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+	}
+	writeJSON(w, status, errorEnvelope{Error: body, Meta: Meta{TraceID: RequestID(r), Timestamp: now()}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", jsonContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do
+}
+
+// Middleware gives each request an id (the caller's X-Request-Id when it
+// sent a sane one), logs it, and turns a panic into a 500 envelope.
+func Middleware(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if id == "" || len(id) > 128 {
+			id = newRequestID()
+		}
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		w.Header().Set("X-Request-Id", id)
+		sw := &statusWriter{ResponseWriter: w, r: r, logger: logger}
+		start := time.Now()
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler { //nolint:errorlint // sentinel compared as the net/http docs do
+					panic(p)
+				}
+				logger.ErrorContext(r.Context(), "panic serving request", "panic", p, "path", r.URL.Path, "request_id", id)
+				if !sw.wrote {
+					WriteError(sw, r, logger, errors.New("panic"))
+				}
+			}
+			logger.DebugContext(r.Context(), "http request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start), "request_id", id)
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// statusWriter records the status and replaces the plain-text 404 and 405
+// answers of http.ServeMux with the error envelope.
+type statusWriter struct {
+	http.ResponseWriter
+	r       *http.Request
+	logger  *slog.Logger
+	status  int
+	wrote   bool
+	swallow bool
+}
+
+const jsonContentType = "application/json; charset=utf-8"
+
+func (s *statusWriter) WriteHeader(status int) {
+	if s.wrote {
+		return
+	}
+	s.wrote, s.status = true, status
+	if (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) && s.Header().Get("Content-Type") != jsonContentType {
+		s.swallow = true
+		body := ErrorBody{Code: domain.CodeNotFound, Message: "no such route", Details: map[string]any{}}
+		if status == http.StatusMethodNotAllowed {
+			body = ErrorBody{Code: codeMethodNotAllowed, Message: "method not allowed", Details: map[string]any{"allow": s.Header().Get("Allow")}}
+		}
+		b, _ := json.Marshal(errorEnvelope{Error: body, Meta: Meta{TraceID: RequestID(s.r), Timestamp: now()}})
+		s.Header().Del("X-Content-Type-Options")
+		s.Header().Set("Content-Type", jsonContentType)
+		s.ResponseWriter.WriteHeader(status)
+		_, _ = s.ResponseWriter.Write(append(b, '\n'))
+		return
+	}
+	s.ResponseWriter.WriteHeader(status)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if !s.wrote {
+		s.WriteHeader(http.StatusOK)
+	}
+	if s.swallow {
+		return len(b), nil
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection, which the
+// WebSocket upgrade needs.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Hijack hands the connection over (WebSocket upgrades need it).
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := s.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("connection cannot be hijacked")
+	}
+	s.wrote, s.status = true, http.StatusSwitchingProtocols
+	return h.Hijack()
+}

@@ -1,0 +1,157 @@
+package http
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/queries"
+	"github.com/heraldhq/herald/transport/auth"
+)
+
+// HeaderConsistencyToken carries the position a write reached.
+const HeaderConsistencyToken = "X-Consistency-Token"
+
+// Check is a named readiness check.
+type Check struct {
+	Name string
+	Func func(context.Context) error
+}
+
+// Server serves the REST API. It is safe for concurrent use.
+type Server struct {
+	commands *commands.Commands
+	inbox    *queries.Inbox
+	verifier *auth.Verifier
+	checks   []Check
+	logger   *slog.Logger
+}
+
+// NewServer returns the REST API over the given commands and queries; checks
+// decide /readyz.
+func NewServer(cmds *commands.Commands, inbox *queries.Inbox, verifier *auth.Verifier, checks []Check, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{commands: cmds, inbox: inbox, verifier: verifier, checks: checks, logger: logger}
+}
+
+// Register adds the API's routes to mux. Unknown routes get the error
+// envelope from Middleware.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /v1/notifications", s.authed(s.listNotifications))
+	mux.HandleFunc("GET /v1/notifications/unread-count", s.authed(s.unreadCount))
+	mux.HandleFunc("POST /v1/notifications/{id}/read", s.authed(s.markRead))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	WriteData(w, r, http.StatusOK, map[string]string{"status": "ok"}, Meta{})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	results := map[string]any{}
+	ok := true
+	for _, c := range s.checks {
+		if err := c.Func(ctx); err != nil {
+			ok = false
+			results[c.Name] = "failing"
+			s.logger.WarnContext(ctx, "readiness check failing", "check", c.Name, "error", err)
+			continue
+		}
+		results[c.Name] = "ok"
+	}
+	if !ok {
+		WriteError(w, r, s.logger, &domain.Error{Code: domain.CodeUnavailable, Message: "not ready", Details: map[string]any{"checks": results}})
+		return
+	}
+	WriteData(w, r, http.StatusOK, map[string]any{"status": "ready", "checks": results}, Meta{})
+}
+
+type authedHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal)
+
+// authed verifies the caller's bearer token before h runs.
+func (s *Server) authed(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token, err := auth.BearerToken(r)
+		if err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
+		p, err := s.verifier.Verify(r.Context(), token)
+		if err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
+		h(w, r, p)
+	}
+}
+
+func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	q := r.URL.Query()
+	var v domain.ValidationError
+	limit := 0
+	if raw := q.Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > queries.MaxLimit {
+			v.Add("limit", "an integer between 1 and "+strconv.Itoa(queries.MaxLimit))
+		}
+		limit = n
+	}
+	unread := false
+	if raw := q.Get("unread"); raw != "" {
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			v.Add("unread", "true or false")
+		}
+		unread = b
+	}
+	if err := v.Err(domain.CodeValidationFailed, "invalid query parameters"); err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	page, err := s.inbox.List(r.Context(), queries.ListInbox{
+		Tenant: p.Tenant, RecipientID: p.Subject, Limit: limit, Cursor: q.Get("cursor"), UnreadOnly: unread,
+	})
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	meta := Meta{}
+	if page.NextCursor != "" {
+		meta.NextCursor = &page.NextCursor
+	}
+	if page.Items == nil {
+		page.Items = []domain.InboxItem{}
+	}
+	WriteData(w, r, http.StatusOK, page.Items, meta)
+}
+
+func (s *Server) unreadCount(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	n, err := s.inbox.UnreadCount(r.Context(), p.Tenant, p.Subject)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	WriteData(w, r, http.StatusOK, map[string]int64{"count": n}, Meta{})
+}
+
+func (s *Server) markRead(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	id := r.PathValue("id")
+	res, err := s.commands.MarkRead(r.Context(), commands.MarkRead{
+		Tenant: p.Tenant, RecipientID: p.Subject, NotificationID: id, CorrelationID: RequestID(r),
+	})
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	w.Header().Set(HeaderConsistencyToken, string(res.Position))
+	WriteData(w, r, http.StatusOK, map[string]any{"id": id, "isRead": true, "changed": res.Changed, "position": res.Position}, Meta{})
+}

@@ -1,0 +1,212 @@
+// Package ws is Herald's WebSocket transport (melody): it authenticates a
+// subscriber before the upgrade, joins it to its recipient room, and pushes
+// the live deltas of package live to the sessions of that room.
+package ws
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/olahol/melody"
+
+	"github.com/heraldhq/herald/projections/live"
+	"github.com/heraldhq/herald/transport/auth"
+)
+
+// Frame is what a subscriber receives.
+type Frame struct {
+	Type     string `json:"type"` // "event"
+	Topic    string `json:"topic"`
+	Room     string `json:"room"`
+	Position string `json:"position"`
+	Data     any    `json:"data"`
+}
+
+// Config configures the hub.
+type Config struct {
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
+	// may connect. Requests without an Origin header (non-browser clients)
+	// and same-host origins are always allowed.
+	AllowedOrigins []string
+	// BufferSize is how many frames may wait for one slow client before it
+	// is disconnected (it then reconnects and reads its inbox). Default 256.
+	BufferSize int
+}
+
+const keyPrincipal = "principal"
+
+type member struct{ tenant, recipient string }
+
+// Hub serves GET /v1/stream. It is safe for concurrent use.
+type Hub struct {
+	m        *melody.Melody
+	verifier *auth.Verifier
+	logger   *slog.Logger
+	allowed  []string
+
+	mu    sync.RWMutex
+	rooms map[member]map[*melody.Session]struct{}
+
+	stopListening func()
+}
+
+// NewHub returns a hub pushing the deltas published on feed.
+func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Logger) *Hub {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m := melody.New()
+	if cfg.BufferSize > 0 {
+		m.Config.MessageBufferSize = cfg.BufferSize
+	}
+	h := &Hub{
+		m: m, verifier: verifier, logger: logger.With("component", "ws"),
+		allowed: cfg.AllowedOrigins,
+		rooms:   map[member]map[*melody.Session]struct{}{},
+	}
+	m.Upgrader.CheckOrigin = h.checkOrigin
+	m.Upgrader.Subprotocols = []string{auth.Subprotocol}
+	m.HandleConnect(h.join)
+	m.HandleDisconnect(h.leave)
+	m.HandleError(func(s *melody.Session, err error) {
+		if errors.Is(err, melody.ErrMessageBufferFull) {
+			// Never skip frames silently: a client that cannot keep up
+			// is cut off and resynchronises when it reconnects.
+			h.logger.Warn("slow websocket client disconnected", "remote", s.Request.RemoteAddr)
+			_ = s.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow"))
+		}
+	})
+	h.stopListening = feed.Listen(h.push)
+	return h
+}
+
+// ServeHTTP authenticates and upgrades. A missing or bad token gets a plain
+// 401 and no upgrade.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	token, err := auth.BearerToken(r)
+	if err != nil {
+		if t, ok := auth.SubprotocolToken(r); ok {
+			token, err = t, nil
+		}
+	}
+	if err != nil {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	p, err := h.verifier.Verify(r.Context(), token)
+	if err != nil {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	if err := h.m.HandleRequestWithKeys(w, r, map[string]any{keyPrincipal: p}); err != nil {
+		h.logger.DebugContext(r.Context(), "websocket upgrade failed", "error", err)
+	}
+}
+
+func (h *Hub) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return slices.Contains(h.allowed, strings.TrimSuffix(origin, "/"))
+}
+
+func principalOf(s *melody.Session) (auth.Principal, bool) {
+	v, ok := s.Get(keyPrincipal)
+	if !ok {
+		return auth.Principal{}, false
+	}
+	p, ok := v.(auth.Principal)
+	return p, ok
+}
+
+func (h *Hub) join(s *melody.Session) {
+	p, ok := principalOf(s)
+	if !ok {
+		_ = s.Close()
+		return
+	}
+	k := member{p.Tenant, p.Subject}
+	h.mu.Lock()
+	if h.rooms[k] == nil {
+		h.rooms[k] = map[*melody.Session]struct{}{}
+	}
+	h.rooms[k][s] = struct{}{}
+	h.mu.Unlock()
+	// The session ends with the token.
+	if !p.ExpiresAt.IsZero() {
+		ttl := time.Until(p.ExpiresAt)
+		go func() {
+			t := time.NewTimer(ttl)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				_ = s.CloseWithMsg(melody.FormatCloseMessage(4001, "token expired"))
+			case <-s.Request.Context().Done():
+			}
+		}()
+	}
+}
+
+func (h *Hub) leave(s *melody.Session) {
+	p, ok := principalOf(s)
+	if !ok {
+		return
+	}
+	k := member{p.Tenant, p.Subject}
+	h.mu.Lock()
+	delete(h.rooms[k], s)
+	if len(h.rooms[k]) == 0 {
+		delete(h.rooms, k)
+	}
+	h.mu.Unlock()
+}
+
+// push queues each delta's frame on its recipient's sessions. It never
+// blocks: melody queues per session.
+func (h *Hub) push(deltas []live.Delta) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, d := range deltas {
+		sessions := h.rooms[member{d.Tenant, d.RecipientID}]
+		if len(sessions) == 0 {
+			continue
+		}
+		b, err := json.Marshal(Frame{Type: "event", Topic: d.Topic, Room: live.Room(d.RecipientID), Position: d.Position, Data: d.Data})
+		if err != nil {
+			h.logger.Error("encode frame", "error", err)
+			continue
+		}
+		for s := range sessions {
+			_ = s.Write(b) // a closed session is leaving; the error adds nothing
+		}
+	}
+}
+
+// Close disconnects every session and stops listening for deltas.
+func (h *Hub) Close(ctx context.Context) error {
+	h.stopListening()
+	done := make(chan error, 1)
+	go func() { done <- h.m.CloseWithMsg(melody.FormatCloseMessage(1001, "server shutting down")) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
