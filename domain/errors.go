@@ -7,6 +7,8 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 )
 
 // Error codes are stable, namespaced and snake_case. Clients match on them, so
@@ -107,8 +109,17 @@ func (v *ValidationError) Err(code, message string) error {
 		return nil
 	}
 	fields := make(map[string]any, len(v.fields))
+	names := make([]string, 0, len(v.fields))
 	for k, p := range v.fields {
 		fields[k] = p
+		names = append(names, k)
 	}
-	return &Error{Code: code, Message: message, Details: map[string]any{"fields": fields}}
+	// The message names the problems too, for readers of logs and dead
+	// letters who never see Details.
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, k := range names {
+		parts[i] = k + " " + v.fields[k]
+	}
+	return &Error{Code: code, Message: message + ": " + strings.Join(parts, "; "), Details: map[string]any{"fields": fields}}
 }

@@ -107,6 +107,9 @@ func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
 	conn, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), http.Header{"Authorization": {"Bearer " + token}})
+	if resp != nil {
+		_ = resp.Body.Close()
+	}
 	if err != nil {
 		if resp != nil {
 			return fmt.Errorf("connect %s: %s", u, resp.Status)

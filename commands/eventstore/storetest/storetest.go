@@ -346,7 +346,9 @@ func testGapSafe(t *testing.T, s eventstore.Store, d time.Duration) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
-	<-subDone
+	if err := <-subDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("subscription ended with %v", err)
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
