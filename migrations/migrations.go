@@ -30,7 +30,9 @@ func Up(ctx context.Context, databaseURL string, logger *slog.Logger) (int64, er
 	db := stdlib.OpenDB(*cfg)
 	defer db.Close()
 
-	locker, err := lock.NewPostgresSessionLocker()
+	// Probe for the lock every second for up to five minutes: instances
+	// that start together wait for the first to finish, not 5 s a probe.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return 0, fmt.Errorf("migrate: %w", err)
 	}
