@@ -70,6 +70,19 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func TestValidateBoundsOccurredAt(t *testing.T) {
+	for _, at := range []time.Time{
+		time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC),
+		time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		r := validRequest()
+		r.OccurredAt = at
+		if ErrorCode(r.Validate()) != CodeValidationFailed {
+			t.Fatalf("occurredAt %s accepted", at)
+		}
+	}
+}
+
 func TestRecipients(t *testing.T) {
 	got, err := validRequest().Recipients()
 	if err != nil || strings.Join(got, ",") != "alice,bob" {

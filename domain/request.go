@@ -26,6 +26,13 @@ const (
 	MaxEventTypeBytes = 128
 )
 
+// The range of occurredAt. Times outside it are producer bugs, and they would
+// sort before or after everything in an inbox forever.
+var (
+	minOccurredAt = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxOccurredAt = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // Actor is who caused the activity a notification reports.
 type Actor struct {
 	ID   string `json:"id"`
@@ -63,8 +70,11 @@ func (r Request) Validate() error {
 	case len(r.EventType) > MaxEventTypeBytes:
 		v.Add("eventType", fmt.Sprintf("longer than %d bytes", MaxEventTypeBytes))
 	}
-	if r.OccurredAt.IsZero() {
+	switch {
+	case r.OccurredAt.IsZero():
 		v.Add("occurredAt", "required, RFC 3339 time")
+	case r.OccurredAt.Before(minOccurredAt) || !r.OccurredAt.Before(maxOccurredAt):
+		v.Add("occurredAt", "must fall in the years 1970 to 9998")
 	}
 	switch r.Scope {
 	case ScopeUsers:

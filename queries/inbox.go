@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/domain"
@@ -80,21 +81,22 @@ func (q *Inbox) List(ctx context.Context, l ListInbox) (Page, error) {
 		return Page{}, domain.Errorf(domain.CodeValidationFailed, "limit must be between 1 and %d", MaxLimit).
 			WithDetail("fields", map[string]any{"limit": fmt.Sprintf("between 1 and %d", MaxLimit)})
 	}
-	// The far-future sentinel makes the first page the same query as the
-	// others, so one index range scan serves both.
-	after := cursor{CreatedAt: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), ID: "ffffffff-ffff-ffff-ffff-ffffffffffff"}
+	// The first page starts after (infinity, max uuid): the same query as
+	// the other pages, so one index range scan serves them all.
+	afterTime := pgtype.Timestamptz{InfinityModifier: pgtype.Infinity, Valid: true}
+	afterID := "ffffffff-ffff-ffff-ffff-ffffffffffff"
 	if l.Cursor != "" {
 		c, err := decodeCursor(l.Cursor)
 		if err != nil {
 			return Page{}, err
 		}
-		after = c
+		afterTime, afterID = pgtype.Timestamptz{Time: c.CreatedAt, Valid: true}, c.ID
 	}
 	sql := listAll
 	if l.UnreadOnly {
 		sql = listUnread
 	}
-	rows, err := q.pool.Query(ctx, sql, l.Tenant, l.RecipientID, after.CreatedAt, after.ID, l.Limit+1)
+	rows, err := q.pool.Query(ctx, sql, l.Tenant, l.RecipientID, afterTime, afterID, l.Limit+1)
 	if err != nil {
 		return Page{}, fmt.Errorf("list inbox: %w", err)
 	}

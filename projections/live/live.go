@@ -79,9 +79,14 @@ func (h *Hub) Publish(deltas []Delta) {
 	if len(deltas) == 0 {
 		return
 	}
+	// Call the listeners outside the lock, so that one may stop itself.
 	h.mu.RLock()
-	defer h.mu.RUnlock()
+	fns := make([]func([]Delta), 0, len(h.listeners))
 	for _, fn := range h.listeners {
+		fns = append(fns, fn)
+	}
+	h.mu.RUnlock()
+	for _, fn := range fns {
 		fn(deltas)
 	}
 }

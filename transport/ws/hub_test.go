@@ -1,0 +1,529 @@
+package ws_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/migrations/pgtest"
+	"github.com/heraldhq/herald/projections"
+	"github.com/heraldhq/herald/projections/live"
+	"github.com/heraldhq/herald/transport/auth"
+	herhttp "github.com/heraldhq/herald/transport/http"
+	"github.com/heraldhq/herald/transport/ws"
+)
+
+const (
+	issuerName = "herald-dev"
+	audience   = "herald"
+	waitFor    = 15 * time.Second
+	// quiet is how long a subscriber must stay silent to count as having
+	// received nothing, once the frames it could have received were sent.
+	quiet = 300 * time.Millisecond
+	// probeTopic marks the frames tests publish to learn that a session
+	// has joined its room; assertions ignore them.
+	probeTopic = "test/probe"
+)
+
+// stack is a WebSocket hub served by a real HTTP server, with the dev
+// identity provider of the same server as its JWKS.
+type stack struct {
+	t      *testing.T
+	srv    *httptest.Server
+	issuer *auth.DevIssuer
+	feed   *live.Hub
+	hub    *ws.Hub
+	url    string // ws://…/v1/stream
+}
+
+func newStack(t *testing.T, cfg ws.Config) *stack {
+	t.Helper()
+	issuer, err := auth.NewDevIssuer(issuerName, audience, "organizer_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(herhttp.Middleware(logger, mux))
+	t.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	verifier, err := auth.NewVerifier(ctx, auth.Config{JWKSURL: srv.URL + "/dev/jwks.json", Issuer: issuerName, Audience: audience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	herhttp.NewServer(nil, nil, verifier, nil, logger).RegisterDevIdentity(mux, issuer)
+	feed := live.NewHub()
+	hub := ws.NewHub(cfg, verifier, feed, logger)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hub.Close(ctx)
+	})
+	mux.Handle("GET /v1/stream", hub)
+	return &stack{t: t, srv: srv, issuer: issuer, feed: feed, hub: hub, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/stream"}
+}
+
+func (s *stack) token(sub, tenant string, ttl time.Duration) string {
+	s.t.Helper()
+	tok, err := s.issuer.Issue(sub, tenant, nil, ttl)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return tok
+}
+
+func (s *stack) dial(header http.Header, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, Subprotocols: subprotocols}
+	conn, resp, err := d.Dial(s.url, header)
+	if conn != nil {
+		s.t.Cleanup(func() { _ = conn.Close() })
+	}
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	return conn, resp, err
+}
+
+func bearer(token string) http.Header {
+	return http.Header{"Authorization": []string{"Bearer " + token}}
+}
+
+type frame struct {
+	Type     string          `json:"type"`
+	Topic    string          `json:"topic"`
+	Room     string          `json:"room"`
+	Position string          `json:"position"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// client reads a connection in the background.
+type client struct {
+	conn   *websocket.Conn
+	frames chan frame    // every frame but probes
+	probes chan struct{} // a probe arrived
+	done   chan struct{} // closed when reading failed
+	err    error         // why, once done is closed
+}
+
+func (s *stack) connect(token string) *client {
+	s.t.Helper()
+	conn, resp, err := s.dial(bearer(token))
+	if err != nil {
+		s.t.Fatalf("dial: %v (response %v)", err, resp)
+	}
+	return read(conn)
+}
+
+func read(conn *websocket.Conn) *client {
+	c := &client{conn: conn, frames: make(chan frame, 64), probes: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			_, b, err := conn.ReadMessage()
+			if err != nil {
+				c.err = err
+				return
+			}
+			var f frame
+			if err := json.Unmarshal(b, &f); err != nil {
+				c.err = fmt.Errorf("frame %q: %w", b, err)
+				return
+			}
+			if f.Topic == probeTopic {
+				select {
+				case c.probes <- struct{}{}:
+				default:
+				}
+				continue
+			}
+			c.frames <- f
+		}
+	}()
+	return c
+}
+
+// awaitJoined publishes probes for (tenant, sub) until c receives one: the
+// upgrade answers before the hub joins the session to its room.
+func (s *stack) awaitJoined(c *client, tenant, sub string) {
+	s.t.Helper()
+	deadline := time.NewTimer(waitFor)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.feed.Publish([]live.Delta{{Tenant: tenant, RecipientID: sub, Topic: probeTopic, Position: "0", Data: struct{}{}}})
+		select {
+		case <-c.probes:
+			return
+		case <-c.done:
+			s.t.Fatalf("%s@%s: connection ended before joining: %v", sub, tenant, c.err)
+		case <-deadline.C:
+			s.t.Fatalf("%s@%s never joined its room", sub, tenant)
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *client) next(t *testing.T, what string) frame {
+	t.Helper()
+	select {
+	case f := <-c.frames:
+		return f
+	case <-c.done:
+		t.Fatalf("%s: connection ended: %v", what, c.err)
+	case <-time.After(waitFor):
+		t.Fatalf("%s: no frame within %v", what, waitFor)
+	}
+	return frame{}
+}
+
+func (c *client) expectSilence(t *testing.T, who string) {
+	t.Helper()
+	select {
+	case f := <-c.frames:
+		t.Errorf("%s received a frame meant for someone else: %+v data %s", who, f, f.Data)
+	case <-c.done:
+		t.Errorf("%s: connection ended: %v", who, c.err)
+	case <-time.After(quiet):
+	}
+}
+
+func expectUnauthorized(t *testing.T, name string, resp *http.Response, err error) {
+	t.Helper()
+	if !errors.Is(err, websocket.ErrBadHandshake) {
+		t.Errorf("%s: dial error %v, want %v", name, err, websocket.ErrBadHandshake)
+		return
+	}
+	if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("%s: response %v, want 401", name, resp)
+	}
+}
+
+func TestStreamRefusesBadTokens(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, ws.Config{})
+	other, err := auth.NewDevIssuer("other-idp", audience, "organizer_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.Issue("alice", "org-1", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := s.token("alice", "org-1", time.Hour)
+
+	for _, c := range []struct {
+		name   string
+		header http.Header
+		protos []string
+	}{
+		{"no token", nil, nil},
+		{"no token, subprotocol only", nil, []string{auth.Subprotocol}},
+		{"garbage bearer", bearer("garbage"), nil},
+		{"tampered bearer", bearer(valid[:len(valid)-4] + "AAAA"), nil},
+		{"other issuer", bearer(foreign), nil},
+		{"basic auth", http.Header{"Authorization": []string{"Basic " + valid}}, nil},
+		{"garbage subprotocol token", nil, []string{auth.Subprotocol, "bearer.garbage"}},
+		{"empty subprotocol token", nil, []string{auth.Subprotocol, "bearer."}},
+	} {
+		conn, resp, err := s.dial(c.header, c.protos...)
+		if conn != nil {
+			t.Errorf("%s: upgraded", c.name)
+			continue
+		}
+		expectUnauthorized(t, c.name, resp, err)
+	}
+	// The valid token passes the same way: the refusals were the tokens'.
+	if _, _, err := s.dial(bearer(valid)); err != nil {
+		t.Fatalf("valid token refused: %v", err)
+	}
+}
+
+func TestStreamPushesToRecipientOnly(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, ws.Config{})
+
+	pool := pgtest.NewPool(t)
+	store := postgres.New(pool, postgres.Options{PollInterval: 50 * time.Millisecond})
+	cmds := commands.New(store, nil)
+	runner := projections.NewRunner(pool, store, projections.NewInbox(s.feed), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		_ = runner.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-stopped
+	})
+
+	alice := s.connect(s.token("alice", "org-1", time.Hour))
+	bob := s.connect(s.token("bob", "org-1", time.Hour))
+	aliceElsewhere := s.connect(s.token("alice", "org-2", time.Hour))
+	s.awaitJoined(alice, "org-1", "alice")
+	s.awaitJoined(bob, "org-1", "bob")
+	s.awaitJoined(aliceElsewhere, "org-2", "alice")
+
+	occurredAt := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+	res, err := cmds.RequestNotification(context.Background(), commands.RequestNotification{
+		Request: domain.Request{
+			Tenant: "org-1", EventType: "PAYMENT_SUCCESS", Scope: domain.ScopeUsers,
+			RecipientIDs: []string{"alice"},
+			Data:         map[string]any{"payment": map[string]any{"subject": "Order #42"}},
+			OccurredAt:   occurredAt,
+		},
+		IdempotencyKey: "ws-1",
+		Source:         domain.Source{Kind: "test"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	created := alice.next(t, "alice created")
+	if created.Type != "event" || created.Topic != live.TopicCreated || created.Room != "signal/notification/alice" || created.Position != string(res.Position) {
+		t.Fatalf("created frame %+v, want position %s", created, res.Position)
+	}
+	var item map[string]any
+	if err := json.Unmarshal(created.Data, &item); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"id", "type", "organizerId", "content", "actionUrl", "data", "isRead", "createdAt", "recipientId"} {
+		if _, ok := item[k]; !ok {
+			t.Errorf("created data lacks %q: %s", k, created.Data)
+		}
+	}
+	if item["id"] != res.NotificationIDs[0] || item["recipientId"] != "alice" || item["organizerId"] != "org-1" ||
+		item["type"] != "PAYMENT_SUCCESS" || item["isRead"] != false || item["createdAt"] != occurredAt.Format(time.RFC3339) {
+		t.Errorf("created data %s, notification %s", created.Data, res.NotificationIDs[0])
+	}
+
+	count := alice.next(t, "alice unread count")
+	if count.Type != "event" || count.Topic != live.TopicUnreadCount || count.Room != "signal/notification/alice" || count.Position == "" {
+		t.Fatalf("unread count frame %+v", count)
+	}
+	var n struct {
+		Count *int64 `json:"count"`
+	}
+	if err := json.Unmarshal(count.Data, &n); err != nil || n.Count == nil || *n.Count != 1 {
+		t.Fatalf("unread count data %s (%v)", count.Data, err)
+	}
+
+	bob.expectSilence(t, "bob (same tenant)")
+	aliceElsewhere.expectSilence(t, "alice of org-2")
+	alice.expectSilence(t, "alice, after her two frames")
+}
+
+func TestStreamSubprotocolAuth(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, ws.Config{})
+	tok := s.token("alice", "org-1", time.Hour)
+	conn, resp, err := s.dial(nil, auth.Subprotocol, "bearer."+tok)
+	if err != nil {
+		t.Fatalf("dial: %v (response %v)", err, resp)
+	}
+	if got := conn.Subprotocol(); got != auth.Subprotocol {
+		t.Fatalf("negotiated subprotocol %q, want %q", got, auth.Subprotocol)
+	}
+	if echoed := resp.Header.Values("Sec-WebSocket-Protocol"); strings.Contains(strings.Join(echoed, ","), tok) {
+		t.Fatalf("the token was echoed back: %v", echoed)
+	}
+	// The token's principal is the session's: it joins alice's room.
+	c := read(conn)
+	s.awaitJoined(c, "org-1", "alice")
+	s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicUnreadCount, Position: "7", Data: live.UnreadCount{Count: 3}}})
+	if f := c.next(t, "pushed frame"); f.Topic != live.TopicUnreadCount || f.Position != "7" || string(f.Data) != `{"count":3}` {
+		t.Fatalf("frame %+v data %s", f, f.Data)
+	}
+}
+
+func TestStreamChecksOrigin(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, ws.Config{AllowedOrigins: []string{"https://app.example.com"}})
+	tok := s.token("alice", "org-1", time.Hour)
+	for _, origin := range []string{"https://evil.example.com", "http://app.example.com", "https://app.example.com.evil.net", "null"} {
+		h := bearer(tok)
+		h.Set("Origin", origin)
+		conn, resp, err := s.dial(h)
+		if conn != nil || !errors.Is(err, websocket.ErrBadHandshake) || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin %s: conn %v, err %v, response %v; want 403", origin, conn != nil, err, resp)
+		}
+	}
+	for _, origin := range []string{"https://app.example.com", s.srv.URL, ""} {
+		h := bearer(tok)
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		if _, resp, err := s.dial(h); err != nil {
+			t.Errorf("origin %q refused: %v (response %v)", origin, err, resp)
+		}
+	}
+}
+
+func TestStreamClosesWhenTokenExpires(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, ws.Config{})
+	c := s.connect(s.token("alice", "org-1", time.Second))
+	select {
+	case <-c.done:
+	case <-time.After(waitFor):
+		t.Fatal("session outlived its token")
+	}
+	var ce *websocket.CloseError
+	if !errors.As(c.err, &ce) || ce.Code != 4001 {
+		t.Fatalf("read error %v, want close 4001", c.err)
+	}
+}
+
+// slowClientChild, when set, makes TestSlowClientIsDisconnected run the
+// scenario itself instead of in a child process.
+const slowClientChild = "HERALD_WS_SLOW_CLIENT_CHILD"
+
+// TestSlowClientIsDisconnected runs its scenario in a child process: a hub
+// that mishandles a full buffer can take the whole process down (for
+// instance by unbounded recursion), and that must fail this test, not the
+// package.
+func TestSlowClientIsDisconnected(t *testing.T) {
+	if os.Getenv(slowClientChild) == "1" {
+		slowClientScenario(t)
+		return
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSlowClientIsDisconnected$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), slowClientChild+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestSlowClientIsDisconnected") {
+		t.Fatalf("slow-client scenario failed (%v):\n%s", err, excerpt(out))
+	}
+}
+
+// excerpt keeps a crash report readable: its head and its tail.
+func excerpt(out []byte) string {
+	const keep = 3000
+	if len(out) <= 2*keep {
+		return string(out)
+	}
+	return string(out[:keep]) + "\n[…]\n" + string(out[len(out)-keep:])
+}
+
+func slowClientScenario(t *testing.T) {
+	s := newStack(t, ws.Config{BufferSize: 1})
+	conn, resp, err := s.dial(bearer(s.token("alice", "org-1", time.Hour)))
+	if err != nil {
+		t.Fatalf("dial: %v (response %v)", err, resp)
+	}
+
+	// The client reads until it has joined, then stops reading until told.
+	joined := make(chan struct{})
+	resume := make(chan struct{})
+	type result struct {
+		positions []int
+		err       error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		first := true
+		for {
+			_, b, err := conn.ReadMessage()
+			if err != nil {
+				r.err = err
+				done <- r
+				return
+			}
+			var f frame
+			if err := json.Unmarshal(b, &f); err != nil {
+				r.err = err
+				done <- r
+				return
+			}
+			if f.Topic == probeTopic {
+				if first {
+					first = false
+					close(joined)
+					<-resume
+				}
+				continue
+			}
+			var p int
+			_, _ = fmt.Sscan(f.Position, &p)
+			r.positions = append(r.positions, p)
+		}
+	}()
+	deadline := time.After(waitFor)
+	for joinedYet := false; !joinedYet; {
+		s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: probeTopic, Position: "0", Data: struct{}{}}})
+		select {
+		case <-joined:
+			joinedYet = true
+		case <-deadline:
+			t.Fatal("never joined")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	// Far more than the socket buffers and the one-frame queue hold,
+	// published at a pace the server keeps up with until the socket is
+	// full: then the queue fills while the writer is blocked on the
+	// socket, as with a real client that reads too slowly.
+	const deltas = 600
+	pad := strings.Repeat("x", 64<<10)
+	var slowest time.Duration // of one Publish
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := 1; i <= deltas; i++ {
+			start := time.Now()
+			s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicCreated, Position: fmt.Sprint(i), Data: map[string]string{"pad": pad}}})
+			slowest = max(slowest, time.Since(start))
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	select {
+	case <-published:
+	case <-time.After(2 * waitFor):
+		t.Fatal("publishing blocked on a slow client")
+	}
+	close(resume)
+	// Listeners of the live hub must not block (the inbox projection
+	// publishes from its own goroutine): one slow client may not stall
+	// the publisher, let alone until its write deadline.
+	if slowest > 2*time.Second {
+		t.Errorf("one Publish took %v with a slow client connected", slowest)
+	}
+
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the slow client was never disconnected")
+	}
+	if len(r.positions) >= deltas {
+		t.Fatalf("the slow client received all %d frames and was not disconnected", deltas)
+	}
+	// Never silently skipped: what arrived before the cut is gap-free.
+	for i, p := range r.positions {
+		if p != i+1 {
+			t.Fatalf("frame %d has position %d: frames were skipped before the disconnect (%v)", i, p, r.positions)
+		}
+	}
+	t.Logf("received %d of %d frames, then %v; slowest Publish %v", len(r.positions), deltas, r.err, slowest)
+}
