@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -42,7 +43,9 @@ func DecodeActivity(payload []byte, headerKey string) (domain.Request, string, e
 	if err := dec.Decode(&m); err != nil {
 		return domain.Request{}, "", invalid(err)
 	}
-	if dec.More() {
+	// Anything after the object, even a stray bracket, makes it not one
+	// JSON value.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return domain.Request{}, "", domain.Errorf(domain.CodeInvalidMessage, "message holds more than one JSON value")
 	}
 	req := domain.Request{

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/olahol/melody"
@@ -41,7 +42,41 @@ type Config struct {
 	BufferSize int
 }
 
-const keyPrincipal = "principal"
+// Session keys.
+const (
+	keyPrincipal = "principal"
+	// keyEvicted holds an *atomic.Bool set once the session overflowed.
+	keyEvicted = "evicted"
+)
+
+// evictRetry is how often eviction retries to queue the close frame while the
+// session's buffer is still full.
+const evictRetry = 20 * time.Millisecond
+
+func evicted(s *melody.Session) *atomic.Bool {
+	if v, ok := s.Get(keyEvicted); ok {
+		if b, ok := v.(*atomic.Bool); ok {
+			return b
+		}
+	}
+	return new(atomic.Bool) // not a session of ours; nothing to remember
+}
+
+// evict closes a session whose buffer overflowed. The close frame can only
+// be queued once the writer frees a slot, which it does when the client reads
+// or when melody's write deadline expires; keep trying until then.
+func (h *Hub) evict(s *melody.Session) {
+	t := time.NewTicker(evictRetry)
+	defer t.Stop()
+	for !s.IsClosed() {
+		_ = s.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow"))
+		select {
+		case <-t.C:
+		case <-s.Request.Context().Done():
+			return
+		}
+	}
+}
 
 type member struct{ tenant, recipient string }
 
@@ -77,12 +112,19 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	m.HandleConnect(h.join)
 	m.HandleDisconnect(h.leave)
 	m.HandleError(func(s *melody.Session, err error) {
-		if errors.Is(err, melody.ErrMessageBufferFull) {
-			// Never skip frames silently: a client that cannot keep up
-			// is cut off and resynchronises when it reconnects.
-			h.logger.Warn("slow websocket client disconnected", "remote", s.Request.RemoteAddr)
-			_ = s.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow"))
+		if !errors.Is(err, melody.ErrMessageBufferFull) {
+			return
 		}
+		// Never skip frames silently: a client that cannot keep up is cut
+		// off, and resynchronises when it reconnects. Only the first
+		// overflow acts, and never synchronously: melody queues the close
+		// frame on the very buffer that is full, which would land here
+		// again.
+		if evicted(s).Swap(true) {
+			return
+		}
+		h.logger.Warn("slow websocket client disconnected", "remote", s.Request.RemoteAddr)
+		go h.evict(s)
 	})
 	h.stopListening = feed.Listen(h.push)
 	return h
@@ -106,7 +148,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}
-	if err := h.m.HandleRequestWithKeys(w, r, map[string]any{keyPrincipal: p}); err != nil {
+	keys := map[string]any{keyPrincipal: p, keyEvicted: new(atomic.Bool)}
+	if err := h.m.HandleRequestWithKeys(w, r, keys); err != nil {
 		h.logger.DebugContext(r.Context(), "websocket upgrade failed", "error", err)
 	}
 }
@@ -123,7 +166,10 @@ func (h *Hub) checkOrigin(r *http.Request) bool {
 	if strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
-	return slices.Contains(h.allowed, strings.TrimSuffix(origin, "/"))
+	origin = strings.ToLower(strings.TrimSuffix(origin, "/"))
+	return slices.ContainsFunc(h.allowed, func(a string) bool {
+		return strings.ToLower(strings.TrimSuffix(a, "/")) == origin
+	})
 }
 
 func principalOf(s *melody.Session) (auth.Principal, bool) {
@@ -193,6 +239,9 @@ func (h *Hub) push(deltas []live.Delta) {
 			continue
 		}
 		for s := range sessions {
+			if evicted(s).Load() {
+				continue // it missed a frame already; it must not see a gap
+			}
 			_ = s.Write(b) // a closed session is leaving; the error adds nothing
 		}
 	}

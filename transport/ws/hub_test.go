@@ -88,16 +88,24 @@ func (s *stack) token(sub, tenant string, ttl time.Duration) string {
 	return tok
 }
 
-func (s *stack) dial(header http.Header, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
+// handshake is what a dial learned of the server's answer to the upgrade.
+type handshake struct {
+	status int
+	header http.Header
+}
+
+func (s *stack) dial(header http.Header, subprotocols ...string) (*websocket.Conn, handshake, error) {
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, Subprotocols: subprotocols}
 	conn, resp, err := d.Dial(s.url, header)
 	if conn != nil {
 		s.t.Cleanup(func() { _ = conn.Close() })
 	}
-	if resp != nil && resp.Body != nil {
+	var hs handshake
+	if resp != nil {
+		hs = handshake{status: resp.StatusCode, header: resp.Header}
 		_ = resp.Body.Close()
 	}
-	return conn, resp, err
+	return conn, hs, err
 }
 
 func bearer(token string) http.Header {
@@ -123,9 +131,9 @@ type client struct {
 
 func (s *stack) connect(token string) *client {
 	s.t.Helper()
-	conn, resp, err := s.dial(bearer(token))
+	conn, hs, err := s.dial(bearer(token))
 	if err != nil {
-		s.t.Fatalf("dial: %v (response %v)", err, resp)
+		s.t.Fatalf("dial: %v (status %d)", err, hs.status)
 	}
 	return read(conn)
 }
@@ -204,14 +212,14 @@ func (c *client) expectSilence(t *testing.T, who string) {
 	}
 }
 
-func expectUnauthorized(t *testing.T, name string, resp *http.Response, err error) {
+func expectUnauthorized(t *testing.T, name string, hs handshake, err error) {
 	t.Helper()
 	if !errors.Is(err, websocket.ErrBadHandshake) {
 		t.Errorf("%s: dial error %v, want %v", name, err, websocket.ErrBadHandshake)
 		return
 	}
-	if resp == nil || resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("%s: response %v, want 401", name, resp)
+	if hs.status != http.StatusUnauthorized {
+		t.Errorf("%s: status %d, want 401", name, hs.status)
 	}
 }
 
@@ -242,12 +250,12 @@ func TestStreamRefusesBadTokens(t *testing.T) {
 		{"garbage subprotocol token", nil, []string{auth.Subprotocol, "bearer.garbage"}},
 		{"empty subprotocol token", nil, []string{auth.Subprotocol, "bearer."}},
 	} {
-		conn, resp, err := s.dial(c.header, c.protos...)
+		conn, hs, err := s.dial(c.header, c.protos...)
 		if conn != nil {
 			t.Errorf("%s: upgraded", c.name)
 			continue
 		}
-		expectUnauthorized(t, c.name, resp, err)
+		expectUnauthorized(t, c.name, hs, err)
 	}
 	// The valid token passes the same way: the refusals were the tokens'.
 	if _, _, err := s.dial(bearer(valid)); err != nil {
@@ -334,14 +342,14 @@ func TestStreamSubprotocolAuth(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, ws.Config{})
 	tok := s.token("alice", "org-1", time.Hour)
-	conn, resp, err := s.dial(nil, auth.Subprotocol, "bearer."+tok)
+	conn, hs, err := s.dial(nil, auth.Subprotocol, "bearer."+tok)
 	if err != nil {
-		t.Fatalf("dial: %v (response %v)", err, resp)
+		t.Fatalf("dial: %v (status %d)", err, hs.status)
 	}
 	if got := conn.Subprotocol(); got != auth.Subprotocol {
 		t.Fatalf("negotiated subprotocol %q, want %q", got, auth.Subprotocol)
 	}
-	if echoed := resp.Header.Values("Sec-WebSocket-Protocol"); strings.Contains(strings.Join(echoed, ","), tok) {
+	if echoed := hs.header.Values("Sec-WebSocket-Protocol"); strings.Contains(strings.Join(echoed, ","), tok) {
 		t.Fatalf("the token was echoed back: %v", echoed)
 	}
 	// The token's principal is the session's: it joins alice's room.
@@ -360,9 +368,9 @@ func TestStreamChecksOrigin(t *testing.T) {
 	for _, origin := range []string{"https://evil.example.com", "http://app.example.com", "https://app.example.com.evil.net", "null"} {
 		h := bearer(tok)
 		h.Set("Origin", origin)
-		conn, resp, err := s.dial(h)
-		if conn != nil || !errors.Is(err, websocket.ErrBadHandshake) || resp == nil || resp.StatusCode != http.StatusForbidden {
-			t.Errorf("origin %s: conn %v, err %v, response %v; want 403", origin, conn != nil, err, resp)
+		conn, hs, err := s.dial(h)
+		if conn != nil || !errors.Is(err, websocket.ErrBadHandshake) || hs.status != http.StatusForbidden {
+			t.Errorf("origin %s: upgraded %v, err %v, status %d; want 403", origin, conn != nil, err, hs.status)
 		}
 	}
 	for _, origin := range []string{"https://app.example.com", s.srv.URL, ""} {
@@ -370,8 +378,8 @@ func TestStreamChecksOrigin(t *testing.T) {
 		if origin != "" {
 			h.Set("Origin", origin)
 		}
-		if _, resp, err := s.dial(h); err != nil {
-			t.Errorf("origin %q refused: %v (response %v)", origin, err, resp)
+		if _, hs, err := s.dial(h); err != nil {
+			t.Errorf("origin %q refused: %v (status %d)", origin, err, hs.status)
 		}
 	}
 }
@@ -426,9 +434,9 @@ func excerpt(out []byte) string {
 
 func slowClientScenario(t *testing.T) {
 	s := newStack(t, ws.Config{BufferSize: 1})
-	conn, resp, err := s.dial(bearer(s.token("alice", "org-1", time.Hour)))
+	conn, hs, err := s.dial(bearer(s.token("alice", "org-1", time.Hour)))
 	if err != nil {
-		t.Fatalf("dial: %v (response %v)", err, resp)
+		t.Fatalf("dial: %v (status %d)", err, hs.status)
 	}
 
 	// The client reads until it has joined, then stops reading until told.
@@ -480,11 +488,12 @@ func slowClientScenario(t *testing.T) {
 		}
 	}
 
-	// Far more than the socket buffers and the one-frame queue hold,
-	// published at a pace the server keeps up with until the socket is
-	// full: then the queue fills while the writer is blocked on the
-	// socket, as with a real client that reads too slowly.
-	const deltas = 600
+	// Far more than the socket buffers (a few MiB on loopback) and the
+	// one-frame queue hold. The first frames go at a pace the server keeps
+	// up with until the socket is full, the rest in a burst: the queue
+	// then overflows while the writer is blocked on the socket, as with a
+	// real client that reads too slowly.
+	const deltas, paced = 450, 150 // 64 KiB each
 	pad := strings.Repeat("x", 64<<10)
 	var slowest time.Duration // of one Publish
 	published := make(chan struct{})
@@ -494,7 +503,9 @@ func slowClientScenario(t *testing.T) {
 			start := time.Now()
 			s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicCreated, Position: fmt.Sprint(i), Data: map[string]string{"pad": pad}}})
 			slowest = max(slowest, time.Since(start))
-			time.Sleep(time.Millisecond)
+			if i <= paced {
+				time.Sleep(5 * time.Millisecond)
+			}
 		}
 	}()
 	select {
