@@ -30,6 +30,9 @@ const (
 	NoStream ExpectedVersion = -1
 )
 
+// LastVersion asks ReadStreamBackward to start at the stream's last event.
+const LastVersion int64 = -1
+
 // Exact requires the stream's last event to be at version v.
 func Exact(v int64) ExpectedVersion { return ExpectedVersion(v) }
 
@@ -86,10 +89,22 @@ type Store interface {
 	// ReadStream returns up to limit events of stream from version from on,
 	// in version order; an unknown stream reads as empty.
 	ReadStream(ctx context.Context, stream string, from int64, limit int) ([]RecordedEvent, error)
+	// ReadStreamBackward returns up to limit events of stream from version
+	// from (or from its last event, with LastVersion) down, newest first; an
+	// unknown stream reads as empty.
+	ReadStreamBackward(ctx context.Context, stream string, from int64, limit int) ([]RecordedEvent, error)
 	// ReadAll returns up to limit events of the global log after position
 	// after, in log order. Every event committed before the call is
 	// included.
 	ReadAll(ctx context.Context, after Position, limit int) ([]RecordedEvent, error)
+	// Head returns the position of the last event of the log, or Start
+	// when it is empty. Subscribing after Head delivers only what is
+	// appended from now on.
+	Head(ctx context.Context) (Position, error)
+	// ComparePositions orders two positions of this store: negative when a
+	// is before b, zero when equal, positive when after. Start is before
+	// every event.
+	ComparePositions(a, b Position) (int, error)
 	// Subscribe delivers the global log after position after to handle, in
 	// batches, in log order, each event once: first what is stored (catch-up),
 	// then events as they are committed (live). It returns when ctx ends

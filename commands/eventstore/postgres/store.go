@@ -28,10 +28,12 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -280,7 +282,11 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, selectEvent+` FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`, stream, from, limit)
+	return s.readStream(ctx, stream, selectEvent+` FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`, from, limit)
+}
+
+func (s *Store) readStream(ctx context.Context, stream, sql string, from int64, limit int) ([]eventstore.RecordedEvent, error) {
+	rows, err := s.pool.Query(ctx, sql, stream, from, limit)
 	if err != nil {
 		return nil, classify(fmt.Errorf("eventstore: read %s: %w", stream, err))
 	}
@@ -297,6 +303,54 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit
 		return nil, classify(fmt.Errorf("eventstore: read %s: %w", stream, err))
 	}
 	return out, nil
+}
+
+// ReadStreamBackward implements eventstore.Store.
+func (s *Store) ReadStreamBackward(ctx context.Context, stream string, from int64, limit int) ([]eventstore.RecordedEvent, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	if from < 0 {
+		from = math.MaxInt64
+	}
+	return s.readStream(ctx, stream, selectEvent+` FROM events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`, from, limit)
+}
+
+// Head implements eventstore.Store: the last event a reader may take now.
+func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
+	var txs string
+	var pos int64
+	err := s.pool.QueryRow(ctx, `
+		SELECT tx::text, position FROM events
+		WHERE tx < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY events.tx DESC, events.position DESC LIMIT 1`).Scan(&txs, &pos)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return eventstore.Start, nil
+	}
+	if err != nil {
+		return "", classify(fmt.Errorf("eventstore: head: %w", err))
+	}
+	tx, err := strconv.ParseUint(txs, 10, 64)
+	if err != nil {
+		return "", fmt.Errorf("eventstore: head: bad tx %q", txs)
+	}
+	return position{tx: tx, pos: pos}.String(), nil
+}
+
+// ComparePositions implements eventstore.Store.
+func (s *Store) ComparePositions(a, b eventstore.Position) (int, error) {
+	pa, err := parsePosition(a)
+	if err != nil {
+		return 0, err
+	}
+	pb, err := parsePosition(b)
+	if err != nil {
+		return 0, err
+	}
+	if c := cmp.Compare(pa.tx, pb.tx); c != 0 {
+		return c, nil
+	}
+	return cmp.Compare(pa.pos, pb.pos), nil
 }
 
 // ReadAll implements eventstore.Store. Events committed before the call are

@@ -16,7 +16,17 @@ import (
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) eventstore.Store {
 		return postgres.New(pgtest.NewPool(t), postgres.Options{})
-	}, storetest.Options{})
+	}, storetest.Options{
+		Unreachable: func(t *testing.T) eventstore.Store {
+			// Nothing listens on port 1; the pool connects lazily.
+			pool, err := pgxpool.New(context.Background(), "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			return postgres.New(pool, postgres.Options{})
+		},
+	})
 }
 
 // TestReadAllUsesTheIndex pins the query plan of the log read: the row

@@ -22,6 +22,9 @@ type Options struct {
 	// ConcurrentDuration is how long the concurrent appenders run in the
 	// gap-safety test. Default 3s.
 	ConcurrentDuration time.Duration
+	// Unreachable returns a store of the adapter whose server cannot be
+	// reached; nil skips that test.
+	Unreachable func(t *testing.T) eventstore.Store
 }
 
 // Run runs the suite. newStore returns a store on an empty log; each test
@@ -36,6 +39,17 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store, opts Option
 	t.Run("ReadAll", func(t *testing.T) { t.Parallel(); testReadAll(t, newStore(t)) })
 	t.Run("SubscribeCatchUpThenLive", func(t *testing.T) { t.Parallel(); testSubscribe(t, newStore(t)) })
 	t.Run("OneWinnerPerExpectedVersion", func(t *testing.T) { t.Parallel(); testOneWinner(t, newStore(t)) })
+	t.Run("ReadStreamBackward", func(t *testing.T) { t.Parallel(); testReadBackward(t, newStore(t)) })
+	t.Run("SubscribeFromNow", func(t *testing.T) { t.Parallel(); testSubscribeFromNow(t, newStore(t)) })
+	t.Run("PositionsCompareAndRoundTrip", func(t *testing.T) { t.Parallel(); testPositions(t, newStore(t)) })
+	t.Run("LargeEventsAndExactBytes", func(t *testing.T) { t.Parallel(); testLargeEvents(t, newStore(t)) })
+	t.Run("UnreachableStoreFailsFast", func(t *testing.T) {
+		if opts.Unreachable == nil {
+			t.Skip("the adapter gives no unreachable store")
+		}
+		t.Parallel()
+		testUnreachable(t, opts.Unreachable(t))
+	})
 	t.Run("GapSafeUnderConcurrentAppends", func(t *testing.T) {
 		t.Parallel()
 		testGapSafe(t, newStore(t), opts.ConcurrentDuration)
@@ -399,4 +413,158 @@ func testGapSafe(t *testing.T, s eventstore.Store, d time.Duration) {
 		}
 	}
 	t.Logf("%d events by %d appenders over %s, all delivered once, in order", total, appenders, d)
+}
+
+func testReadBackward(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	var in []eventstore.EventData
+	for i := range 6 {
+		in = append(in, event("E", i))
+	}
+	mustAppend(t, s, "b-1", eventstore.NoStream, in...)
+	got, err := s.ReadStreamBackward(ctx, "b-1", eventstore.LastVersion, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0].Version != 5 || got[3].Version != 2 || got[0].ID != in[5].ID {
+		t.Fatalf("backward from the end, limit 4: %d events starting at %+v", len(got), got)
+	}
+	got, err = s.ReadStreamBackward(ctx, "b-1", 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Version != 1 || got[1].Version != 0 {
+		t.Fatalf("backward from version 1: %+v", got)
+	}
+	empty, err := s.ReadStreamBackward(ctx, "b-unknown", eventstore.LastVersion, 10)
+	if err != nil || len(empty) != 0 {
+		t.Fatalf("unknown stream backward: %d events, %v", len(empty), err)
+	}
+}
+
+func testSubscribeFromNow(t *testing.T, s eventstore.Store) {
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	head, err := s.Head(ctx)
+	if err != nil || head != eventstore.Start {
+		t.Fatalf("head of an empty log: %q, %v", head, err)
+	}
+	for i := range 3 {
+		mustAppend(t, s, fmt.Sprintf("now-old-%d", i), eventstore.NoStream, event("E", i))
+	}
+	head, err = s.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.ReadAll(ctx, eventstore.Start, 10)
+	if err != nil || len(all) != 3 || all[2].Position != head {
+		t.Fatalf("head %q is not the last event of %d (%v)", head, len(all), err)
+	}
+	fresh := event("E", 9)
+	got := make(chan string, 10)
+	go func() {
+		_ = s.Subscribe(ctx, head, func(_ context.Context, evs []eventstore.RecordedEvent) error {
+			for _, e := range evs {
+				got <- e.ID
+			}
+			return nil
+		})
+	}()
+	mustAppend(t, s, "now-new", eventstore.NoStream, fresh)
+	select {
+	case id := <-got:
+		if id != fresh.ID {
+			t.Fatalf("subscription from now delivered an old event %s", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscription from now delivered nothing")
+	}
+}
+
+func testPositions(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	for i := range 3 {
+		mustAppend(t, s, fmt.Sprintf("p-%d", i), eventstore.NoStream, event("E", i))
+	}
+	all, err := s.ReadAll(ctx, eventstore.Start, 10)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("read: %d events, %v", len(all), err)
+	}
+	for i := range all {
+		if c, err := s.ComparePositions(eventstore.Start, all[i].Position); err != nil || c >= 0 {
+			t.Fatalf("Start compared with event %d: %d, %v", i, c, err)
+		}
+		if c, err := s.ComparePositions(all[i].Position, all[i].Position); err != nil || c != 0 {
+			t.Fatalf("event %d compared with itself: %d, %v", i, c, err)
+		}
+		if i > 0 {
+			if c, err := s.ComparePositions(all[i-1].Position, all[i].Position); err != nil || c >= 0 {
+				t.Fatalf("event %d compared with %d: %d, %v", i-1, i, c, err)
+			}
+			if c, err := s.ComparePositions(all[i].Position, all[i-1].Position); err != nil || c <= 0 {
+				t.Fatalf("event %d compared with %d: %d, %v", i, i-1, c, err)
+			}
+		}
+	}
+	// A position that went through its string form (a client's token)
+	// reads on exactly where it was.
+	token := string(all[0].Position)
+	rest, err := s.ReadAll(ctx, eventstore.Position(token), 10)
+	if err != nil || len(rest) != 2 || rest[0].ID != all[1].ID {
+		t.Fatalf("reading after a round-tripped position: %d events, %v", len(rest), err)
+	}
+	if _, err := s.ComparePositions("garbage", all[0].Position); err == nil {
+		t.Fatal("a malformed position compared without error")
+	}
+}
+
+func testLargeEvents(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	big := make([]byte, 0, 1<<20)
+	big = append(big, `{"blob":"`...)
+	for len(big) < 1<<20-2 {
+		big = append(big, 'x')
+	}
+	big = append(big, `"}`...)
+	// Metadata with its own spacing and key order must come back byte for
+	// byte: hash chains are computed over these bytes.
+	meta := []byte(`{ "z": 1,  "a": {"nested": [1, 2, 3]}, "unicode": "h\u00e9raut" }`)
+	e := eventstore.EventData{ID: newID(), Type: "Big", Data: big, Metadata: meta}
+	mustAppend(t, s, "big-1", eventstore.NoStream, e)
+	got, err := s.ReadStream(ctx, "big-1", 0, 1)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("read back: %d events, %v", len(got), err)
+	}
+	if len(got[0].Data) != len(big) || string(got[0].Data) != string(big) {
+		t.Fatalf("1 MiB payload came back as %d bytes", len(got[0].Data))
+	}
+	if string(got[0].Metadata) != string(meta) {
+		t.Fatalf("metadata came back as %s, want %s", got[0].Metadata, meta)
+	}
+}
+
+func testUnreachable(t *testing.T, s eventstore.Store) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := s.Append(ctx, "u-1", eventstore.Any, event("E", 0)); !errors.Is(err, eventstore.ErrUnavailable) {
+		t.Fatalf("append to an unreachable store: %v, want ErrUnavailable", err)
+	}
+	if _, err := s.ReadStream(ctx, "u-1", 0, 1); !errors.Is(err, eventstore.ErrUnavailable) {
+		t.Fatalf("read from an unreachable store: %v, want ErrUnavailable", err)
+	}
+	if _, err := s.ReadAll(ctx, eventstore.Start, 1); !errors.Is(err, eventstore.ErrUnavailable) {
+		t.Fatalf("read log from an unreachable store: %v, want ErrUnavailable", err)
+	}
+	if elapsed := time.Since(start); elapsed > 15*time.Second {
+		t.Fatalf("an unreachable store took %s to fail", elapsed)
+	}
+	// A subscription keeps trying (the server may come back) until its
+	// context ends, and then says so.
+	sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer scancel()
+	err := s.Subscribe(sctx, eventstore.Start, func(context.Context, []eventstore.RecordedEvent) error { return nil })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("subscription to an unreachable store ended with %v", err)
+	}
 }
