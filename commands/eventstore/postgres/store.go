@@ -36,6 +36,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,7 +57,12 @@ type Options struct {
 	// BatchSize is how many events a subscriber reads and hands over at
 	// once. Default 512.
 	BatchSize int
-	Logger    *slog.Logger
+	// Writers is how many group-commit transactions may be in flight at
+	// once. Default 4.
+	Writers int
+	// MaxGroupEvents bounds the events of one group commit. Default 2048.
+	MaxGroupEvents int
+	Logger         *slog.Logger
 }
 
 // Store is the PostgreSQL event store. It needs the schema of package
@@ -64,6 +70,12 @@ type Options struct {
 type Store struct {
 	pool *pgxpool.Pool
 	opts Options
+
+	// Group commit state: appends waiting for a transaction, and how many
+	// goroutines are committing groups.
+	mu      sync.Mutex
+	pending []*appendRequest
+	writers int
 }
 
 // New returns a Store on pool.
@@ -73,6 +85,12 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 	}
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 512
+	}
+	if opts.Writers <= 0 {
+		opts.Writers = 4
+	}
+	if opts.MaxGroupEvents <= 0 {
+		opts.MaxGroupEvents = 2048
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -106,14 +124,9 @@ func parsePosition(p eventstore.Position) (position, error) {
 	return position{tx: tx, pos: pos}, nil
 }
 
-// Append implements eventstore.Store.
-func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
-	if len(events) == 0 {
-		return eventstore.AppendResult{}, errors.New("eventstore: append of no events")
-	}
-	if stream == "" {
-		return eventstore.AppendResult{}, errors.New("eventstore: append to an empty stream name")
-	}
+// appendOne appends in a transaction of its own. Group commit falls back to
+// it when a shared transaction fails as a whole.
+func (s *Store) appendOne(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
 	n := int64(len(events))
 	ids := make([]string, len(events))
 	types := make([]string, len(events))
@@ -316,25 +329,36 @@ func (s *Store) ReadStreamBackward(ctx context.Context, stream string, from int6
 	return s.readStream(ctx, stream, selectEvent+` FROM events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`, from, limit)
 }
 
-// Head implements eventstore.Store: the last event a reader may take now.
+// Head implements eventstore.Store: the last event of the log. Like ReadAll
+// it counts every event committed before the call, waiting (bounded by ctx)
+// while the newest ones are held back by a running transaction.
 func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
-	var txs string
-	var pos int64
-	err := s.pool.QueryRow(ctx, `
-		SELECT tx::text, position FROM events
-		WHERE tx < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY events.tx DESC, events.position DESC LIMIT 1`).Scan(&txs, &pos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return eventstore.Start, nil
+	delay := time.Millisecond
+	for {
+		var txs string
+		var pos int64
+		var settled bool
+		err := s.pool.QueryRow(ctx, `
+			SELECT tx::text, position, tx < pg_snapshot_xmin(pg_current_snapshot())
+			FROM events ORDER BY events.tx DESC, events.position DESC LIMIT 1`).Scan(&txs, &pos, &settled)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return eventstore.Start, nil
+		}
+		if err != nil {
+			return "", classify(fmt.Errorf("eventstore: head: %w", err))
+		}
+		if settled {
+			tx, err := strconv.ParseUint(txs, 10, 64)
+			if err != nil {
+				return "", fmt.Errorf("eventstore: head: bad tx %q", txs)
+			}
+			return position{tx: tx, pos: pos}.String(), nil
+		}
+		if !sleep(ctx, delay) {
+			return "", fmt.Errorf("eventstore: head: %w", ctx.Err())
+		}
+		delay = min(delay*2, 50*time.Millisecond)
 	}
-	if err != nil {
-		return "", classify(fmt.Errorf("eventstore: head: %w", err))
-	}
-	tx, err := strconv.ParseUint(txs, 10, 64)
-	if err != nil {
-		return "", fmt.Errorf("eventstore: head: bad tx %q", txs)
-	}
-	return position{tx: tx, pos: pos}.String(), nil
 }
 
 // ComparePositions implements eventstore.Store.

@@ -1,0 +1,90 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/migrations/pgtest"
+)
+
+func uuidN(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", n) }
+
+// Appends that land in one group are decided one by one, as lone appends
+// would be: a retry of stored events is deduplicated, a competing first
+// append conflicts, an append to another stream is untouched by both, and a
+// malformed append is refused before it can join (and fail) a group.
+func TestGroupCommitDecidesEachAppendAlone(t *testing.T) {
+	t.Parallel()
+	s := postgres.New(pgtest.NewPool(t), postgres.Options{Writers: 1})
+	ctx := context.Background()
+	const n = 64
+	type result struct {
+		kind string
+		res  eventstore.AppendResult
+		err  error
+	}
+	results := make([]result, 3*n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(3)
+		go func() { // the same append, delivered n times
+			defer wg.Done()
+			r, err := s.Append(ctx, "same", eventstore.NoStream, eventstore.EventData{ID: uuidN(1), Type: "E", Data: []byte(`{}`)})
+			results[i] = result{"retry", r, err}
+		}()
+		go func() { // n different first appends to one stream
+			defer wg.Done()
+			r, err := s.Append(ctx, "race", eventstore.NoStream, eventstore.EventData{ID: uuidN(1000 + i), Type: "E", Data: []byte(`{}`)})
+			results[n+i] = result{"race", r, err}
+		}()
+		go func() { // unrelated streams
+			defer wg.Done()
+			r, err := s.Append(ctx, fmt.Sprintf("own-%d", i), eventstore.NoStream, eventstore.EventData{ID: uuidN(2000 + i), Type: "E", Data: []byte(`{}`)})
+			results[2*n+i] = result{"own", r, err}
+		}()
+	}
+	// Refused up front, never joining a group.
+	if _, err := s.Append(ctx, "bad", eventstore.Any, eventstore.EventData{ID: "not-a-uuid", Type: "E", Data: []byte(`{}`)}); err == nil {
+		t.Fatal("an append with a malformed id was accepted")
+	}
+	if _, err := s.Append(ctx, "bad", eventstore.Any, eventstore.EventData{ID: uuidN(9), Type: "E", Data: []byte(`{not json`)}); err == nil {
+		t.Fatal("an append with malformed data was accepted")
+	}
+	wg.Wait()
+	written, deduped, won, conflicted, own := 0, 0, 0, 0, 0
+	for _, r := range results {
+		switch {
+		case r.kind == "retry" && r.err == nil && r.res.Deduplicated:
+			deduped++
+		case r.kind == "retry" && r.err == nil:
+			written++
+		case r.kind == "race" && r.err == nil:
+			won++
+		case r.kind == "race" && errors.Is(r.err, eventstore.ErrWrongVersion):
+			conflicted++
+		case r.kind == "own" && r.err == nil && r.res.NextVersion == 0:
+			own++
+		default:
+			t.Errorf("%s append: %+v, %v", r.kind, r.res, r.err)
+		}
+	}
+	if written != 1 || deduped != n-1 || won != 1 || conflicted != n-1 || own != n {
+		t.Fatalf("retries: %d written, %d deduplicated; race: %d won, %d conflicted; own streams: %d of %d",
+			written, deduped, won, conflicted, own, n)
+	}
+	for _, stream := range []string{"same", "race", "bad"} {
+		evs, err := s.ReadStream(ctx, stream, 0, 10)
+		want := 1
+		if stream == "bad" {
+			want = 0
+		}
+		if err != nil || len(evs) != want {
+			t.Fatalf("stream %s holds %d events (%v), want %d", stream, len(evs), err, want)
+		}
+	}
+}
