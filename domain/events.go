@@ -128,30 +128,19 @@ type Notification struct {
 }
 
 // DecodeEvent decodes a stored payload of a known type and version into the
-// payload struct (a value, not a pointer).
+// payload struct (a value, not a pointer), upcasting older versions first.
 func DecodeEvent(eventType string, version int, data []byte) (any, error) {
-	if version != SchemaVersion {
-		return nil, fmt.Errorf("decode %s: unknown schema version %d", eventType, version)
-	}
-	switch eventType {
-	case EventNotificationRequested:
-		return decode[NotificationRequested](eventType, data)
-	case EventNotificationCreated:
-		return decode[NotificationCreated](eventType, data)
-	case EventNotificationRead:
-		return decode[NotificationRead](eventType, data)
-	default:
-		return nil, fmt.Errorf("decode: unknown event type %q", eventType)
-	}
+	return Events.Decode(eventType, version, data)
 }
 
-func decode[T any](eventType string, data []byte) (any, error) {
-	var v T
-	if err := json.Unmarshal(data, &v); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", eventType, err)
-	}
-	return v, nil
-}
+// Events is the registry of every event type Herald stores.
+var Events = func() *Registry {
+	r := NewRegistry()
+	Register[NotificationRequested](r, EventNotificationRequested, SchemaVersion)
+	Register[NotificationCreated](r, EventNotificationCreated, SchemaVersion)
+	Register[NotificationRead](r, EventNotificationRead, SchemaVersion)
+	return r
+}()
 
 // Apply folds one event into the notification state.
 func (n *Notification) Apply(event any, version int64) {
