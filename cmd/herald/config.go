@@ -39,7 +39,7 @@ func (c *config) settings() []setting {
 	return []setting{
 		{"HERALD_HTTP_ADDR", "127.0.0.1:8080", "address of the REST and WebSocket server", &c.HTTPAddr},
 		{"HERALD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/herald?sslmode=disable", "PostgreSQL of the event store and read model", &c.DatabaseURL},
-		{"HERALD_EVENT_STORE", "postgres", "event store: postgres", &c.EventStore},
+		{"HERALD_EVENT_STORE", "postgres", "event store: postgres, or an esdb:// or kurrentdb:// connection string", &c.EventStore},
 		{"HERALD_KAFKA_BROKERS", "", "comma-separated Kafka brokers (required by serve)", &c.KafkaBrokers},
 		{"HERALD_KAFKA_CLIENT_ID", "SIGNAL_NOTIF_CONSUMER", "Kafka client id", &c.KafkaClientID},
 		{"HERALD_KAFKA_GROUP_ID", "SIGNAL_NOTIF_CONSUMER_GROUP", "Kafka consumer group", &c.KafkaGroupID},
@@ -103,8 +103,8 @@ func (c config) validateServe() error {
 }
 
 func (c config) validate() error {
-	if c.EventStore != "postgres" {
-		return fmt.Errorf("HERALD_EVENT_STORE=%q: this release supports only postgres", c.EventStore)
+	if c.EventStore != "postgres" && !c.usesESDB() {
+		return fmt.Errorf("HERALD_EVENT_STORE: want postgres, or an esdb:// or kurrentdb:// connection string")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
@@ -113,6 +113,16 @@ func (c config) validate() error {
 		return fmt.Errorf("HERALD_LOG_FORMAT=%q: want text or json", c.LogFormat)
 	}
 	return nil
+}
+
+// usesESDB reports whether the event store is EventStoreDB / KurrentDB.
+func (c config) usesESDB() bool {
+	for _, scheme := range []string{"esdb://", "esdb+discover://", "kurrentdb://", "kurrentdb+discover://"} {
+		if strings.HasPrefix(c.EventStore, scheme) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c config) brokers() []string { return splitList(c.KafkaBrokers) }

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/commands/eventstore/esdb"
 	"github.com/heraldhq/herald/commands/eventstore/postgres"
 	"github.com/heraldhq/herald/migrations"
 	"github.com/heraldhq/herald/projections"
@@ -50,7 +52,11 @@ func (a *app) run(ctx context.Context) error {
 	}
 	defer pool.Close()
 
-	store := postgres.New(pool, postgres.Options{Logger: logger})
+	store, closeStore, err := openStore(cfg, pool, logger)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
 	cmds := commands.New(store, logger)
 	feed := live.NewHub()
 	inboxRunner := projections.NewRunner(pool, store, projections.NewInbox(feed), logger)
@@ -119,6 +125,24 @@ func (a *app) run(ctx context.Context) error {
 		logger.Info("herald stopped")
 	}
 	return err
+}
+
+// openStore opens the event store HERALD_EVENT_STORE names. The read model
+// stays in PostgreSQL either way.
+func openStore(cfg config, pool *pgxpool.Pool, logger *slog.Logger) (eventstore.Store, func(), error) {
+	if !cfg.usesESDB() {
+		return postgres.New(pool, postgres.Options{Logger: logger}), func() {}, nil
+	}
+	s, err := esdb.Open(cfg.EventStore, esdb.Options{Logger: logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("event store: %w", err)
+	}
+	logger.Info("event store: EventStoreDB / KurrentDB")
+	return s, func() {
+		if err := s.Close(); err != nil {
+			logger.Warn("closing the event store", "error", err)
+		}
+	}, nil
 }
 
 func ignoreCanceled(err error) error {

@@ -88,3 +88,19 @@ func TestGroupCommitDecidesEachAppendAlone(t *testing.T) {
 		}
 	}
 }
+
+// Event ids are unique across the whole Postgres log, not only per stream as
+// in EventStoreDB: the same ids in another stream are refused, not taken for
+// a retry.
+func TestEventIDsAreUniqueAcrossStreams(t *testing.T) {
+	t.Parallel()
+	s := postgres.New(pgtest.NewPool(t), postgres.Options{})
+	ctx := context.Background()
+	e := eventstore.EventData{ID: uuidN(7), Type: "E", Data: []byte(`{}`)}
+	if _, err := s.Append(ctx, "r-1", eventstore.NoStream, e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "r-2", eventstore.NoStream, e); err == nil {
+		t.Fatal("reusing an event id in another stream succeeded")
+	}
+}
