@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -33,29 +34,23 @@ func (*Inbox) Name() string { return "inbox" }
 
 type recipientKey struct{ tenant, recipient string }
 
-// Apply implements Projection.
-func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (func(), error) {
-	var deltas []live.Delta
-	counts := map[recipientKey]int64{}
-	var countOrder []recipientKey
-	countPos := map[recipientKey]string{}
-	bump := func(k recipientKey, by int64, pos string) error {
-		var n int64
-		err := tx.QueryRow(ctx, `
-			INSERT INTO inbox_unread_counts (tenant, recipient_id, unread) VALUES ($1, $2, GREATEST($3::bigint, 0))
-			ON CONFLICT (tenant, recipient_id) DO UPDATE SET unread = GREATEST(inbox_unread_counts.unread + $3::bigint, 0)
-			RETURNING unread`, k.tenant, k.recipient, by).Scan(&n)
-		if err != nil {
-			return fmt.Errorf("unread count: %w", err)
-		}
-		if _, seen := counts[k]; !seen {
-			countOrder = append(countOrder, k)
-		}
-		counts[k] = n
-		countPos[k] = pos
-		return nil
-	}
+type createdAt struct {
+	ev  domain.NotificationCreated
+	pos string
+}
 
+type readAt struct {
+	ev  domain.NotificationRead
+	pos string
+}
+
+// Apply implements Projection. It is set-based: one statement inserts the
+// batch's notifications, one marks its reads, one moves the unread counts,
+// whatever the batch size. Creations go before reads, which is the log's own
+// order for any one notification.
+func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (func(), error) {
+	var creates []createdAt
+	var reads []readAt
 	for _, e := range events {
 		switch e.Type {
 		case domain.EventNotificationCreated, domain.EventNotificationRead:
@@ -66,58 +61,191 @@ func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Record
 		if err != nil {
 			return nil, fmt.Errorf("event %s at %s: %w", e.ID, e.Position, err)
 		}
-		pos := string(e.Position)
 		switch ev := v.(type) {
 		case domain.NotificationCreated:
-			data, err := json.Marshal(ev.Item().Data)
-			if err != nil {
-				return nil, err
-			}
-			var actionURL *string
-			if ev.ActionURL != "" {
-				actionURL = &ev.ActionURL
-			}
-			channels := ev.Channels
-			if channels == nil {
-				channels = []string{}
-			}
-			tag, err := tx.Exec(ctx, `
-				INSERT INTO inbox_notifications
-					(id, tenant, recipient_id, request_id, type, content, action_url, data, channels, created_at, position)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-				ON CONFLICT (id) DO NOTHING`,
-				ev.ID, ev.Tenant, ev.RecipientID, ev.RequestID, ev.Type, ev.Content, actionURL, data, channels, ev.CreatedAt, pos)
-			if err != nil {
-				return nil, fmt.Errorf("insert notification %s: %w", ev.ID, err)
-			}
-			if tag.RowsAffected() == 0 {
-				continue
-			}
-			if err := bump(recipientKey{ev.Tenant, ev.RecipientID}, 1, pos); err != nil {
-				return nil, err
-			}
-			deltas = append(deltas, live.Created(ev.Item(), ev.Tenant, pos))
+			creates = append(creates, createdAt{ev, string(e.Position)})
 		case domain.NotificationRead:
-			tag, err := tx.Exec(ctx, `
-				UPDATE inbox_notifications SET is_read = true, read_at = $2
-				WHERE id = $1 AND NOT is_read`, ev.ID, ev.ReadAt)
-			if err != nil {
-				return nil, fmt.Errorf("mark %s read: %w", ev.ID, err)
-			}
-			if tag.RowsAffected() == 0 {
-				continue
-			}
-			if err := bump(recipientKey{ev.Tenant, ev.RecipientID}, -1, pos); err != nil {
-				return nil, err
-			}
-			deltas = append(deltas, live.Delta{Tenant: ev.Tenant, RecipientID: ev.RecipientID, Topic: live.TopicRead, Position: pos, Data: live.ReadData{ID: ev.ID}})
+			reads = append(reads, readAt{ev, string(e.Position)})
 		}
 	}
-	for _, k := range countOrder {
-		deltas = append(deltas, live.Delta{Tenant: k.tenant, RecipientID: k.recipient, Topic: live.TopicUnreadCount, Position: countPos[k], Data: live.UnreadCount{Count: counts[k]}})
+	inserted, err := insertNotifications(ctx, tx, creates)
+	if err != nil {
+		return nil, err
+	}
+	markedRead, err := markRead(ctx, tx, reads)
+	if err != nil {
+		return nil, err
+	}
+
+	// Deltas in log order; count changes per recipient, in order of first
+	// change, each published with the position of its last change.
+	var deltas []live.Delta
+	change := map[recipientKey]int64{}
+	lastPos := map[recipientKey]string{}
+	var order []recipientKey
+	bump := func(k recipientKey, by int64, pos string) {
+		if _, seen := change[k]; !seen {
+			order = append(order, k)
+		}
+		change[k] += by
+		lastPos[k] = pos
+	}
+	ci, ri := 0, 0
+	for _, e := range events {
+		switch {
+		case ci < len(creates) && string(e.Position) == creates[ci].pos:
+			c := creates[ci]
+			ci++
+			if !inserted[c.ev.ID] {
+				continue
+			}
+			delete(inserted, c.ev.ID) // a repeated event counts once
+			bump(recipientKey{c.ev.Tenant, c.ev.RecipientID}, 1, c.pos)
+			deltas = append(deltas, live.Created(c.ev.Item(), c.ev.Tenant, c.pos))
+		case ri < len(reads) && string(e.Position) == reads[ri].pos:
+			r := reads[ri]
+			ri++
+			if !markedRead[r.ev.ID] {
+				continue
+			}
+			delete(markedRead, r.ev.ID)
+			bump(recipientKey{r.ev.Tenant, r.ev.RecipientID}, -1, r.pos)
+			deltas = append(deltas, live.Delta{Tenant: r.ev.Tenant, RecipientID: r.ev.RecipientID, Topic: live.TopicRead, Position: r.pos, Data: live.ReadData{ID: r.ev.ID}})
+		}
+	}
+	counts, err := moveCounts(ctx, tx, order, change)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range order {
+		deltas = append(deltas, live.Delta{Tenant: k.tenant, RecipientID: k.recipient, Topic: live.TopicUnreadCount, Position: lastPos[k], Data: live.UnreadCount{Count: counts[k]}})
 	}
 	if p.publisher == nil || len(deltas) == 0 {
 		return nil, nil
 	}
 	return func() { p.publisher.Publish(deltas) }, nil
+}
+
+// insertNotifications inserts the batch's notifications and returns the ids
+// of those that were new.
+func insertNotifications(ctx context.Context, tx pgx.Tx, creates []createdAt) (map[string]bool, error) {
+	inserted := map[string]bool{}
+	if len(creates) == 0 {
+		return inserted, nil
+	}
+	n := len(creates)
+	ids, tenants, recipients, requests := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	types, contents, data, channels, positions := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	actionURLs := make([]*string, n)
+	createdAts := make([]time.Time, n)
+	for i, c := range creates {
+		ev := c.ev
+		d, err := json.Marshal(ev.Item().Data)
+		if err != nil {
+			return nil, fmt.Errorf("notification %s data: %w", ev.ID, err)
+		}
+		ch := ev.Channels
+		if ch == nil {
+			ch = []string{}
+		}
+		chJSON, err := json.Marshal(ch)
+		if err != nil {
+			return nil, fmt.Errorf("notification %s channels: %w", ev.ID, err)
+		}
+		ids[i], tenants[i], recipients[i], requests[i] = ev.ID, ev.Tenant, ev.RecipientID, ev.RequestID
+		types[i], contents[i], data[i], channels[i], positions[i] = ev.Type, ev.Content, string(d), string(chJSON), c.pos
+		if ev.ActionURL != "" {
+			u := ev.ActionURL
+			actionURLs[i] = &u
+		}
+		createdAts[i] = ev.CreatedAt
+	}
+	rows, err := tx.Query(ctx, `
+		INSERT INTO inbox_notifications
+			(id, tenant, recipient_id, request_id, type, content, action_url, data, channels, created_at, position)
+		SELECT u.id, u.tenant, u.recipient_id, u.request_id, u.type, u.content, u.action_url, u.data::jsonb,
+			ARRAY(SELECT json_array_elements_text(u.channels::json)), u.created_at, u.position
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+			$8::text[], $9::text[], $10::timestamptz[], $11::text[])
+			AS u(id, tenant, recipient_id, request_id, type, content, action_url, data, channels, created_at, position)
+		ON CONFLICT (id) DO NOTHING
+		RETURNING id::text`,
+		ids, tenants, recipients, requests, types, contents, actionURLs, data, channels, createdAts, positions)
+	if err != nil {
+		return nil, fmt.Errorf("insert notifications: %w", err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("insert notifications: %w", err)
+	}
+	for _, id := range got {
+		inserted[id] = true
+	}
+	return inserted, nil
+}
+
+// markRead marks the batch's read notifications and returns the ids of those
+// that were unread until now.
+func markRead(ctx context.Context, tx pgx.Tx, reads []readAt) (map[string]bool, error) {
+	marked := map[string]bool{}
+	if len(reads) == 0 {
+		return marked, nil
+	}
+	ids := make([]string, len(reads))
+	at := make([]time.Time, len(reads))
+	for i, r := range reads {
+		ids[i], at[i] = r.ev.ID, r.ev.ReadAt
+	}
+	rows, err := tx.Query(ctx, `
+		UPDATE inbox_notifications n SET is_read = true, read_at = u.read_at
+		FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, read_at)
+		WHERE n.id = u.id AND NOT n.is_read
+		RETURNING n.id::text`, ids, at)
+	if err != nil {
+		return nil, fmt.Errorf("mark read: %w", err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("mark read: %w", err)
+	}
+	for _, id := range got {
+		marked[id] = true
+	}
+	return marked, nil
+}
+
+// moveCounts adds each recipient's change to its unread count and returns
+// the new counts.
+func moveCounts(ctx context.Context, tx pgx.Tx, order []recipientKey, change map[recipientKey]int64) (map[recipientKey]int64, error) {
+	counts := map[recipientKey]int64{}
+	if len(order) == 0 {
+		return counts, nil
+	}
+	tenants, recipients, deltas := make([]string, len(order)), make([]string, len(order)), make([]int64, len(order))
+	for i, k := range order {
+		tenants[i], recipients[i], deltas[i] = k.tenant, k.recipient, change[k]
+	}
+	rows, err := tx.Query(ctx, `
+		WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, recipient_id, d))
+		INSERT INTO inbox_unread_counts AS c (tenant, recipient_id, unread)
+		SELECT tenant, recipient_id, GREATEST(d, 0) FROM u
+		ON CONFLICT (tenant, recipient_id) DO UPDATE
+		SET unread = GREATEST(c.unread + (SELECT u.d FROM u WHERE u.tenant = EXCLUDED.tenant AND u.recipient_id = EXCLUDED.recipient_id), 0)
+		RETURNING tenant, recipient_id, unread`, tenants, recipients, deltas)
+	if err != nil {
+		return nil, fmt.Errorf("unread counts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k recipientKey
+		var n int64
+		if err := rows.Scan(&k.tenant, &k.recipient, &n); err != nil {
+			return nil, fmt.Errorf("unread counts: %w", err)
+		}
+		counts[k] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("unread counts: %w", err)
+	}
+	return counts, nil
 }
