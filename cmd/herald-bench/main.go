@@ -1,0 +1,172 @@
+// Command herald-bench measures Herald on the machine it runs on: event store
+// appends against plain PostgreSQL inserts, and the Kafka-to-inbox pipeline
+// against a minimal consumer. Every figure comes with a baseline measured in
+// the same run, because an absolute number from a shared or unknown machine
+// says little on its own. It reports; it asserts nothing.
+//
+// Run it with `go tool task bench`; `go run ./cmd/herald-bench -h` lists the
+// flags. It creates its own databases (herald_bench_<random>) and drops them
+// when it ends, also when it fails.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// defaultAdminURL is the local server of DESIGN §10, used when
+// HERALD_TEST_DATABASE_URL is unset.
+const defaultAdminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// options are the command line's settings.
+type options struct {
+	adminURL   string
+	duration   time.Duration
+	warmUp     time.Duration
+	messages   int
+	e2eTimeout time.Duration
+	only       string
+	out        string
+}
+
+func main() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(os.Args[1:], os.Stdout, os.Stderr, logger); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		logger.Error("benchmark failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	adminURL := os.Getenv("HERALD_TEST_DATABASE_URL")
+	if adminURL == "" {
+		adminURL = defaultAdminURL
+	}
+	var o options
+	fs := flag.NewFlagSet("herald-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.adminURL, "database-url", adminURL, "admin URL of the PostgreSQL server; the benchmark creates and drops its own databases there; HERALD_TEST_DATABASE_URL when set")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measurement window of each append measurement")
+	fs.DurationVar(&o.warmUp, "warm-up", time.Second, "warm-up before each append measurement window")
+	fs.IntVar(&o.messages, "messages", 100_000, "messages of the end-to-end run")
+	// Two end-to-end runs that both time out, after the append
+	// measurements, must still finish within five minutes.
+	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 75*time.Second, "longest an end-to-end run may take; a slower one reports its partial rate")
+	fs.StringVar(&o.only, "only", "", "run only one part: append or e2e (default both)")
+	fs.StringVar(&o.out, "out", "bench-results.json", "file the results are written to as JSON")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case o.only != "" && o.only != "append" && o.only != "e2e":
+		return o, fmt.Errorf("-only %q: want append or e2e", o.only)
+	case o.duration <= 0 || o.warmUp < 0:
+		return o, errors.New("-duration must be positive and -warm-up not negative")
+	case o.messages <= 0:
+		return o, errors.New("-messages must be positive")
+	case o.e2eTimeout <= 0:
+		return o, errors.New("-e2e-timeout must be positive")
+	}
+	return o, nil
+}
+
+func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err error) {
+	opts, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	began := time.Now()
+
+	dbs, err := newDatabases(opts.adminURL, logger)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, dbs.dropAll()) }()
+
+	res := results{
+		Timestamp:  began.UTC(),
+		GoVersion:  runtime.Version(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		NumCPU:     runtime.NumCPU(),
+		Settings: settings{
+			Duration:     opts.duration.String(),
+			WarmUp:       opts.warmUp.String(),
+			Messages:     opts.messages,
+			E2ETimeout:   opts.e2eTimeout.String(),
+			Partitions:   partitions,
+			E2EPoolConns: e2ePoolConns,
+			Only:         opts.only,
+		},
+	}
+	if res.PostgresVersion, err = dbs.serverVersion(ctx); err != nil {
+		return err
+	}
+	logger.InfoContext(ctx, "benchmark starting", "go", res.GoVersion, "gomaxprocs", res.GOMAXPROCS, "postgres", res.PostgresVersion)
+
+	// Herald's own components log through this handler: their per-message
+	// lines would drown the progress log and cost time inside the
+	// measurement.
+	quiet := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if opts.only == "" || opts.only == "append" {
+		if res.Append, err = runAppend(ctx, opts, dbs, logger, quiet); err != nil {
+			return err
+		}
+	}
+	if opts.only == "" || opts.only == "e2e" {
+		e2e, err := runE2E(ctx, opts, dbs, logger, quiet)
+		if err != nil {
+			return err
+		}
+		res.EndToEnd = &e2e
+	}
+	res.WallSeconds = time.Since(began).Seconds()
+
+	if err := printTable(stdout, res); err != nil {
+		return fmt.Errorf("print results: %w", err)
+	}
+	data, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode results: %w", err)
+	}
+	if err := os.WriteFile(opts.out, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	logger.InfoContext(ctx, "benchmark done", "results", opts.out, "wall_time", time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// randomHex returns n random bytes in hex: unique names for databases,
+// consumer groups and tables.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails; it aborts the program instead
+	return hex.EncodeToString(b)
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails, see randomHex
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
