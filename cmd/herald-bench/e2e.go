@@ -200,7 +200,8 @@ func subscriberConfig(addr, clientID, group string) wkafka.SubscriberConfig {
 	sc := wkafka.DefaultSaramaSubscriberConfig()
 	sc.ClientID = clientID
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
-	sc.Consumer.Offsets.AutoCommit.Enable = false
+	sc.Consumer.Offsets.AutoCommit.Enable = true
+	sc.Consumer.Offsets.AutoCommit.Interval = time.Second
 	return wkafka.SubscriberConfig{
 		Brokers:               []string{addr},
 		Unmarshaler:           wkafka.DefaultMarshaler{},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,6 +26,9 @@ import (
 	"github.com/heraldhq/herald/transport/kafka"
 	"github.com/heraldhq/herald/transport/ws"
 )
+
+// defaultPoolConns is the database pool size unless the URL sets one.
+const defaultPoolConns = 24
 
 // shutdownTimeout bounds the drain of HTTP requests and in-flight messages.
 const shutdownTimeout = 30 * time.Second
@@ -46,7 +50,17 @@ func (a *app) run(ctx context.Context) error {
 	if _, err := migrations.Up(ctx, cfg.DatabaseURL, logger); err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		// pgx's default (the larger of 4 and the CPU count) is shared here by
+		// every partition handler, the group-commit writers, the
+		// projection and REST; pool_max_conns in the URL overrides this.
+		poolCfg.MaxConns = defaultPoolConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}

@@ -101,8 +101,15 @@ func (in *Ingress) Run(ctx context.Context) error {
 	subCfg := wkafka.DefaultSaramaSubscriberConfig()
 	subCfg.ClientID = in.cfg.ClientID
 	subCfg.Consumer.Offsets.Initial = sarama.OffsetOldest
-	// Watermill commits each offset itself once the message is acked.
-	subCfg.Consumer.Offsets.AutoCommit.Enable = false
+	// Watermill marks an offset only once its message is acked, that is
+	// after the command's appends succeeded; the client commits marked
+	// offsets every second and on close. Committing synchronously after
+	// every message instead queues each commit behind the connection's
+	// pending fetch (up to MaxWaitTime), a few messages a second per
+	// partition. A crash loses at most a second of commits, which only
+	// means redeliveries, and those are deduplicated.
+	subCfg.Consumer.Offsets.AutoCommit.Enable = true
+	subCfg.Consumer.Offsets.AutoCommit.Interval = time.Second
 	sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
 		Brokers:               in.cfg.Brokers,
 		Unmarshaler:           wkafka.DefaultMarshaler{},
@@ -197,9 +204,15 @@ func (in *Ingress) handle(msg *message.Message) error {
 		if permanentCodes[domain.ErrorCode(err)] {
 			return fail(err)
 		}
+		if ctx.Err() != nil {
+			// Shutting down: the message is not acked and will be
+			// delivered again.
+			log.DebugContext(ctx, "message interrupted by shutdown", "error", err)
+			return err
+		}
 		log.WarnContext(ctx, "message failed, will retry", "error", err)
 		return err
 	}
-	log.InfoContext(ctx, "message handled", "request_id", res.RequestID, "notifications", len(res.NotificationIDs), "duplicate", res.Duplicate)
+	log.DebugContext(ctx, "message handled", "request_id", res.RequestID, "notifications", len(res.NotificationIDs), "duplicate", res.Duplicate)
 	return nil
 }

@@ -25,18 +25,19 @@ import (
 // queued (up to Options.MaxGroupEvents events) and commit it in one
 // transaction of a fixed number of round trips, whatever its size:
 //
-//  1. create the streams that NoStream and Any appends may open (version -1,
-//     ON CONFLICT DO NOTHING), lock every stream of the group (SELECT … FOR
-//     UPDATE, in stream order so two groups cannot deadlock), and look up
-//     which of the group's event ids are already stored;
+//  1. lock the group's existing streams (SELECT … FOR UPDATE, in stream
+//     order so two groups cannot deadlock) and look up which of its event
+//     ids are already stored;
 //  2. decide each append in queue order against the locked versions, as a
 //     lone append would be decided: expected version, and event ids neither
 //     stored nor used earlier in the group;
-//  3. move the streams' versions, insert every accepted event in one
-//     statement, NOTIFY once, commit.
+//  3. move the existing streams' versions, and in one statement create the
+//     new streams and insert every accepted event; commit, and wake
+//     subscribers (see committed).
 //
-// Per-stream expected-version checks hold because the stream rows stay locked
-// until commit; gap safety holds because it never depended on how events are
+// Per-stream expected-version checks hold because existing stream rows stay
+// locked until commit and a new stream's row is created ON CONFLICT DO
+// NOTHING, which waits for and then loses to any group that created it first; gap safety holds because it never depended on how events are
 // grouped into transactions. An append refused in step 2 is resolved after
 // the commit like a lone one (a retry of stored events succeeds as
 // Deduplicated; anything else is a VersionError), and never fails the group.
@@ -159,6 +160,9 @@ func (s *Store) commitGroup(group []*appendRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
 	decisions, err := s.groupTx(ctx, live)
+	if err == nil {
+		s.committed()
+	}
 	if err != nil {
 		if retryAlone(err) {
 			for _, r := range live {
@@ -211,42 +215,25 @@ func validUUID(s string) bool {
 
 // groupTx runs steps 1 to 3 in one transaction.
 func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision, error) {
-	// Streams, sorted, and the ones an append may open.
-	var streams, openable, ids []string
+	var streams, ids []string
 	seen := map[string]bool{}
 	for _, r := range group {
 		if !seen[r.stream] {
 			seen[r.stream] = true
 			streams = append(streams, r.stream)
 		}
-		if r.expected == eventstore.NoStream || r.expected == eventstore.Any {
-			openable = append(openable, r.stream)
-		}
 		for _, e := range r.events {
 			ids = append(ids, e.ID)
 		}
 	}
 	slices.Sort(streams)
-	slices.Sort(openable)
-	openable = slices.Compact(openable)
 
 	var decisions []decision
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Step 1, pipelined.
-		b := &pgx.Batch{}
-		created := map[string]bool{}
-		b.Queue(`INSERT INTO streams (stream_id, version) SELECT unnest($1::text[]), -1 ON CONFLICT DO NOTHING RETURNING stream_id`, openable).
-			Query(func(rows pgx.Rows) error {
-				for rows.Next() {
-					var id string
-					if err := rows.Scan(&id); err != nil {
-						return err
-					}
-					created[id] = true
-				}
-				return rows.Err()
-			})
+		// Step 1: lock the existing streams, find stored ids; pipelined.
 		versions := map[string]int64{}
+		stored := map[string]bool{}
+		b := &pgx.Batch{}
 		b.Queue(`SELECT stream_id, version FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE`, streams).
 			Query(func(rows pgx.Rows) error {
 				for rows.Next() {
@@ -259,7 +246,6 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 				}
 				return rows.Err()
 			})
-		stored := map[string]bool{}
 		b.Queue(`SELECT event_id::text FROM events WHERE event_id = ANY($1::uuid[])`, ids).
 			Query(func(rows pgx.Rows) error {
 				for rows.Next() {
@@ -274,20 +260,18 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
+		existed := make(map[string]bool, len(versions))
+		for id := range versions {
+			existed[id] = true
+		}
 
-		// Step 2.
+		// Step 2: decide each append in queue order.
 		decisions = make([]decision, len(group))
 		used := map[string]bool{}
-		var (
-			evStream, evID, evType, evData, evMeta []string
-			evVersion                              []int64
-		)
+		var ev eventRows
 		for i, r := range group {
 			d := decision{req: r}
 			cur, exists := versions[r.stream]
-			if exists && cur == -1 {
-				exists = false // opened in this group, no event yet
-			}
 			if !exists {
 				cur = -1
 			}
@@ -308,60 +292,55 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 				d.first = cur + 1
 				for j, e := range r.events {
 					used[strings.ToLower(e.ID)] = true
-					meta := string(e.Metadata)
-					if meta == "" {
-						meta = "{}"
-					}
-					evStream = append(evStream, r.stream)
-					evVersion = append(evVersion, d.first+int64(j))
-					evID = append(evID, e.ID)
-					evType = append(evType, e.Type)
-					evData = append(evData, string(e.Data))
-					evMeta = append(evMeta, meta)
+					ev.add(r.stream, d.first+int64(j), e)
 				}
 				versions[r.stream] = d.first + int64(len(r.events)) - 1
 			}
 			decisions[i] = d
 		}
 
-		// Step 3. Streams opened for appends that were all refused go
-		// away again; the others move to their last version.
-		var upStream []string
-		var upVersion []int64
-		var drop []string
+		// Step 3: one statement creates the new streams and inserts the
+		// events; an event whose stream another group created since step
+		// 1 is left out, and its append is resolved after the commit like
+		// any refused one.
+		var newStream, oldStream []string
+		var newVersion, oldVersion []int64
 		for _, id := range streams {
 			v, ok := versions[id]
 			switch {
 			case !ok:
-			case v == -1 && created[id]:
-				drop = append(drop, id)
-			case v >= 0:
-				upStream = append(upStream, id)
-				upVersion = append(upVersion, v)
+			case existed[id]:
+				oldStream, oldVersion = append(oldStream, id), append(oldVersion, v)
+			default:
+				newStream, newVersion = append(newStream, id), append(newVersion, v)
 			}
-		}
-		b = &pgx.Batch{}
-		if len(drop) > 0 {
-			b.Queue(`DELETE FROM streams WHERE stream_id = ANY($1::text[]) AND version = -1`, drop)
-		}
-		if len(upStream) > 0 {
-			b.Queue(`UPDATE streams SET version = u.version
-				FROM unnest($1::text[], $2::bigint[]) AS u(stream_id, version)
-				WHERE streams.stream_id = u.stream_id`, upStream, upVersion)
 		}
 		type key struct {
 			stream  string
 			version int64
 		}
 		positions := map[key]position{}
-		if len(evID) > 0 {
+		b = &pgx.Batch{}
+		if len(oldStream) > 0 {
+			b.Queue(`UPDATE streams SET version = u.version
+				FROM unnest($1::text[], $2::bigint[]) AS u(stream_id, version)
+				WHERE streams.stream_id = u.stream_id`, oldStream, oldVersion)
+		}
+		if len(ev.id) > 0 {
 			b.Queue(`
+				WITH created AS (
+					INSERT INTO streams (stream_id, version)
+					SELECT * FROM unnest($7::text[], $8::bigint[])
+					ON CONFLICT DO NOTHING
+					RETURNING stream_id
+				)
 				INSERT INTO events (stream_id, version, event_id, type, data, metadata)
 				SELECT e.stream_id, e.version, e.id, e.type, e.data::json, e.meta::json
 				FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
 					AS e(stream_id, version, id, type, data, meta)
+				WHERE e.stream_id = ANY($9::text[]) OR e.stream_id IN (SELECT stream_id FROM created)
 				RETURNING stream_id, version, tx::text, position`,
-				evStream, evVersion, evID, evType, evData, evMeta).
+				ev.stream, ev.version, ev.id, ev.typ, ev.data, ev.meta, newStream, newVersion, oldStream).
 				Query(func(rows pgx.Rows) error {
 					for rows.Next() {
 						var k key
@@ -379,7 +358,6 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 					}
 					return rows.Err()
 				})
-			b.Queue(`SELECT pg_notify($1, '')`, notifyChannel)
 		}
 		if b.Len() > 0 {
 			if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -394,11 +372,31 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 			last := d.first + int64(len(d.req.events)) - 1
 			p, ok := positions[key{d.req.stream, last}]
 			if !ok {
-				return fmt.Errorf("no position returned for %s@%d", d.req.stream, last)
+				d.refused = eventstore.ErrWrongVersion // lost its new stream to another group
+				continue
 			}
 			d.res = eventstore.AppendResult{NextVersion: last, Position: p.String()}
 		}
 		return nil
 	})
 	return decisions, err
+}
+
+// eventRows are the accepted events of a group, column by column.
+type eventRows struct {
+	stream, id, typ, data, meta []string
+	version                     []int64
+}
+
+func (r *eventRows) add(stream string, version int64, e eventstore.EventData) {
+	meta := string(e.Metadata)
+	if meta == "" {
+		meta = "{}"
+	}
+	r.stream = append(r.stream, stream)
+	r.version = append(r.version, version)
+	r.id = append(r.id, e.ID)
+	r.typ = append(r.typ, e.Type)
+	r.data = append(r.data, string(e.Data))
+	r.meta = append(r.meta, meta)
 }

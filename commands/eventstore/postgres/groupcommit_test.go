@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/commands/eventstore/postgres"
@@ -102,5 +103,40 @@ func TestEventIDsAreUniqueAcrossStreams(t *testing.T) {
 	}
 	if _, err := s.Append(ctx, "r-2", eventstore.NoStream, e); err == nil {
 		t.Fatal("reusing an event id in another stream succeeded")
+	}
+}
+
+// A subscriber in another process learns of commits through NOTIFY: with
+// polling set to a minute, only the notification can deliver this in time.
+func TestSubscribersOfOtherStoresWakeOnNotify(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	reader := postgres.New(pool, postgres.Options{PollInterval: time.Minute})
+	writer := postgres.New(pool, postgres.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := make(chan string, 10)
+	go func() {
+		_ = reader.Subscribe(ctx, eventstore.Start, func(_ context.Context, evs []eventstore.RecordedEvent) error {
+			for _, e := range evs {
+				got <- e.ID
+			}
+			return nil
+		})
+	}()
+	time.Sleep(200 * time.Millisecond) // let the reader reach its wait
+	for i := range 3 {
+		id := uuidN(500 + i)
+		if _, err := writer.Append(ctx, fmt.Sprintf("n-%d", i), eventstore.NoStream, eventstore.EventData{ID: id, Type: "E", Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-got:
+			if e != id {
+				t.Fatalf("delivered %s, want %s", e, id)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the other store's subscriber was not woken")
+		}
 	}
 }
