@@ -20,8 +20,12 @@ import (
 )
 
 // appendConcurrency bounds how many notification streams one request writes
-// at once.
+// at once when it completes an earlier handling.
 const appendConcurrency = 8
+
+// maxMultiAppend is the largest fan-out written as one multi-append; larger
+// requests write their notifications stream by stream.
+const maxMultiAppend = 1000
 
 // Commands handles Herald's commands. It is safe for concurrent use.
 type Commands struct {
@@ -97,6 +101,36 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		return RequestResult{}, err
 	}
 	res := RequestResult{RequestID: requested.RequestID}
+	meta.CausationID = ev.ID
+	notifications := requested.Notifications()
+	created := make([]eventstore.EventData, len(notifications))
+	for i, n := range notifications {
+		if created[i], err = newEvent(domain.EventID(domain.NotificationStream(n.ID), "created"), domain.EventNotificationCreated, n, meta); err != nil {
+			return RequestResult{}, err
+		}
+	}
+
+	// The first delivery, by far the most common, writes the request and
+	// its notifications in one multi-append: one commit instead of two.
+	if len(notifications) <= maxMultiAppend {
+		parts := make([]eventstore.StreamAppend, 0, 1+len(notifications))
+		parts = append(parts, eventstore.StreamAppend{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}})
+		for i, n := range notifications {
+			parts = append(parts, eventstore.StreamAppend{Stream: domain.NotificationStream(n.ID), Expected: eventstore.NoStream, Events: []eventstore.EventData{created[i]}})
+		}
+		results, err := c.store.AppendMulti(ctx, parts)
+		if err == nil {
+			res.NotificationIDs = notificationIDs(notifications)
+			res.Duplicate = results[0].Deduplicated
+			res.Position = results[len(results)-1].Position
+			return res, nil
+		}
+		if !errors.Is(err, eventstore.ErrWrongVersion) {
+			return RequestResult{}, storeError(fmt.Errorf("record request %s: %w", requested.RequestID, err))
+		}
+		// Seen before, in whole or in part: find out below.
+	}
+
 	appended, err := c.store.Append(ctx, stream, eventstore.NoStream, ev)
 	switch {
 	case err == nil:
@@ -121,21 +155,26 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		return RequestResult{}, storeError(fmt.Errorf("record request %s: %w", requested.RequestID, err))
 	}
 
-	notifications := requested.Notifications()
-	res.NotificationIDs = make([]string, len(notifications))
+	if res.Duplicate {
+		// The recorded request decides the notifications.
+		notifications = requested.Notifications()
+		created = created[:0]
+		for _, n := range notifications {
+			e, err := newEvent(domain.EventID(domain.NotificationStream(n.ID), "created"), domain.EventNotificationCreated, n, meta)
+			if err != nil {
+				return RequestResult{}, err
+			}
+			created = append(created, e)
+		}
+	}
+	res.NotificationIDs = notificationIDs(notifications)
 	positions := make([]eventstore.Position, len(notifications))
-	meta.CausationID = ev.ID
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(appendConcurrency)
 	for i, n := range notifications {
-		res.NotificationIDs[i] = n.ID
 		g.Go(func() error {
 			nstream := domain.NotificationStream(n.ID)
-			e, err := newEvent(domain.EventID(nstream, "created"), domain.EventNotificationCreated, n, meta)
-			if err != nil {
-				return err
-			}
-			r, err := c.store.Append(gctx, nstream, eventstore.NoStream, e)
+			r, err := c.store.Append(gctx, nstream, eventstore.NoStream, created[i])
 			if errors.Is(err, eventstore.ErrWrongVersion) {
 				// Written by an earlier handling of this request: the
 				// stream exists only because this very event created it.
@@ -157,6 +196,14 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		}
 	}
 	return res, nil
+}
+
+func notificationIDs(ns []domain.NotificationCreated) []string {
+	ids := make([]string, len(ns))
+	for i, n := range ns {
+		ids[i] = n.ID
+	}
+	return ids
 }
 
 // recordedRequest reads the NotificationRequested that opened stream.

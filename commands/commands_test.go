@@ -3,6 +3,7 @@ package commands_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,19 @@ type failingStore struct {
 	fail atomic.Bool
 }
 
+// AppendMulti behaves as a store without multi-stream transactions that
+// crashes after the first append.
+func (f *failingStore) AppendMulti(ctx context.Context, parts []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
+	if !f.fail.Load() {
+		return f.Store.AppendMulti(ctx, parts)
+	}
+	r, err := f.Store.Append(ctx, parts[0].Stream, parts[0].Expected, parts[0].Events...)
+	if err != nil {
+		return nil, err
+	}
+	return []eventstore.AppendResult{r}, eventstore.ErrUnavailable
+}
+
 func (f *failingStore) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, evs ...eventstore.EventData) (eventstore.AppendResult, error) {
 	if f.fail.Load() && strings.HasPrefix(stream, "notification-") {
 		return eventstore.AppendResult{}, eventstore.ErrUnavailable
@@ -210,5 +224,28 @@ func TestMarkRead(t *testing.T) {
 	}
 	if got := countEvents(t, s); got[domain.EventNotificationRead] != 1 {
 		t.Fatalf("read events: %v", got)
+	}
+}
+
+// A fan-out too large for one multi-append is written stream by stream, with
+// the same exactly-once outcome.
+func TestLargeFanOutIsIdempotent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	c := commands.New(s, nil)
+	recipients := make([]string, 1500)
+	for i := range recipients {
+		recipients[i] = "user-" + strconv.Itoa(i)
+	}
+	first, err := c.RequestNotification(context.Background(), request(recipients...))
+	if err != nil || first.Duplicate || len(first.NotificationIDs) != 1500 {
+		t.Fatalf("first handling: %d notifications, duplicate %v, %v", len(first.NotificationIDs), first.Duplicate, err)
+	}
+	again, err := c.RequestNotification(context.Background(), request(recipients...))
+	if err != nil || !again.Duplicate {
+		t.Fatalf("second handling: duplicate %v, %v", again.Duplicate, err)
+	}
+	if got := countEvents(t, s); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 1500 {
+		t.Fatalf("events: %v", got)
 	}
 }

@@ -56,6 +56,13 @@ type EventData struct {
 	Metadata []byte // JSON
 }
 
+// StreamAppend is one stream's part of an AppendMulti.
+type StreamAppend struct {
+	Stream   string
+	Expected ExpectedVersion
+	Events   []EventData
+}
+
 // RecordedEvent is an event as stored.
 type RecordedEvent struct {
 	Position   Position
@@ -86,6 +93,14 @@ type Store interface {
 	// retry of an append whose events are already in the stream, with the
 	// same ids, succeeds without writing them again.
 	Append(ctx context.Context, stream string, expected ExpectedVersion, events ...EventData) (AppendResult, error)
+	// AppendMulti appends to several streams, each with its own expected
+	// version, and returns one result per append. An adapter that can
+	// (PostgreSQL) writes all of them or none; one that cannot (EventStoreDB)
+	// writes them in order and stops at the first that fails. Either way an
+	// error that wraps ErrWrongVersion means some append's expectation did
+	// not hold, and callers must be ready to find the earlier appends
+	// written.
+	AppendMulti(ctx context.Context, appends []StreamAppend) ([]AppendResult, error)
 	// ReadStream returns up to limit events of stream from version from on,
 	// in version order; an unknown stream reads as empty.
 	ReadStream(ctx context.Context, stream string, from int64, limit int) ([]RecordedEvent, error)

@@ -380,6 +380,24 @@ func eventData(events []eventstore.EventData) ([]esdbclient.EventData, error) {
 	return out, nil
 }
 
+// AppendMulti implements eventstore.Store. EventStoreDB has no transaction
+// across streams, so the appends are written one after the other and the
+// first failure stops the rest: the appends before it stay written.
+func (s *Store) AppendMulti(ctx context.Context, appends []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
+	if len(appends) == 0 {
+		return nil, errors.New("eventstore: append of no streams")
+	}
+	out := make([]eventstore.AppendResult, 0, len(appends))
+	for _, a := range appends {
+		r, err := s.Append(ctx, a.Stream, a.Expected, a.Events...)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit int) ([]eventstore.RecordedEvent, error) {
 	if limit <= 0 {

@@ -36,25 +36,30 @@ import (
 //     subscribers (see committed).
 //
 // Per-stream expected-version checks hold because existing stream rows stay
-// locked until commit and a new stream's row is created ON CONFLICT DO
-// NOTHING, which waits for and then loses to any group that created it first; gap safety holds because it never depended on how events are
-// grouped into transactions. An append refused in step 2 is resolved after
+// locked until commit, and a new stream's row is created ON CONFLICT DO
+// NOTHING, which waits for and then loses to any group that created it
+// first. Gap safety holds because it never depended on how events are
+// grouped into transactions.
+//
+// An AppendMulti is one member of a group whose parts are decided together:
+// all accepted or all refused. An Append refused in step 2 is resolved after
 // the commit like a lone one (a retry of stored events succeeds as
-// Deduplicated; anything else is a VersionError), and never fails the group.
-// If the group's transaction fails as a whole (say, two groups raced to use
-// one event id), each of its appends is retried in a transaction of its own.
+// Deduplicated; anything else is a VersionError) and never fails the group.
+// If the group's transaction fails as a whole (two groups raced to use one
+// event id, or to create one stream), each member is retried as a group of
+// its own.
 
-// appendRequest is one Append waiting for its group.
+// appendRequest is one Append or AppendMulti waiting for its group.
 type appendRequest struct {
-	ctx      context.Context
-	stream   string
-	expected eventstore.ExpectedVersion
-	events   []eventstore.EventData
-	done     chan appendOutcome // buffered: the writer never blocks on it
+	ctx   context.Context
+	parts []eventstore.StreamAppend
+	// multi makes a refusal final: no retry resolution, the caller decides.
+	multi bool
+	done  chan appendOutcome // buffered: the writer never blocks on it
 }
 
 type appendOutcome struct {
-	res eventstore.AppendResult
+	res []eventstore.AppendResult
 	err error
 }
 
@@ -62,32 +67,43 @@ type appendOutcome struct {
 // many callers, so no single caller's context may cancel it.
 const groupTimeout = 30 * time.Second
 
+// maxRaceRetries bounds how often a member that lost a race for a new stream
+// is retried alone.
+const maxRaceRetries = 3
+
 // Append implements eventstore.Store. Concurrent appends are group-committed;
 // see the comment above.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
-	if len(events) == 0 {
-		return eventstore.AppendResult{}, errors.New("eventstore: append of no events")
+	res, err := s.enqueue(ctx, []eventstore.StreamAppend{{Stream: stream, Expected: expected, Events: events}}, false)
+	if err != nil {
+		return eventstore.AppendResult{}, err
 	}
-	if stream == "" {
-		return eventstore.AppendResult{}, errors.New("eventstore: append to an empty stream name")
+	return res[0], nil
+}
+
+// AppendMulti implements eventstore.Store: the appends are written in one
+// transaction, all or none.
+func (s *Store) AppendMulti(ctx context.Context, appends []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
+	if len(appends) == 0 {
+		return nil, errors.New("eventstore: append of no streams")
 	}
-	if expected < eventstore.Any {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore: invalid expected version %d", int64(expected))
-	}
-	// What PostgreSQL would refuse is refused here, so that one bad append
-	// cannot fail the group it would have joined.
-	for i, e := range events {
-		if !validUUID(e.ID) {
-			return eventstore.AppendResult{}, fmt.Errorf("eventstore: append to %s: event %d: id %q is not a UUID", stream, i, e.ID)
+	seen := map[string]bool{}
+	for _, a := range appends {
+		if seen[a.Stream] {
+			return nil, fmt.Errorf("eventstore: multi-append names stream %s twice", a.Stream)
 		}
-		if !json.Valid(e.Data) || (len(e.Metadata) > 0 && !json.Valid(e.Metadata)) {
-			return eventstore.AppendResult{}, fmt.Errorf("eventstore: append to %s: event %d: data and metadata must be JSON", stream, i)
-		}
-		if e.Type == "" {
-			return eventstore.AppendResult{}, fmt.Errorf("eventstore: append to %s: event %d has no type", stream, i)
+		seen[a.Stream] = true
+	}
+	return s.enqueue(ctx, appends, true)
+}
+
+func (s *Store) enqueue(ctx context.Context, parts []eventstore.StreamAppend, multi bool) ([]eventstore.AppendResult, error) {
+	for _, p := range parts {
+		if err := validate(p); err != nil {
+			return nil, err
 		}
 	}
-	req := &appendRequest{ctx: ctx, stream: stream, expected: expected, events: events, done: make(chan appendOutcome, 1)}
+	req := &appendRequest{ctx: ctx, parts: parts, multi: multi, done: make(chan appendOutcome, 1)}
 	s.mu.Lock()
 	s.pending = append(s.pending, req)
 	start := s.writers < s.opts.Writers
@@ -102,8 +118,42 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	case out := <-req.done:
 		return out.res, out.err
 	case <-ctx.Done():
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore: append to %s: outcome unknown: %w", stream, ctx.Err())
+		return nil, fmt.Errorf("eventstore: append to %s: outcome unknown: %w", parts[0].Stream, ctx.Err())
 	}
+}
+
+// validate refuses here what PostgreSQL would refuse, so that one bad append
+// cannot fail the group it would have joined.
+func validate(p eventstore.StreamAppend) error {
+	if len(p.Events) == 0 {
+		return errors.New("eventstore: append of no events")
+	}
+	if p.Stream == "" {
+		return errors.New("eventstore: append to an empty stream name")
+	}
+	if p.Expected < eventstore.Any {
+		return fmt.Errorf("eventstore: invalid expected version %d", int64(p.Expected))
+	}
+	for i, e := range p.Events {
+		if !validUUID(e.ID) {
+			return fmt.Errorf("eventstore: append to %s: event %d: id %q is not a UUID", p.Stream, i, e.ID)
+		}
+		if !json.Valid(e.Data) || (len(e.Metadata) > 0 && !json.Valid(e.Metadata)) {
+			return fmt.Errorf("eventstore: append to %s: event %d: data and metadata must be JSON", p.Stream, i)
+		}
+		if e.Type == "" {
+			return fmt.Errorf("eventstore: append to %s: event %d has no type", p.Stream, i)
+		}
+	}
+	return nil
+}
+
+func (r *appendRequest) size() int {
+	n := 0
+	for _, p := range r.parts {
+		n += len(p.Events)
+	}
+	return n
 }
 
 // write commits queued groups until the queue is empty.
@@ -111,8 +161,8 @@ func (s *Store) write() {
 	for {
 		s.mu.Lock()
 		n, events := 0, 0
-		for n < len(s.pending) && (n == 0 || events+len(s.pending[n].events) <= s.opts.MaxGroupEvents) {
-			events += len(s.pending[n].events)
+		for n < len(s.pending) && (n == 0 || events+s.pending[n].size() <= s.opts.MaxGroupEvents) {
+			events += s.pending[n].size()
 			n++
 		}
 		if n == 0 {
@@ -130,26 +180,32 @@ func (s *Store) write() {
 	}
 }
 
-// decision is what step 2 decided for one append of a group.
+// decision is what step 2 decided for one member of a group.
 type decision struct {
 	req *appendRequest
-	// first is the version of the append's first event when accepted.
-	first int64
-	// refused holds why the append was not written in the group; it is
-	// resolved after the commit.
-	refused error
-	res     eventstore.AppendResult
+	// first is, per part, the version of the part's first event.
+	first []int64
+	// refused holds why the member was not written: the index of the part
+	// and the reason. A lone Append's refusal is resolved after the commit.
+	refusedPart int
+	refused     error
+	actual      int64
+	res         []eventstore.AppendResult
 }
 
 // errIDTaken refuses an append whose event ids are stored already or used
 // earlier in the same group.
 var errIDTaken = errors.New("event id already used")
 
+// errRaced means a member lost a new stream to another group after step 1:
+// the group rolls back and its members are retried alone.
+var errRaced = errors.New("lost a race to create a stream")
+
 func (s *Store) commitGroup(group []*appendRequest) {
 	live := group[:0:0]
 	for _, r := range group {
 		if r.ctx.Err() != nil {
-			r.done <- appendOutcome{err: fmt.Errorf("eventstore: append to %s: %w", r.stream, r.ctx.Err())}
+			r.done <- appendOutcome{err: fmt.Errorf("eventstore: append to %s: %w", r.parts[0].Stream, r.ctx.Err())}
 			continue
 		}
 		live = append(live, r)
@@ -157,20 +213,25 @@ func (s *Store) commitGroup(group []*appendRequest) {
 	if len(live) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
-	defer cancel()
-	decisions, err := s.groupTx(ctx, live)
-	if err == nil {
-		s.committed()
+	decisions, err := s.runGroup(live)
+	if err != nil && retryAlone(err) {
+		for _, r := range live {
+			var d []decision
+			for attempt := 0; ; attempt++ {
+				d, err = s.runGroup([]*appendRequest{r})
+				if err == nil || !retryAlone(err) || attempt == maxRaceRetries {
+					break
+				}
+			}
+			if err != nil {
+				r.done <- appendOutcome{err: classify(fmt.Errorf("eventstore: append: %w", err))}
+				continue
+			}
+			s.answer(d[0])
+		}
+		return
 	}
 	if err != nil {
-		if retryAlone(err) {
-			for _, r := range live {
-				res, err := s.appendOne(r.ctx, r.stream, r.expected, r.events...)
-				r.done <- appendOutcome{res: res, err: err}
-			}
-			return
-		}
 		err = classify(fmt.Errorf("eventstore: group commit: %w", err))
 		for _, r := range live {
 			r.done <- appendOutcome{err: err}
@@ -178,23 +239,47 @@ func (s *Store) commitGroup(group []*appendRequest) {
 		return
 	}
 	for _, d := range decisions {
-		if d.refused == nil {
-			d.req.done <- appendOutcome{res: d.res}
-			continue
-		}
-		cause := d.refused
-		if errors.Is(cause, eventstore.ErrWrongVersion) {
-			cause = errConflict
-		}
-		res, err := s.resolveConflict(d.req.ctx, d.req.stream, d.req.expected, d.req.events, cause)
-		d.req.done <- appendOutcome{res: res, err: err}
+		s.answer(d)
 	}
 }
 
-// retryAlone reports group failures that appends in transactions of their
-// own may not meet: a unique violation from a race between groups, a
-// deadlock, a serialization failure.
+func (s *Store) runGroup(group []*appendRequest) ([]decision, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
+	defer cancel()
+	decisions, err := s.groupTx(ctx, group)
+	if err == nil {
+		s.committed()
+	}
+	return decisions, err
+}
+
+// answer tells a member's caller what became of it.
+func (s *Store) answer(d decision) {
+	r := d.req
+	if d.refused == nil {
+		r.done <- appendOutcome{res: d.res}
+		return
+	}
+	p := r.parts[d.refusedPart]
+	if r.multi {
+		r.done <- appendOutcome{err: &eventstore.VersionError{Stream: p.Stream, Expected: p.Expected, Actual: d.actual}}
+		return
+	}
+	cause := d.refused
+	if errors.Is(cause, eventstore.ErrWrongVersion) {
+		cause = errConflict
+	}
+	res, err := s.resolveConflict(r.ctx, p.Stream, p.Expected, p.Events, cause)
+	r.done <- appendOutcome{res: []eventstore.AppendResult{res}, err: err}
+}
+
+// retryAlone reports group failures that members in groups of their own may
+// not meet: a unique violation from a race between groups, a lost race for a
+// new stream, a deadlock, a serialization failure.
 func retryAlone(err error) bool {
+	if errors.Is(err, errRaced) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
@@ -218,12 +303,14 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 	var streams, ids []string
 	seen := map[string]bool{}
 	for _, r := range group {
-		if !seen[r.stream] {
-			seen[r.stream] = true
-			streams = append(streams, r.stream)
-		}
-		for _, e := range r.events {
-			ids = append(ids, e.ID)
+		for _, p := range r.parts {
+			if !seen[p.Stream] {
+				seen[p.Stream] = true
+				streams = append(streams, p.Stream)
+			}
+			for _, e := range p.Events {
+				ids = append(ids, e.ID)
+			}
 		}
 	}
 	slices.Sort(streams)
@@ -265,44 +352,58 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 			existed[id] = true
 		}
 
-		// Step 2: decide each append in queue order.
+		// Step 2: decide each member in queue order; a member's parts are
+		// decided against what the members before it left, and take
+		// effect only together.
 		decisions = make([]decision, len(group))
 		used := map[string]bool{}
 		var ev eventRows
 		for i, r := range group {
-			d := decision{req: r}
-			cur, exists := versions[r.stream]
-			if !exists {
-				cur = -1
-			}
-			if (r.expected == eventstore.NoStream && exists) ||
-				(r.expected >= 0 && (!exists || cur != int64(r.expected))) {
-				d.refused = eventstore.ErrWrongVersion
-			}
-			if d.refused == nil {
-				for _, e := range r.events {
+			d := decision{req: r, first: make([]int64, len(r.parts))}
+			next := map[string]int64{}
+			ids := map[string]bool{}
+			for pi, p := range r.parts {
+				cur, exists := versions[p.Stream]
+				if !exists {
+					cur = -1
+				}
+				if (p.Expected == eventstore.NoStream && exists) ||
+					(p.Expected >= 0 && (!exists || cur != int64(p.Expected))) {
+					d.refused, d.refusedPart, d.actual = eventstore.ErrWrongVersion, pi, cur
+					break
+				}
+				for _, e := range p.Events {
 					key := strings.ToLower(e.ID)
-					if stored[key] || used[key] {
-						d.refused = errIDTaken
+					if stored[key] || used[key] || ids[key] {
+						d.refused, d.refusedPart, d.actual = errIDTaken, pi, cur
 						break
 					}
+					ids[key] = true
 				}
+				if d.refused != nil {
+					break
+				}
+				d.first[pi] = cur + 1
+				next[p.Stream] = cur + int64(len(p.Events))
 			}
 			if d.refused == nil {
-				d.first = cur + 1
-				for j, e := range r.events {
-					used[strings.ToLower(e.ID)] = true
-					ev.add(r.stream, d.first+int64(j), e)
+				for id := range ids {
+					used[id] = true
 				}
-				versions[r.stream] = d.first + int64(len(r.events)) - 1
+				for pi, p := range r.parts {
+					for j, e := range p.Events {
+						ev.add(p.Stream, d.first[pi]+int64(j), e)
+					}
+					versions[p.Stream] = next[p.Stream]
+				}
 			}
 			decisions[i] = d
 		}
 
 		// Step 3: one statement creates the new streams and inserts the
-		// events; an event whose stream another group created since step
-		// 1 is left out, and its append is resolved after the commit like
-		// any refused one.
+		// events. An event whose stream another group created since step
+		// 1 is left out; its member then rolls the group back (errRaced),
+		// since a multi-append must not be written in part.
 		var newStream, oldStream []string
 		var newVersion, oldVersion []int64
 		for _, id := range streams {
@@ -369,13 +470,15 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 			if d.refused != nil {
 				continue
 			}
-			last := d.first + int64(len(d.req.events)) - 1
-			p, ok := positions[key{d.req.stream, last}]
-			if !ok {
-				d.refused = eventstore.ErrWrongVersion // lost its new stream to another group
-				continue
+			d.res = make([]eventstore.AppendResult, len(d.req.parts))
+			for pi, p := range d.req.parts {
+				last := d.first[pi] + int64(len(p.Events)) - 1
+				pos, ok := positions[key{p.Stream, last}]
+				if !ok {
+					return errRaced
+				}
+				d.res[pi] = eventstore.AppendResult{NextVersion: last, Position: pos.String()}
 			}
-			d.res = eventstore.AppendResult{NextVersion: last, Position: p.String()}
 		}
 		return nil
 	})

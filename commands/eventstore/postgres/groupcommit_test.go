@@ -140,3 +140,45 @@ func TestSubscribersOfOtherStoresWakeOnNotify(t *testing.T) {
 		}
 	}
 }
+
+// In PostgreSQL a multi-append is all or nothing, also when its members
+// share groups with other appends.
+func TestAppendMultiIsAtomic(t *testing.T) {
+	t.Parallel()
+	s := postgres.New(pgtest.NewPool(t), postgres.Options{Writers: 1})
+	ctx := context.Background()
+	if _, err := s.Append(ctx, "taken", eventstore.NoStream, eventstore.EventData{ID: uuidN(1), Type: "E", Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 32)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			parts := []eventstore.StreamAppend{
+				{Stream: fmt.Sprintf("fresh-%d", i), Expected: eventstore.NoStream, Events: []eventstore.EventData{{ID: uuidN(100 + i), Type: "E", Data: []byte(`{}`)}}},
+			}
+			if i%2 == 0 { // every other one also claims a stream that exists
+				parts = append(parts, eventstore.StreamAppend{Stream: "taken", Expected: eventstore.NoStream, Events: []eventstore.EventData{{ID: uuidN(200 + i), Type: "E", Data: []byte(`{}`)}}})
+			}
+			_, errs[i] = s.AppendMulti(ctx, parts)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		evs, rerr := s.ReadStream(ctx, fmt.Sprintf("fresh-%d", i), 0, 10)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		switch {
+		case i%2 == 0 && (!errors.Is(err, eventstore.ErrWrongVersion) || len(evs) != 0):
+			t.Fatalf("multi-append %d with a stale part: %v, and %d events written", i, err, len(evs))
+		case i%2 == 1 && (err != nil || len(evs) != 1):
+			t.Fatalf("multi-append %d: %v, %d events", i, err, len(evs))
+		}
+	}
+	if evs, _ := s.ReadStream(ctx, "taken", 0, 10); len(evs) != 1 {
+		t.Fatalf("stream taken holds %d events, want 1", len(evs))
+	}
+}

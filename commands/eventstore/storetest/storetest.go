@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store, opts Option
 	t.Run("ReadAll", func(t *testing.T) { t.Parallel(); testReadAll(t, newStore(t)) })
 	t.Run("SubscribeCatchUpThenLive", func(t *testing.T) { t.Parallel(); testSubscribe(t, newStore(t)) })
 	t.Run("OneWinnerPerExpectedVersion", func(t *testing.T) { t.Parallel(); testOneWinner(t, newStore(t)) })
+	t.Run("AppendMulti", func(t *testing.T) { t.Parallel(); testAppendMulti(t, newStore(t)) })
 	t.Run("ReadStreamBackward", func(t *testing.T) { t.Parallel(); testReadBackward(t, newStore(t)) })
 	t.Run("SubscribeFromNow", func(t *testing.T) { t.Parallel(); testSubscribeFromNow(t, newStore(t)) })
 	t.Run("PositionsCompareAndRoundTrip", func(t *testing.T) { t.Parallel(); testPositions(t, newStore(t)) })
@@ -562,5 +563,39 @@ func testUnreachable(t *testing.T, s eventstore.Store) {
 	err := s.Subscribe(sctx, eventstore.Start, func(context.Context, []eventstore.RecordedEvent) error { return nil })
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("subscription to an unreachable store ended with %v", err)
+	}
+}
+
+func testAppendMulti(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	mustAppend(t, s, "m-old", eventstore.NoStream, event("E", 0))
+	res, err := s.AppendMulti(ctx, []eventstore.StreamAppend{
+		{Stream: "m-new", Expected: eventstore.NoStream, Events: []eventstore.EventData{event("E", 1), event("E", 2)}},
+		{Stream: "m-old", Expected: eventstore.Exact(0), Events: []eventstore.EventData{event("E", 3)}},
+		{Stream: "m-any", Expected: eventstore.Any, Events: []eventstore.EventData{event("E", 4)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 3 || res[0].NextVersion != 1 || res[1].NextVersion != 1 || res[2].NextVersion != 0 {
+		t.Fatalf("multi-append results: %+v", res)
+	}
+	for _, r := range res {
+		if r.Position == eventstore.Start {
+			t.Fatalf("multi-append result without a position: %+v", res)
+		}
+	}
+	for stream, want := range map[string]int{"m-new": 2, "m-old": 2, "m-any": 1} {
+		evs, err := s.ReadStream(ctx, stream, 0, 10)
+		if err != nil || len(evs) != want {
+			t.Fatalf("%s holds %d events (%v), want %d", stream, len(evs), err, want)
+		}
+	}
+	_, err = s.AppendMulti(ctx, []eventstore.StreamAppend{
+		{Stream: "m-other", Expected: eventstore.NoStream, Events: []eventstore.EventData{event("E", 5)}},
+		{Stream: "m-old", Expected: eventstore.Exact(0), Events: []eventstore.EventData{event("E", 6)}},
+	})
+	if !errors.Is(err, eventstore.ErrWrongVersion) {
+		t.Fatalf("multi-append with a stale expectation: %v, want ErrWrongVersion", err)
 	}
 }
