@@ -268,7 +268,7 @@ func (c *Commands) MarkRead(ctx context.Context, cmd MarkRead) (MarkReadResult, 
 			Actor:         cmd.RecipientID,
 			HandledAt:     c.now().UTC(),
 		}
-		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("v%d", n.Version+1)), domain.EventNotificationRead, read, meta)
+		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", domain.EventNotificationRead, n.Version+1)), domain.EventNotificationRead, read, meta)
 		if err != nil {
 			return MarkReadResult{}, err
 		}
@@ -279,7 +279,9 @@ func (c *Commands) MarkRead(ctx context.Context, cmd MarkRead) (MarkReadResult, 
 		if err != nil {
 			return MarkReadResult{}, storeError(fmt.Errorf("mark %s read: %w", cmd.NotificationID, err))
 		}
-		return MarkReadResult{Changed: true, Position: r.Position}, nil
+		// A concurrent mark of the same version derives the same event;
+		// only the one that wrote it changed anything.
+		return MarkReadResult{Changed: !r.Deduplicated, Position: r.Position}, nil
 	}
 }
 

@@ -162,15 +162,21 @@ func TestRetryAfterCrashCompletesTheRequest(t *testing.T) {
 
 func TestSameKeyDifferentRequestConflicts(t *testing.T) {
 	t.Parallel()
-	c := commands.New(newStore(t), nil)
+	s := newStore(t)
+	c := commands.New(s, nil)
 	ctx := context.Background()
 	if _, err := c.RequestNotification(ctx, request("alice")); err != nil {
 		t.Fatal(err)
 	}
-	other := request("alice")
+	// Another recipient, so that a notification written for the refused
+	// request could not hide as a duplicate of the first one's.
+	other := request("bob")
 	other.Request.Data = map[string]any{"payment": map[string]any{"subject": "Order #43"}}
 	if _, err := c.RequestNotification(ctx, other); domain.ErrorCode(err) != domain.CodeIdempotencyConflict {
 		t.Fatalf("got %v, want %s", err, domain.CodeIdempotencyConflict)
+	}
+	if got := countEvents(t, s); got[domain.EventNotificationCreated] != 1 {
+		t.Fatalf("events after the conflict: %v", got)
 	}
 }
 

@@ -62,6 +62,7 @@ import (
 	"sync"
 
 	esdbclient "github.com/EventStore/EventStore-Client-Go/v4/esdb"
+	"golang.org/x/sync/errgroup"
 	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/commands/eventstore"
@@ -381,22 +382,44 @@ func eventData(events []eventstore.EventData) ([]esdbclient.EventData, error) {
 }
 
 // AppendMulti implements eventstore.Store. EventStoreDB has no transaction
-// across streams, so the appends are written one after the other and the
-// first failure stops the rest: the appends before it stay written.
+// across streams: the first append is written alone, so that nothing follows
+// a refused first part, and the rest concurrently (at most multiConcurrency
+// at once). A failure leaves the appends that succeeded written.
 func (s *Store) AppendMulti(ctx context.Context, appends []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
 	if len(appends) == 0 {
 		return nil, errors.New("eventstore: append of no streams")
 	}
-	out := make([]eventstore.AppendResult, 0, len(appends))
+	seen := map[string]bool{}
 	for _, a := range appends {
-		r, err := s.Append(ctx, a.Stream, a.Expected, a.Events...)
-		if err != nil {
-			return out, err
+		if seen[a.Stream] {
+			return nil, fmt.Errorf("eventstore: multi-append names stream %s twice", a.Stream)
 		}
-		out = append(out, r)
+		seen[a.Stream] = true
+	}
+	out := make([]eventstore.AppendResult, len(appends))
+	first, err := s.Append(ctx, appends[0].Stream, appends[0].Expected, appends[0].Events...)
+	if err != nil {
+		return nil, err
+	}
+	out[0] = first
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(multiConcurrency)
+	for i := 1; i < len(appends); i++ {
+		a := appends[i]
+		g.Go(func() error {
+			r, err := s.Append(gctx, a.Stream, a.Expected, a.Events...)
+			out[i] = r
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
+
+// multiConcurrency bounds the appends one AppendMulti has in flight.
+const multiConcurrency = 8
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit int) ([]eventstore.RecordedEvent, error) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -61,6 +62,9 @@ type appendRequest struct {
 type appendOutcome struct {
 	res []eventstore.AppendResult
 	err error
+	// resolve asks the caller to tell a retry from a conflict, on its own
+	// goroutine and context, so that no writer waits on that.
+	resolve error
 }
 
 // groupTimeout bounds one group's transaction; the appends in it belong to
@@ -116,9 +120,14 @@ func (s *Store) enqueue(ctx context.Context, parts []eventstore.StreamAppend, mu
 	}
 	select {
 	case out := <-req.done:
+		if out.resolve != nil {
+			p := parts[0]
+			res, err := s.resolveConflict(ctx, p.Stream, p.Expected, p.Events, out.resolve)
+			return []eventstore.AppendResult{res}, err
+		}
 		return out.res, out.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("eventstore: append to %s: outcome unknown: %w", parts[0].Stream, ctx.Err())
+		return nil, fmt.Errorf("eventstore: append to %s: outcome unknown: %w: %w", parts[0].Stream, eventstore.ErrUnavailable, ctx.Err())
 	}
 }
 
@@ -134,18 +143,28 @@ func validate(p eventstore.StreamAppend) error {
 	if p.Expected < eventstore.Any {
 		return fmt.Errorf("eventstore: invalid expected version %d", int64(p.Expected))
 	}
+	if !validText(p.Stream) {
+		return fmt.Errorf("eventstore: stream name %q is not valid UTF-8 text", p.Stream)
+	}
 	for i, e := range p.Events {
 		if !validUUID(e.ID) {
-			return fmt.Errorf("eventstore: append to %s: event %d: id %q is not a UUID", p.Stream, i, e.ID)
+			return fmt.Errorf("eventstore: append to %s: event %d: id %q is not a UUID in 8-4-4-4-12 form", p.Stream, i, e.ID)
 		}
-		if !json.Valid(e.Data) || (len(e.Metadata) > 0 && !json.Valid(e.Metadata)) {
-			return fmt.Errorf("eventstore: append to %s: event %d: data and metadata must be JSON", p.Stream, i)
+		if !json.Valid(e.Data) || (len(e.Metadata) > 0 && !json.Valid(e.Metadata)) ||
+			!validText(string(e.Data)) || !validText(string(e.Metadata)) {
+			return fmt.Errorf("eventstore: append to %s: event %d: data and metadata must be UTF-8 JSON", p.Stream, i)
 		}
-		if e.Type == "" {
-			return fmt.Errorf("eventstore: append to %s: event %d has no type", p.Stream, i)
+		if e.Type == "" || !validText(e.Type) {
+			return fmt.Errorf("eventstore: append to %s: event %d needs a type in UTF-8 text", p.Stream, i)
 		}
 	}
 	return nil
+}
+
+// validText reports whether PostgreSQL will store s as text: valid UTF-8
+// without NUL bytes.
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 func (r *appendRequest) size() int {
@@ -269,8 +288,7 @@ func (s *Store) answer(d decision) {
 	if errors.Is(cause, eventstore.ErrWrongVersion) {
 		cause = errConflict
 	}
-	res, err := s.resolveConflict(r.ctx, p.Stream, p.Expected, p.Events, cause)
-	r.done <- appendOutcome{res: []eventstore.AppendResult{res}, err: err}
+	r.done <- appendOutcome{resolve: cause}
 }
 
 // retryAlone reports group failures that members in groups of their own may
@@ -284,17 +302,14 @@ func retryAlone(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
-// validUUID reports whether s is a UUID in the text forms PostgreSQL accepts
-// most commonly: 32 hex digits, optionally hyphenated 8-4-4-4-12.
+// validUUID reports whether s is a UUID in the hyphenated 8-4-4-4-12 form,
+// the form PostgreSQL returns: ids are compared as text, so only one
+// spelling (up to case) may exist.
 func validUUID(s string) bool {
-	h := strings.ReplaceAll(s, "-", "")
-	if len(h) != 32 || (len(s) != 32 && len(s) != 36) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return false
 	}
-	if len(s) == 36 && (s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') {
-		return false
-	}
-	_, err := hex.DecodeString(h)
+	_, err := hex.DecodeString(s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36])
 	return err == nil
 }
 

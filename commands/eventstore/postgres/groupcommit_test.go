@@ -182,3 +182,71 @@ func TestAppendMultiIsAtomic(t *testing.T) {
 		t.Fatalf("stream taken holds %d events, want 1", len(evs))
 	}
 }
+
+// Multi-appends racing across groups for the same new streams: whichever
+// loses a stream must leave nothing of itself behind, in particular not its
+// part on a stream of its own.
+func TestAppendMultiRacingForNewStreams(t *testing.T) {
+	t.Parallel()
+	s := postgres.New(pgtest.NewPool(t), postgres.Options{Writers: 4})
+	ctx := context.Background()
+	const racers = 48
+	for i := range racers {
+		if _, err := s.Append(ctx, fmt.Sprintf("own-%d", i), eventstore.NoStream, eventstore.EventData{ID: uuidN(3000 + i), Type: "E", Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, racers)
+	for i := range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.AppendMulti(ctx, []eventstore.StreamAppend{
+				{Stream: fmt.Sprintf("own-%d", i), Expected: eventstore.Any, Events: []eventstore.EventData{{ID: uuidN(4000 + i), Type: "E", Data: []byte(`{}`)}}},
+				{Stream: fmt.Sprintf("shared-%d", i%4), Expected: eventstore.NoStream, Events: []eventstore.EventData{{ID: uuidN(5000 + i), Type: "E", Data: []byte(`{}`)}}},
+			})
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		own, rerr := s.ReadStream(ctx, fmt.Sprintf("own-%d", i), 0, 10)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		switch {
+		case err == nil && len(own) == 2:
+			won++
+		case errors.Is(err, eventstore.ErrWrongVersion) && len(own) == 1:
+		default:
+			t.Fatalf("racer %d: %v, and its own stream holds %d events", i, err, len(own))
+		}
+	}
+	if won != 4 {
+		t.Fatalf("%d racers won, want one per shared stream (4)", won)
+	}
+	for k := range 4 {
+		if evs, _ := s.ReadStream(ctx, fmt.Sprintf("shared-%d", k), 0, 10); len(evs) != 1 {
+			t.Fatalf("shared-%d holds %d events, want 1", k, len(evs))
+		}
+	}
+}
+
+func TestMalformedAppendsAreRefusedBeforeGrouping(t *testing.T) {
+	t.Parallel()
+	s := postgres.New(pgtest.NewPool(t), postgres.Options{})
+	ctx := context.Background()
+	for name, e := range map[string]eventstore.EventData{
+		"unhyphenated id": {ID: "00000000000040008000000000000001", Type: "E", Data: []byte(`{}`)},
+		"invalid UTF-8":   {ID: uuidN(1), Type: "E", Data: []byte("\"\xff\"")},
+		"NUL in type":     {ID: uuidN(1), Type: "E\x00", Data: []byte(`{}`)},
+	} {
+		if _, err := s.Append(ctx, "m", eventstore.Any, e); err == nil {
+			t.Fatalf("%s accepted", name)
+		}
+	}
+	if _, err := s.Append(ctx, "m\x00", eventstore.Any, eventstore.EventData{ID: uuidN(2), Type: "E", Data: []byte(`{}`)}); err == nil {
+		t.Fatal("a stream name with NUL accepted")
+	}
+}
