@@ -62,8 +62,8 @@ import (
 	"sync"
 
 	esdbclient "github.com/EventStore/EventStore-Client-Go/v4/esdb"
-	"golang.org/x/sync/errgroup"
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 )
