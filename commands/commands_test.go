@@ -13,6 +13,7 @@ import (
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/storetest"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 )
@@ -31,26 +32,6 @@ func request(recipients ...string) commands.RequestNotification {
 		},
 		IdempotencyKey: "key-1",
 		Source:         domain.Source{Kind: "kafka", Topic: "t", Offset: 7},
-	}
-}
-
-// countEvents returns how many events of each type the log holds.
-func countEvents(t *testing.T, s eventstore.Store) map[string]int {
-	t.Helper()
-	counts := map[string]int{}
-	after := eventstore.Start
-	for {
-		evs, err := s.ReadAll(context.Background(), after, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) == 0 {
-			return counts
-		}
-		for _, e := range evs {
-			counts[e.Type]++
-		}
-		after = evs[len(evs)-1].Position
 	}
 }
 
@@ -75,7 +56,7 @@ func TestRequestNotificationIsIdempotent(t *testing.T) {
 	if !second.Duplicate || strings.Join(second.NotificationIDs, ",") != strings.Join(first.NotificationIDs, ",") {
 		t.Fatalf("second handling: %+v, first %+v", second, first)
 	}
-	got := countEvents(t, s)
+	got := storetest.CountTypes(t, s)
 	if got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 2 {
 		t.Fatalf("events after two handlings: %v", got)
 	}
@@ -102,7 +83,7 @@ func TestConcurrentDeliveriesCreateOneNotificationEach(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	got := countEvents(t, s)
+	got := storetest.CountTypes(t, s)
 	if got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 3 || dups.Load() != 19 {
 		t.Fatalf("20 concurrent deliveries: events %v, %d duplicates", got, dups.Load())
 	}
@@ -144,7 +125,7 @@ func TestRetryAfterCrashCompletesTheRequest(t *testing.T) {
 	if _, err := c.RequestNotification(ctx, request("alice", "bob")); !errors.Is(err, eventstore.ErrUnavailable) {
 		t.Fatalf("first handling: got %v, want the store failure", err)
 	}
-	if got := countEvents(t, fs); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 0 {
+	if got := storetest.CountTypes(t, fs); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 0 {
 		t.Fatalf("after the failed handling: %v", got)
 	}
 	fs.fail.Store(false)
@@ -155,7 +136,7 @@ func TestRetryAfterCrashCompletesTheRequest(t *testing.T) {
 	if _, err := c.RequestNotification(ctx, request("alice", "bob")); err != nil {
 		t.Fatal(err)
 	}
-	if got := countEvents(t, fs); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 2 {
+	if got := storetest.CountTypes(t, fs); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 2 {
 		t.Fatalf("after the retries: %v", got)
 	}
 }
@@ -175,7 +156,7 @@ func TestSameKeyDifferentRequestConflicts(t *testing.T) {
 	if _, err := c.RequestNotification(ctx, other); domain.ErrorCode(err) != domain.CodeIdempotencyConflict {
 		t.Fatalf("got %v, want %s", err, domain.CodeIdempotencyConflict)
 	}
-	if got := countEvents(t, s); got[domain.EventNotificationCreated] != 1 {
+	if got := storetest.CountTypes(t, s); got[domain.EventNotificationCreated] != 1 {
 		t.Fatalf("events after the conflict: %v", got)
 	}
 }
@@ -228,7 +209,7 @@ func TestMarkRead(t *testing.T) {
 			t.Fatalf("%s: got %v, want %s", name, err, domain.CodeNotificationMissing)
 		}
 	}
-	if got := countEvents(t, s); got[domain.EventNotificationRead] != 1 {
+	if got := storetest.CountTypes(t, s); got[domain.EventNotificationRead] != 1 {
 		t.Fatalf("read events: %v", got)
 	}
 }
@@ -251,7 +232,7 @@ func TestLargeFanOutIsIdempotent(t *testing.T) {
 	if err != nil || !again.Duplicate {
 		t.Fatalf("second handling: duplicate %v, %v", again.Duplicate, err)
 	}
-	if got := countEvents(t, s); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 1500 {
+	if got := storetest.CountTypes(t, s); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 1500 {
 		t.Fatalf("events: %v", got)
 	}
 }

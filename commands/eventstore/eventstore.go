@@ -63,6 +63,22 @@ type StreamAppend struct {
 	Events   []EventData
 }
 
+// CheckMulti refuses what no adapter can append as one AppendMulti: no
+// appends at all, or one stream named twice.
+func CheckMulti(appends []StreamAppend) error {
+	if len(appends) == 0 {
+		return errors.New("eventstore: append of no streams")
+	}
+	seen := make(map[string]bool, len(appends))
+	for _, a := range appends {
+		if seen[a.Stream] {
+			return fmt.Errorf("eventstore: multi-append names stream %s twice", a.Stream)
+		}
+		seen[a.Stream] = true
+	}
+	return nil
+}
+
 // RecordedEvent is an event as stored.
 type RecordedEvent struct {
 	Position   Position

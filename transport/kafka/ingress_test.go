@@ -13,6 +13,7 @@ import (
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/storetest"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/transport/kafka"
@@ -75,25 +76,6 @@ func produce(t *testing.T, c *kgo.Client, key, value string, headers ...kgo.Reco
 	}
 }
 
-func countTypes(t *testing.T, s eventstore.Store) map[string]int {
-	t.Helper()
-	counts := map[string]int{}
-	after := eventstore.Start
-	for {
-		evs, err := s.ReadAll(context.Background(), after, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) == 0 {
-			return counts
-		}
-		for _, e := range evs {
-			counts[e.Type]++
-		}
-		after = evs[len(evs)-1].Position
-	}
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -115,8 +97,8 @@ func TestRedeliveredMessageYieldsOneNotificationPerRecipient(t *testing.T) {
 	// A sentinel after them on the same partition: once it is handled, so
 	// are they.
 	produce(t, client, "k", `{"eventType":"SENTINEL","recipientScope":"users","organizerId":"org-1","recipientIds":["carol"],"occurredAt":"2026-11-01T09:00:00Z"}`)
-	waitFor(t, "the sentinel", func() bool { return countTypes(t, store)[domain.EventNotificationCreated] >= 3 })
-	got := countTypes(t, store)
+	waitFor(t, "the sentinel", func() bool { return storetest.CountTypes(t, store)[domain.EventNotificationCreated] >= 3 })
+	got := storetest.CountTypes(t, store)
 	if got[domain.EventNotificationCreated] != 3 || got[domain.EventNotificationRequested] != 2 {
 		t.Fatalf("events: %v; want 2 requests and 3 notifications", got)
 	}
@@ -129,7 +111,7 @@ func TestBadMessagesGoToTheDeadLetterTopic(t *testing.T) {
 	produce(t, client, "k", `{"eventType":"PAYMENT_SUCCESS","recipientScope":"users","recipientIds":["alice"],"occurredAt":"2026-11-01T09:00:00Z"}`)
 	produce(t, client, "k", `{"eventType":"X","recipientScope":"org","organizerId":"org-1","occurredAt":"2026-11-01T09:00:00Z"}`)
 	produce(t, client, "k", validMessage)
-	waitFor(t, "the valid message", func() bool { return countTypes(t, store)[domain.EventNotificationCreated] == 2 })
+	waitFor(t, "the valid message", func() bool { return storetest.CountTypes(t, store)[domain.EventNotificationCreated] == 2 })
 
 	consumer, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(kafka.TopicActivity+kafka.DLQSuffix), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {

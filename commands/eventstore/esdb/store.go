@@ -386,15 +386,8 @@ func eventData(events []eventstore.EventData) ([]esdbclient.EventData, error) {
 // a refused first part, and the rest concurrently (at most multiConcurrency
 // at once). A failure leaves the appends that succeeded written.
 func (s *Store) AppendMulti(ctx context.Context, appends []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
-	if len(appends) == 0 {
-		return nil, errors.New("eventstore: append of no streams")
-	}
-	seen := map[string]bool{}
-	for _, a := range appends {
-		if seen[a.Stream] {
-			return nil, fmt.Errorf("eventstore: multi-append names stream %s twice", a.Stream)
-		}
-		seen[a.Stream] = true
+	if err := eventstore.CheckMulti(appends); err != nil {
+		return nil, err
 	}
 	out := make([]eventstore.AppendResult, len(appends))
 	first, err := s.Append(ctx, appends[0].Stream, appends[0].Expected, appends[0].Events...)

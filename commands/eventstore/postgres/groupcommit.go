@@ -88,15 +88,8 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 // AppendMulti implements eventstore.Store: the appends are written in one
 // transaction, all or none.
 func (s *Store) AppendMulti(ctx context.Context, appends []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
-	if len(appends) == 0 {
-		return nil, errors.New("eventstore: append of no streams")
-	}
-	seen := map[string]bool{}
-	for _, a := range appends {
-		if seen[a.Stream] {
-			return nil, fmt.Errorf("eventstore: multi-append names stream %s twice", a.Stream)
-		}
-		seen[a.Stream] = true
+	if err := eventstore.CheckMulti(appends); err != nil {
+		return nil, err
 	}
 	return s.enqueue(ctx, appends, true)
 }

@@ -57,6 +57,27 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store, opts Option
 	})
 }
 
+// CountTypes reads the whole log of s and counts its events by type, for
+// tests that check what a component wrote.
+func CountTypes(t testing.TB, s eventstore.Store) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	after := eventstore.Start
+	for {
+		evs, err := s.ReadAll(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatalf("read the log: %v", err)
+		}
+		if len(evs) == 0 {
+			return counts
+		}
+		for _, e := range evs {
+			counts[e.Type]++
+		}
+		after = evs[len(evs)-1].Position
+	}
+}
+
 func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
