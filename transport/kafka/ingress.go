@@ -50,6 +50,9 @@ type Config struct {
 	// message before it is handed back to the broker client, which delivers
 	// it again: a message is never skipped for a transient failure.
 	MaxRetries int
+	// Window is how many messages of one partition are handled at once.
+	// Default 32.
+	Window int
 }
 
 // Ingress consumes the activity topic. Offsets are committed only after the
@@ -77,6 +80,9 @@ func NewIngress(cfg Config, cmds *commands.Commands, logger *slog.Logger) (*Ingr
 	if cfg.MaxRetries <= 0 {
 		cfg.MaxRetries = 5
 	}
+	if cfg.Window <= 0 {
+		cfg.Window = 32
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -101,26 +107,17 @@ func (in *Ingress) Run(ctx context.Context) error {
 	subCfg := wkafka.DefaultSaramaSubscriberConfig()
 	subCfg.ClientID = in.cfg.ClientID
 	subCfg.Consumer.Offsets.Initial = sarama.OffsetOldest
-	// Watermill marks an offset only once its message is acked, that is
-	// after the command's appends succeeded; the client commits marked
-	// offsets every second and on close. Committing synchronously after
+	// An offset is marked only once its message and every one before it
+	// were acked, that is after their appends succeeded (see
+	// windowSubscriber); the client commits marked offsets every second and
+	// on close. Committing synchronously after
 	// every message instead queues each commit behind the connection's
 	// pending fetch (up to MaxWaitTime), a few messages a second per
 	// partition. A crash loses at most a second of commits, which only
 	// means redeliveries, and those are deduplicated.
 	subCfg.Consumer.Offsets.AutoCommit.Enable = true
 	subCfg.Consumer.Offsets.AutoCommit.Interval = time.Second
-	sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
-		Brokers:               in.cfg.Brokers,
-		Unmarshaler:           wkafka.DefaultMarshaler{},
-		OverwriteSaramaConfig: subCfg,
-		ConsumerGroup:         in.cfg.GroupID,
-		NackResendSleep:       time.Second,
-		ReconnectRetrySleep:   time.Second,
-	}, wlog)
-	if err != nil {
-		return fmt.Errorf("kafka subscriber: %w", err)
-	}
+	sub := newWindowSubscriber(in.cfg.Brokers, in.cfg.GroupID, subCfg, in.cfg.Window, wlog)
 	pubCfg := wkafka.DefaultSaramaSyncPublisherConfig()
 	pubCfg.ClientID = in.cfg.ClientID
 	pub, err := wkafka.NewPublisher(wkafka.PublisherConfig{
@@ -129,7 +126,6 @@ func (in *Ingress) Run(ctx context.Context) error {
 		OverwriteSaramaConfig: pubCfg,
 	}, wlog)
 	if err != nil {
-		_ = sub.Close()
 		return fmt.Errorf("kafka dead-letter publisher: %w", err)
 	}
 	defer pub.Close()
@@ -179,8 +175,7 @@ var permanentCodes = map[string]bool{
 // handle turns one message into a RequestNotification.
 func (in *Ingress) handle(msg *message.Message) error {
 	ctx := msg.Context()
-	partition, _ := wkafka.MessagePartitionFromCtx(ctx)
-	offset, _ := wkafka.MessagePartitionOffsetFromCtx(ctx)
+	partition, offset := coordinatesFrom(ctx)
 	log := in.logger.With("topic", in.cfg.Topic, "partition", partition, "offset", offset)
 
 	fail := func(err error) error {
