@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -355,10 +356,7 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		existed := make(map[string]bool, len(versions))
-		for id := range versions {
-			existed[id] = true
-		}
+		locked := maps.Clone(versions) // the versions as stored, before step 2
 
 		// Step 2: decide each member in queue order; a member's parts are
 		// decided against what the members before it left, and take
@@ -416,9 +414,10 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 		var newVersion, oldVersion []int64
 		for _, id := range streams {
 			v, ok := versions[id]
+			was, existed := locked[id]
 			switch {
-			case !ok:
-			case existed[id]:
+			case !ok, existed && v == was: // untouched, or only refused appends
+			case existed:
 				oldStream, oldVersion = append(oldStream, id), append(oldVersion, v)
 			default:
 				newStream, newVersion = append(newStream, id), append(newVersion, v)
