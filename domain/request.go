@@ -19,11 +19,14 @@ const (
 )
 
 // Limits on a request. They keep one message from creating unbounded work or
-// rows a client cannot render.
+// rows a client cannot render. MaxRecipients bounds a listed recipientIds;
+// MaxScopeRecipients bounds what an org or merchant scope may resolve to,
+// which only a directory administrator can grow.
 const (
-	MaxRecipients     = 100_000
-	MaxIDLength       = 256
-	MaxEventTypeBytes = 128
+	MaxRecipients      = 10_000
+	MaxScopeRecipients = 100_000
+	MaxIDLength        = 256
+	MaxEventTypeBytes  = 128
 )
 
 // The range of occurredAt. Times outside it are producer bugs, and they would
