@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -23,23 +24,48 @@ import (
 // at once when it completes an earlier handling.
 const appendConcurrency = 8
 
-// maxMultiAppend is the largest fan-out written as one multi-append; larger
-// requests write their notifications stream by stream.
+// maxMultiAppend is the most streams one multi-append writes. A larger
+// fan-out is written in chunks of this size; a chunk that meets a stream an
+// earlier handling already wrote is written stream by stream.
 const maxMultiAppend = 1000
+
+// chunkConcurrency is how many chunks of one fan-out are written at once; the
+// Postgres store commits with two writers, so more would only queue.
+const chunkConcurrency = 2
+
+// ScopeResolver lists the members of a directory group, for org and merchant
+// scopes. The list is recorded in NotificationRequested, so it is read once
+// per request and never again for that request.
+type ScopeResolver interface {
+	Members(ctx context.Context, tenant string, g domain.Group) ([]string, error)
+}
+
+// Option configures Commands.
+type Option func(*Commands)
+
+// WithScopeResolver resolves org and merchant scopes with r. Without one,
+// such requests are refused with notification.scope_unsupported.
+func WithScopeResolver(r ScopeResolver) Option { return func(c *Commands) { c.resolver = r } }
 
 // Commands handles Herald's commands. It is safe for concurrent use.
 type Commands struct {
-	store  eventstore.Store
-	now    func() time.Time
-	logger *slog.Logger
+	store    eventstore.Store
+	resolver ScopeResolver
+	now      func() time.Time
+	logger   *slog.Logger
+	dirs     directories
 }
 
 // New returns the command handlers over store.
-func New(store eventstore.Store, logger *slog.Logger) *Commands {
+func New(store eventstore.Store, logger *slog.Logger, opts ...Option) *Commands {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Commands{store: store, now: time.Now, logger: logger}
+	c := &Commands{store: store, now: time.Now, logger: logger}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // RequestNotification asks for a notification to the recipients of Request.
@@ -73,13 +99,23 @@ type RequestResult struct {
 // request is refused with notification.idempotency_conflict.
 func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotification) (RequestResult, error) {
 	req := cmd.Request
-	if err := req.Validate(); err != nil {
+	err := req.Validate()
+	if err != nil {
 		return RequestResult{}, err
 	}
 	if strings.TrimSpace(cmd.IdempotencyKey) == "" {
 		return RequestResult{}, domain.Errorf(domain.CodeValidationFailed, "an idempotency key is required")
 	}
-	recipients, err := req.Recipients()
+	var members []string
+	if g, ok := domain.ScopeGroup(req); ok {
+		if c.resolver == nil {
+			return RequestResult{}, domain.Errorf(domain.CodeScopeUnsupported, "recipient scope %q needs a directory, and none is configured", req.Scope)
+		}
+		if members, err = c.resolver.Members(ctx, req.Tenant, g); err != nil {
+			return RequestResult{}, fmt.Errorf("resolve scope %s: %w", g, err)
+		}
+	}
+	recipients, err := req.Recipients(members)
 	if err != nil {
 		return RequestResult{}, err
 	}
@@ -111,26 +147,34 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 	}
 
 	// The first delivery, by far the most common, writes the request and
-	// its notifications in one multi-append: one commit instead of two.
-	if len(notifications) <= maxMultiAppend {
-		parts := make([]eventstore.StreamAppend, 0, 1+len(notifications))
-		parts = append(parts, eventstore.StreamAppend{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}})
-		for i, n := range notifications {
-			parts = append(parts, eventstore.StreamAppend{Stream: domain.NotificationStream(n.ID), Expected: eventstore.NoStream, Events: []eventstore.EventData{created[i]}})
-		}
-		results, err := c.store.AppendMulti(ctx, parts)
-		if err == nil {
-			res.NotificationIDs = notificationIDs(notifications)
-			res.Duplicate = results[0].Deduplicated
-			res.Position = results[len(results)-1].Position
+	// its notifications in one multi-append (one commit instead of two);
+	// a larger fan-out adds its other notifications chunk by chunk.
+	first := min(len(notifications), maxMultiAppend-1)
+	parts := make([]eventstore.StreamAppend, 0, 1+first)
+	parts = append(parts, eventstore.StreamAppend{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}})
+	for i, n := range notifications[:first] {
+		parts = append(parts, eventstore.StreamAppend{Stream: domain.NotificationStream(n.ID), Expected: eventstore.NoStream, Events: []eventstore.EventData{created[i]}})
+	}
+	results, err := c.store.AppendMulti(ctx, parts)
+	switch {
+	case err == nil:
+		res.NotificationIDs = notificationIDs(notifications)
+		res.Duplicate = results[0].Deduplicated
+		res.Position = results[len(results)-1].Position
+		if first == len(notifications) {
 			return res, nil
 		}
-		if !errors.Is(err, eventstore.ErrWrongVersion) {
-			return RequestResult{}, storeError(fmt.Errorf("record request %s: %w", requested.RequestID, err))
+		pos, err := c.appendCreated(ctx, notifications[first:], created[first:])
+		if err != nil {
+			return RequestResult{}, err
 		}
-		// Seen before, in whole or in part: find out below.
+		res.Position = c.later(res.Position, pos)
+		return res, nil
+	case !errors.Is(err, eventstore.ErrWrongVersion):
+		return RequestResult{}, storeError(fmt.Errorf("record request %s: %w", requested.RequestID, err))
 	}
 
+	// Seen before, in whole or in part: find out what was recorded.
 	appended, err := c.store.Append(ctx, stream, eventstore.NoStream, ev)
 	switch {
 	case err == nil:
@@ -168,34 +212,90 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		}
 	}
 	res.NotificationIDs = notificationIDs(notifications)
-	positions := make([]eventstore.Position, len(notifications))
+	pos, err := c.appendCreated(ctx, notifications, created)
+	if err != nil {
+		return RequestResult{}, err
+	}
+	res.Position = c.later(res.Position, pos)
+	return res, nil
+}
+
+// appendCreated writes the NotificationCreated events of notifications,
+// skipping those an earlier handling already wrote. Chunks go as
+// multi-appends, two at a time; a chunk that conflicts (some of its streams
+// exist) is written stream by stream. It returns the latest position written,
+// or Start when everything existed.
+func (c *Commands) appendCreated(ctx context.Context, notifications []domain.NotificationCreated, created []eventstore.EventData) (eventstore.Position, error) {
+	var (
+		mu     sync.Mutex
+		latest = eventstore.Start
+	)
+	record := func(p eventstore.Position) {
+		mu.Lock()
+		latest = c.later(latest, p)
+		mu.Unlock()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(chunkConcurrency)
+	for lo := 0; lo < len(notifications); lo += maxMultiAppend {
+		hi := min(lo+maxMultiAppend, len(notifications))
+		g.Go(func() error {
+			parts := make([]eventstore.StreamAppend, hi-lo)
+			for i := lo; i < hi; i++ {
+				parts[i-lo] = eventstore.StreamAppend{Stream: domain.NotificationStream(notifications[i].ID), Expected: eventstore.NoStream, Events: []eventstore.EventData{created[i]}}
+			}
+			results, err := c.store.AppendMulti(gctx, parts)
+			if err == nil {
+				record(results[len(results)-1].Position)
+				return nil
+			}
+			if !errors.Is(err, eventstore.ErrWrongVersion) {
+				return fmt.Errorf("create notifications: %w", err)
+			}
+			return c.appendEach(gctx, notifications[lo:hi], created[lo:hi], record)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return "", storeError(err)
+	}
+	return latest, nil
+}
+
+// appendEach writes notifications one stream at a time, skipping streams that
+// exist: a notification stream exists only because its NotificationCreated,
+// the very event at hand, created it.
+func (c *Commands) appendEach(ctx context.Context, notifications []domain.NotificationCreated, created []eventstore.EventData, record func(eventstore.Position)) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(appendConcurrency)
 	for i, n := range notifications {
 		g.Go(func() error {
-			nstream := domain.NotificationStream(n.ID)
-			r, err := c.store.Append(gctx, nstream, eventstore.NoStream, created[i])
+			r, err := c.store.Append(gctx, domain.NotificationStream(n.ID), eventstore.NoStream, created[i])
 			if errors.Is(err, eventstore.ErrWrongVersion) {
-				// Written by an earlier handling of this request: the
-				// stream exists only because this very event created it.
 				return nil
 			}
 			if err != nil {
 				return fmt.Errorf("create notification %s: %w", n.ID, err)
 			}
-			positions[i] = r.Position
+			record(r.Position)
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return RequestResult{}, storeError(err)
+	return g.Wait()
+}
+
+// later returns the later of two positions of the store, so a result's
+// consistency token covers everything the command wrote.
+func (c *Commands) later(a, b eventstore.Position) eventstore.Position {
+	if a == eventstore.Start {
+		return b
 	}
-	for _, p := range positions {
-		if p != eventstore.Start {
-			res.Position = p // appends finish in any order; any written one is a valid token
-		}
+	if b == eventstore.Start {
+		return a
 	}
-	return res, nil
+	if cmp, err := c.store.ComparePositions(a, b); err == nil && cmp < 0 {
+		return b
+	}
+	return a
 }
 
 func notificationIDs(ns []domain.NotificationCreated) []string {

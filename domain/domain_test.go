@@ -2,6 +2,7 @@ package domain
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -84,14 +85,80 @@ func TestValidateBoundsOccurredAt(t *testing.T) {
 }
 
 func TestRecipients(t *testing.T) {
-	got, err := validRequest().Recipients()
+	got, err := validRequest().Recipients([]string{"ignored"})
 	if err != nil || strings.Join(got, ",") != "alice,bob" {
 		t.Fatalf("recipients = %v, %v; want alice,bob", got, err)
 	}
 	r := validRequest()
-	r.Scope = ScopeOrg
-	if _, err := r.Recipients(); ErrorCode(err) != CodeScopeUnsupported {
-		t.Fatalf("org scope: got %v, want %s", err, CodeScopeUnsupported)
+	r.Scope, r.RecipientIDs = ScopeOrg, nil
+	if got, err := r.Recipients([]string{"carol", "dave", "carol"}); err != nil || strings.Join(got, ",") != "carol,dave" {
+		t.Fatalf("org scope: recipients = %v, %v; want carol,dave", got, err)
+	}
+	if got, err := r.Recipients(nil); err != nil || len(got) != 0 {
+		t.Fatalf("empty org: recipients = %v, %v; want none and no error", got, err)
+	}
+	huge := make([]string, MaxScopeRecipients+1)
+	for i := range huge {
+		huge[i] = fmt.Sprint("u", i)
+	}
+	if _, err := r.Recipients(huge); ErrorCode(err) != CodeValidationFailed {
+		t.Fatalf("oversized scope: got %v, want %s", err, CodeValidationFailed)
+	}
+}
+
+func TestValidateRefusesNUL(t *testing.T) {
+	for name, mutate := range map[string]func(*Request){
+		"tenant":    func(r *Request) { r.Tenant = "org\x00" },
+		"recipient": func(r *Request) { r.RecipientIDs = []string{"a\x00b"} },
+		"actor":     func(r *Request) { r.Actor.Name = "\x00" },
+		"deep data": func(r *Request) {
+			r.Data = map[string]any{"a": []any{map[string]any{"b": []any{"ok", "x\x00"}}}}
+		},
+		"data key": func(r *Request) { r.Data = map[string]any{"k\x00": 1} },
+	} {
+		r := validRequest()
+		mutate(&r)
+		if ErrorCode(r.Validate()) != CodeValidationFailed {
+			t.Errorf("%s: a NUL character was accepted", name)
+		}
+	}
+}
+
+func TestDirectoryDecisions(t *testing.T) {
+	d := NewDirectory("org-1")
+	org := Group{Kind: GroupOrg, ID: "org-1"}
+	joins, err := d.Join(org, []string{"alice", "bob", "alice"})
+	if err != nil || len(joins) != 2 {
+		t.Fatalf("join = %+v, %v; want alice and bob once each", joins, err)
+	}
+	for i, j := range joins {
+		d.Apply(j, int64(i))
+	}
+	if again, err := d.Join(org, []string{"alice"}); err != nil || len(again) != 0 {
+		t.Fatalf("joining a member again = %+v, %v; want nothing", again, err)
+	}
+	m := Group{Kind: GroupMerchant, ID: "m-1"}
+	if d.IsMember(m, "alice") {
+		t.Fatal("org membership leaked into a merchant")
+	}
+	left, err := d.Leave(org, "alice")
+	if err != nil || left == nil || left.UserID != "alice" {
+		t.Fatalf("leave = %+v, %v", left, err)
+	}
+	d.Apply(*left, 2)
+	if d.IsMember(org, "alice") || !d.IsMember(org, "bob") || d.Version != 2 {
+		t.Fatalf("after leave: alice=%v bob=%v version=%d", d.IsMember(org, "alice"), d.IsMember(org, "bob"), d.Version)
+	}
+	if again, err := d.Leave(org, "alice"); err != nil || again != nil {
+		t.Fatalf("leaving twice = %+v, %v; want nothing", again, err)
+	}
+	if _, err := d.Join(Group{Kind: GroupOrg, ID: "org-2"}, []string{"x"}); ErrorCode(err) != CodeNotFound {
+		t.Fatalf("another tenant's org: %v, want %s", err, CodeNotFound)
+	}
+	for name, users := range map[string][]string{"none": nil, "blank": {" "}, "nul": {"a\x00"}, "too many": make([]string, MaxImportMembers+1)} {
+		if _, err := d.Join(m, users); ErrorCode(err) != CodeValidationFailed {
+			t.Errorf("%s: %v, want %s", name, err, CodeValidationFailed)
+		}
 	}
 }
 
@@ -109,7 +176,7 @@ func TestFingerprintIgnoresTimeZoneButNotContent(t *testing.T) {
 
 func TestNotificationsDeriveFromTheRecordOnly(t *testing.T) {
 	req := validRequest()
-	recipients, _ := req.Recipients()
+	recipients, _ := req.Recipients(nil)
 	e := NewNotificationRequested(req, "k1", recipients)
 	first, again := e.Notifications(), e.Notifications()
 	if len(first) != 2 || first[0].RecipientID != "alice" || first[1].RecipientID != "bob" {

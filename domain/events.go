@@ -139,6 +139,8 @@ var Events = func() *Registry {
 	Register[NotificationRequested](r, EventNotificationRequested, SchemaVersion)
 	Register[NotificationCreated](r, EventNotificationCreated, SchemaVersion)
 	Register[NotificationRead](r, EventNotificationRead, SchemaVersion)
+	Register[MemberJoined](r, EventMemberJoined, SchemaVersion)
+	Register[MemberLeft](r, EventMemberLeft, SchemaVersion)
 	return r
 }()
 

@@ -79,6 +79,9 @@ func (r Request) Validate() error {
 	case r.OccurredAt.Before(minOccurredAt) || !r.OccurredAt.Before(maxOccurredAt):
 		v.Add("occurredAt", "must fall in the years 1970 to 9998")
 	}
+	if field, bad := firstNUL(r); bad {
+		v.Add(field, "must not contain the NUL character (U+0000)")
+	}
 	switch r.Scope {
 	case ScopeUsers:
 		if len(r.RecipientIDs) == 0 {
@@ -106,22 +109,77 @@ func (r Request) Validate() error {
 	return v.Err(CodeValidationFailed, "invalid notification request")
 }
 
-// Recipients resolves the request's recipients: the listed users, without
-// duplicates, in first-seen order. Org and merchant scopes need the tenant
-// directory, which Herald does not hold yet, so they are refused with
-// notification.scope_unsupported rather than guessed.
-func (r Request) Recipients() ([]string, error) {
-	if r.Scope != ScopeUsers {
-		return nil, Errorf(CodeScopeUnsupported, "recipient scope %q is not supported yet", r.Scope)
+// firstNUL finds a NUL character anywhere in the request. PostgreSQL text
+// and jsonb cannot hold one, so such a request could be recorded but never
+// projected; it is refused up front instead.
+func firstNUL(r Request) (string, bool) {
+	for field, s := range map[string]string{
+		"organizerId": r.Tenant, "eventType": r.EventType, "merchantId": r.MerchantID,
+		"actor.id": r.Actor.ID, "actor.name": r.Actor.Name, "actor.type": r.Actor.Type,
+	} {
+		if strings.ContainsRune(s, 0) {
+			return field, true
+		}
 	}
-	seen := make(map[string]struct{}, len(r.RecipientIDs))
-	out := make([]string, 0, len(r.RecipientIDs))
-	for _, id := range r.RecipientIDs {
+	for i, id := range r.RecipientIDs {
+		if strings.ContainsRune(id, 0) {
+			return fmt.Sprintf("recipientIds[%d]", i), true
+		}
+	}
+	if hasNUL(r.Data) {
+		return "data", true
+	}
+	return "", false
+}
+
+// hasNUL walks a decoded JSON value, iteratively so that deep nesting cannot
+// exhaust the stack.
+func hasNUL(v any) bool {
+	stack := []any{v}
+	for len(stack) > 0 {
+		cur := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		switch x := cur.(type) {
+		case string:
+			if strings.ContainsRune(x, 0) {
+				return true
+			}
+		case map[string]any:
+			for k, e := range x {
+				if strings.ContainsRune(k, 0) {
+					return true
+				}
+				stack = append(stack, e)
+			}
+		case []any:
+			stack = append(stack, x...)
+		}
+	}
+	return false
+}
+
+// Recipients resolves the request's recipients. Listed users (scope users)
+// come as given, without duplicates, in first-seen order. An org or merchant
+// scope resolves to members, the current members of its directory group (see
+// ScopeGroup), without duplicates; an empty group resolves to no one, which is
+// a valid request, not an error.
+func (r Request) Recipients(members []string) ([]string, error) {
+	list := r.RecipientIDs
+	if r.Scope != ScopeUsers {
+		list = members
+	}
+	seen := make(map[string]struct{}, len(list))
+	out := make([]string, 0, len(list))
+	for _, id := range list {
 		if _, dup := seen[id]; dup {
 			continue
 		}
 		seen[id] = struct{}{}
 		out = append(out, id)
+	}
+	if len(out) > MaxScopeRecipients {
+		return nil, Errorf(CodeValidationFailed, "recipient scope %s resolves to %d members, more than %d", r.Scope, len(out), MaxScopeRecipients).
+			WithDetail("recipientScope", r.Scope)
 	}
 	return out, nil
 }

@@ -71,9 +71,11 @@ func (a *app) run(ctx context.Context) error {
 		return err
 	}
 	defer closeStore()
-	cmds := commands.New(store, logger)
+	directory := queries.NewDirectory(pool)
+	cmds := commands.New(store, logger, commands.WithScopeResolver(directory))
 	feed := live.NewHub()
 	inboxRunner := projections.NewRunner(pool, store, projections.NewInbox(feed), logger)
+	directoryRunner := projections.NewRunner(pool, store, projections.NewDirectory(), logger)
 
 	// The verifier's background refresh must outlive the HTTP drain.
 	verifierCtx, stopVerifier := context.WithCancel(context.Background())
@@ -92,7 +94,7 @@ func (a *app) run(ctx context.Context) error {
 		return err
 	}
 
-	api := herhttp.NewServer(cmds, queries.NewInbox(pool), verifier, []herhttp.Check{
+	api := herhttp.NewServer(cmds, queries.NewInbox(pool), directory, verifier, []herhttp.Check{
 		{Name: "database", Func: pool.Ping},
 		{Name: "jwks", Func: verifier.Ready},
 	}, logger)
@@ -125,6 +127,7 @@ func (a *app) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return ignoreCanceled(inboxRunner.Run(gctx)) })
+	g.Go(func() error { return ignoreCanceled(directoryRunner.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(ingress.Run(gctx)) })
 	g.Go(func() error {
 		<-gctx.Done()

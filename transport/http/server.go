@@ -24,20 +24,21 @@ type Check struct {
 
 // Server serves the REST API. It is safe for concurrent use.
 type Server struct {
-	commands *commands.Commands
-	inbox    *queries.Inbox
-	verifier *auth.Verifier
+	commands  *commands.Commands
+	inbox     *queries.Inbox
+	directory *queries.Directory
+	verifier  *auth.Verifier
 	checks   []Check
 	logger   *slog.Logger
 }
 
 // NewServer returns the REST API over the given commands and queries; checks
 // decide /readyz.
-func NewServer(cmds *commands.Commands, inbox *queries.Inbox, verifier *auth.Verifier, checks []Check, logger *slog.Logger) *Server {
+func NewServer(cmds *commands.Commands, inbox *queries.Inbox, directory *queries.Directory, verifier *auth.Verifier, checks []Check, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{commands: cmds, inbox: inbox, verifier: verifier, checks: checks, logger: logger}
+	return &Server{commands: cmds, inbox: inbox, directory: directory, verifier: verifier, checks: checks, logger: logger}
 }
 
 // Register adds the API's routes to mux. Unknown routes get the error
@@ -48,6 +49,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/notifications", s.authed(s.listNotifications))
 	mux.HandleFunc("GET /v1/notifications/unread-count", s.authed(s.unreadCount))
 	mux.HandleFunc("POST /v1/notifications/{id}/read", s.authed(s.markRead))
+	s.registerDirectory(mux)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

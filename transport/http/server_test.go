@@ -85,7 +85,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := herhttp.NewServer(cmds, queries.NewInbox(pool), verifier, []herhttp.Check{
+	api := herhttp.NewServer(cmds, queries.NewInbox(pool), queries.NewDirectory(pool), verifier, []herhttp.Check{
 		{Name: "database", Func: pool.Ping},
 		{Name: "jwks", Func: verifier.Ready},
 	}, logger)
@@ -682,7 +682,7 @@ func TestRoutesHealthAndReadiness(t *testing.T) {
 func TestReadinessFailing(t *testing.T) {
 	t.Parallel()
 	mux := http.NewServeMux()
-	herhttp.NewServer(nil, nil, nil, []herhttp.Check{
+	herhttp.NewServer(nil, nil, nil, nil, []herhttp.Check{
 		{Name: "database", Func: func(context.Context) error { return errors.New("connection refused to 10.0.0.1") }},
 		{Name: "jwks", Func: func(context.Context) error { return nil }},
 	}, nil).Register(mux)

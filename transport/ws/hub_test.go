@@ -67,7 +67,7 @@ func newStack(t *testing.T, cfg ws.Config) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	herhttp.NewServer(nil, nil, verifier, nil, logger).RegisterDevIdentity(mux, issuer)
+	herhttp.NewServer(nil, nil, nil, verifier, nil, logger).RegisterDevIdentity(mux, issuer)
 	feed := live.NewHub()
 	hub := ws.NewHub(cfg, verifier, feed, logger)
 	t.Cleanup(func() {

@@ -1,0 +1,204 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/domain"
+)
+
+// directories caches each tenant's folded directory, so that a change reads
+// only the events appended since the last one instead of the whole stream. The
+// cache is a snapshot, never the truth: every change catches up from the
+// store first and appends with the version it decided on, so another instance
+// writing the same directory makes the append conflict, never diverge. One
+// mutex per tenant serialises this instance's changes to a directory.
+type directories struct {
+	mu      sync.Mutex
+	tenants map[string]*cachedDirectory
+}
+
+type cachedDirectory struct {
+	mu   sync.Mutex
+	dir  *domain.Directory
+	last eventstore.Position
+}
+
+func (d *directories) get(tenant string) *cachedDirectory {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tenants == nil {
+		d.tenants = map[string]*cachedDirectory{}
+	}
+	cd, ok := d.tenants[tenant]
+	if !ok {
+		cd = &cachedDirectory{dir: domain.NewDirectory(tenant)}
+		d.tenants[tenant] = cd
+	}
+	return cd
+}
+
+// maxDirectoryRetries bounds how often one change re-decides after another
+// instance changed the same directory under it.
+const maxDirectoryRetries = 20
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// ChangeMembers adds users to a directory group, or removes one.
+type ChangeMembers struct {
+	Tenant string
+	Group  domain.Group
+	// UserIDs join the group; at most domain.MaxImportMembers at once.
+	UserIDs []string
+	// Leave makes the single user of UserIDs leave the group instead.
+	Leave         bool
+	Actor         string
+	CorrelationID string
+}
+
+// ChangeMembersResult says what ChangeMembers did.
+type ChangeMembersResult struct {
+	// Changed counts the users whose membership changed: joins of users who
+	// were not members, or the leave of a member. Zero means the directory
+	// already was as asked.
+	Changed int
+	// Position is a consistency token: the position of the last event written,
+	// or of the directory's last event when nothing changed.
+	Position eventstore.Position
+}
+
+// ChangeMembers records MemberJoined or MemberLeft events on the tenant's
+// directory stream. Changes are idempotent: joining a member or removing a
+// non-member appends nothing, so a retried call, or a bulk import run twice,
+// leaves one event per real change.
+func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (ChangeMembersResult, error) {
+	if cmd.Leave && len(cmd.UserIDs) != 1 {
+		return ChangeMembersResult{}, domain.Errorf(domain.CodeValidationFailed, "a leave names exactly one user")
+	}
+	stream := domain.DirectoryStream(cmd.Tenant)
+	cd := c.dirs.get(cmd.Tenant)
+	cd.mu.Lock()
+	defer cd.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if err := c.catchUp(ctx, stream, cd); err != nil {
+			return ChangeMembersResult{}, err
+		}
+		var payloads []any
+		if cmd.Leave {
+			left, err := cd.dir.Leave(cmd.Group, cmd.UserIDs[0])
+			if err != nil {
+				return ChangeMembersResult{}, err
+			}
+			if left != nil {
+				payloads = append(payloads, *left)
+			}
+		} else {
+			joins, err := cd.dir.Join(cmd.Group, cmd.UserIDs)
+			if err != nil {
+				return ChangeMembersResult{}, err
+			}
+			for _, j := range joins {
+				payloads = append(payloads, j)
+			}
+		}
+		if len(payloads) == 0 {
+			return ChangeMembersResult{Position: cd.last}, nil
+		}
+		meta := domain.Metadata{
+			Tenant:        cmd.Tenant,
+			SchemaVersion: domain.SchemaVersion,
+			CorrelationID: cmd.CorrelationID,
+			Actor:         cmd.Actor,
+			Source:        &domain.Source{Kind: "http", RequestID: cmd.CorrelationID},
+			HandledAt:     c.now().UTC(),
+		}
+		events := make([]eventstore.EventData, len(payloads))
+		for i, p := range payloads {
+			typ := domain.EventMemberJoined
+			if cmd.Leave {
+				typ = domain.EventMemberLeft
+			}
+			// The id names the event's version and what it decides, so a
+			// retried append of the same decision is recognised, while
+			// another instance's different decision at the same version
+			// conflicts instead of passing for a retry.
+			id := domain.EventID(stream, typ+"\x00v"+strconv.FormatInt(cd.dir.Version+1+int64(i), 10)+"\x00"+memberOf(p))
+			var err error
+			if events[i], err = newEvent(id, typ, p, meta); err != nil {
+				return ChangeMembersResult{}, err
+			}
+		}
+		expected := eventstore.Exact(cd.dir.Version)
+		if cd.dir.Version < 0 {
+			expected = eventstore.NoStream
+		}
+		r, err := c.store.Append(ctx, stream, expected, events...)
+		if errors.Is(err, eventstore.ErrWrongVersion) {
+			// Another instance changed the directory: catch up and decide
+			// again, after a short random pause so that two instances
+			// busy with one tenant take turns rather than collide again.
+			if attempt >= maxDirectoryRetries {
+				return ChangeMembersResult{}, &domain.Error{Code: domain.CodeUnavailable, Message: "the directory is changing concurrently; retry", Err: err}
+			}
+			if err := sleep(ctx, time.Duration(1+rand.IntN(5*(attempt+1)))*time.Millisecond); err != nil {
+				return ChangeMembersResult{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return ChangeMembersResult{}, storeError(fmt.Errorf("change directory of %s: %w", cmd.Tenant, err))
+		}
+		for _, p := range payloads {
+			cd.dir.Apply(p, cd.dir.Version+1)
+		}
+		cd.last = r.Position
+		return ChangeMembersResult{Changed: len(payloads), Position: r.Position}, nil
+	}
+}
+
+func memberOf(payload any) string {
+	switch p := payload.(type) {
+	case domain.MemberJoined:
+		return string(p.Kind) + "\x00" + p.GroupID + "\x00" + p.UserID
+	case domain.MemberLeft:
+		return string(p.Kind) + "\x00" + p.GroupID + "\x00" + p.UserID
+	}
+	return ""
+}
+
+// catchUp folds the events appended to the directory since cd's version.
+func (c *Commands) catchUp(ctx context.Context, stream string, cd *cachedDirectory) error {
+	const page = 1024
+	for {
+		evs, err := c.store.ReadStream(ctx, stream, cd.dir.Version+1, page)
+		if err != nil {
+			return storeError(fmt.Errorf("load %s: %w", stream, err))
+		}
+		for _, e := range evs {
+			v, err := decodeRecorded(e)
+			if err != nil {
+				return err
+			}
+			cd.dir.Apply(v, e.Version)
+			cd.last = e.Position
+		}
+		if len(evs) < page {
+			return nil
+		}
+	}
+}

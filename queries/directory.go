@@ -1,0 +1,77 @@
+package queries
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/domain"
+)
+
+// Directory reads the directory projection. It is safe for concurrent use.
+type Directory struct {
+	pool *pgxpool.Pool
+}
+
+// NewDirectory returns directory queries over pool.
+func NewDirectory(pool *pgxpool.Pool) *Directory { return &Directory{pool: pool} }
+
+// Members returns every member of g in tenant's directory, ordered by user
+// id. It resolves org and merchant scopes (commands.ScopeResolver).
+func (d *Directory) Members(ctx context.Context, tenant string, g domain.Group) ([]string, error) {
+	rows, err := d.pool.Query(ctx, `
+		SELECT user_id FROM directory_members
+		WHERE tenant = $1 AND kind = $2 AND group_id = $3
+		ORDER BY user_id`, tenant, string(g.Kind), g.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read directory: %w", err)
+	}
+	members, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read directory: %w", err)
+	}
+	return members, nil
+}
+
+// MembersPage is one page of a group's members.
+type MembersPage struct {
+	Members    []string
+	NextCursor string
+}
+
+// ListMembers returns a page of g's members, ordered by user id, after the
+// opaque cursor of the previous page.
+func (d *Directory) ListMembers(ctx context.Context, tenant string, g domain.Group, cursor string, limit int) (MembersPage, error) {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	after := ""
+	if cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(cursor)
+		if err != nil || len(b) == 0 {
+			return MembersPage{}, domain.Errorf(domain.CodeValidationFailed, "invalid cursor").WithDetail("cursor", "not a cursor this API returned")
+		}
+		after = string(b)
+	}
+	rows, err := d.pool.Query(ctx, `
+		SELECT user_id FROM directory_members
+		WHERE tenant = $1 AND kind = $2 AND group_id = $3 AND user_id > $4
+		ORDER BY user_id
+		LIMIT $5`, tenant, string(g.Kind), g.ID, after, limit+1)
+	if err != nil {
+		return MembersPage{}, fmt.Errorf("list members: %w", err)
+	}
+	members, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return MembersPage{}, fmt.Errorf("list members: %w", err)
+	}
+	page := MembersPage{Members: members}
+	if len(members) > limit {
+		page.Members = members[:limit]
+		page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(members[limit-1]))
+	}
+	return page, nil
+}

@@ -1,0 +1,176 @@
+package http
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/queries"
+	"github.com/heraldhq/herald/transport/auth"
+)
+
+// PermissionAdmin allows administering the tenant's directory.
+const PermissionAdmin = "notif.admin"
+
+// maxImportBody bounds a bulk import body: domain.MaxImportMembers ids of
+// the longest allowed length, JSON-quoted, fit well within it.
+const maxImportBody = 4 << 20
+
+func (s *Server) registerDirectory(mux *http.ServeMux) {
+	for _, kind := range []struct {
+		path  string
+		group func(*http.Request, auth.Principal) (domain.Group, error)
+	}{
+		{"/v1/directory/orgs/{orgId}/members", orgGroup},
+		{"/v1/directory/merchants/{merchantId}/members", merchantGroup},
+	} {
+		mux.HandleFunc("GET "+kind.path, s.admin(kind.group, s.listMembers))
+		mux.HandleFunc("POST "+kind.path, s.admin(kind.group, s.importMembers))
+		mux.HandleFunc("PUT "+kind.path+"/{userId}", s.admin(kind.group, s.putMember))
+		mux.HandleFunc("DELETE "+kind.path+"/{userId}", s.admin(kind.group, s.deleteMember))
+	}
+}
+
+// orgGroup is the org group of the path, which must be the caller's own
+// organizer: another tenant's org answers 404, as if it did not exist.
+func orgGroup(r *http.Request, p auth.Principal) (domain.Group, error) {
+	if id := r.PathValue("orgId"); id != p.Tenant {
+		return domain.Group{}, domain.Errorf(domain.CodeNotFound, "organizer not found")
+	}
+	return domain.Group{Kind: domain.GroupOrg, ID: p.Tenant}, nil
+}
+
+// merchantGroup is a merchant of the caller's tenant: merchants are looked up
+// within the tenant only, so another tenant's merchant is never reached.
+func merchantGroup(r *http.Request, _ auth.Principal) (domain.Group, error) {
+	return domain.Group{Kind: domain.GroupMerchant, ID: r.PathValue("merchantId")}, nil
+}
+
+type groupHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal, g domain.Group)
+
+// admin authenticates the caller, requires notif.admin, then resolves the
+// group of the path within the caller's tenant.
+func (s *Server) admin(group func(*http.Request, auth.Principal) (domain.Group, error), h groupHandler) http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		if !p.Has(PermissionAdmin) {
+			WriteError(w, r, s.logger, domain.Errorf(domain.CodeForbidden, "this operation needs the %s permission", PermissionAdmin).
+				WithDetail("permission", PermissionAdmin))
+			return
+		}
+		g, err := group(r, p)
+		if err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
+		h(w, r, p, g)
+	})
+}
+
+// membership is the answer to a directory change.
+type membership struct {
+	Group    domain.Group `json:"group"`
+	UserID   string       `json:"userId,omitempty"`
+	Member   *bool        `json:"member,omitempty"`
+	Changed  int          `json:"changed"`
+	Position string       `json:"position"`
+}
+
+func (s *Server) change(w http.ResponseWriter, r *http.Request, p auth.Principal, g domain.Group, users []string, leave bool) {
+	res, err := s.commands.ChangeMembers(r.Context(), commands.ChangeMembers{
+		Tenant: p.Tenant, Group: g, UserIDs: users, Leave: leave, Actor: p.Subject, CorrelationID: RequestID(r),
+	})
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	out := membership{Group: g, Changed: res.Changed, Position: string(res.Position)}
+	if len(users) == 1 && r.Method != http.MethodPost {
+		member := !leave
+		out.UserID, out.Member = users[0], &member
+	}
+	w.Header().Set(HeaderConsistencyToken, string(res.Position))
+	WriteData(w, r, http.StatusOK, out, Meta{})
+}
+
+func (s *Server) putMember(w http.ResponseWriter, r *http.Request, p auth.Principal, g domain.Group) {
+	s.change(w, r, p, g, []string{r.PathValue("userId")}, false)
+}
+
+func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request, p auth.Principal, g domain.Group) {
+	s.change(w, r, p, g, []string{r.PathValue("userId")}, true)
+}
+
+// importMembers adds many users at once: {"userIds": ["u1", "u2", …]}.
+func (s *Server) importMembers(w http.ResponseWriter, r *http.Request, p auth.Principal, g domain.Group) {
+	var body struct {
+		UserIDs []string `json:"userIds"`
+	}
+	if err := decodeJSON(w, r, maxImportBody, &body); err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	s.change(w, r, p, g, body.UserIDs, false)
+}
+
+func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, p auth.Principal, g domain.Group) {
+	limit := 0
+	if raw := r.URL.Query().Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > queries.MaxLimit {
+			WriteError(w, r, s.logger, domain.Errorf(domain.CodeValidationFailed, "invalid query parameters").
+				WithDetail("fields", map[string]any{"limit": "an integer between 1 and " + strconv.Itoa(queries.MaxLimit)}))
+			return
+		}
+		limit = n
+	}
+	page, err := s.directory.ListMembers(r.Context(), p.Tenant, g, r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	meta := Meta{}
+	if page.NextCursor != "" {
+		meta.NextCursor = &page.NextCursor
+	}
+	if page.Members == nil {
+		page.Members = []string{}
+	}
+	WriteData(w, r, http.StatusOK, map[string]any{"group": g, "userIds": page.Members}, meta)
+}
+
+// decodeJSON reads one JSON object of at most limit bytes into dst, refusing
+// unknown fields and trailing data, each with a validation error that says
+// what was wrong.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	invalid := func(problem string) error {
+		return domain.Errorf(domain.CodeValidationFailed, "invalid request body").WithDetail("body", problem)
+	}
+	if err := dec.Decode(dst); err != nil {
+		var tooLarge *http.MaxBytesError
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooLarge):
+			return invalid(fmt.Sprintf("larger than %d bytes", limit))
+		case errors.Is(err, io.EOF):
+			return invalid("empty; a JSON object is required")
+		case errors.As(err, &syntax):
+			return invalid(fmt.Sprintf("malformed JSON at byte %d", syntax.Offset))
+		case errors.As(err, &typ):
+			return invalid(fmt.Sprintf("field %q must be %s", typ.Field, typ.Type))
+		default:
+			return invalid(err.Error())
+		}
+	}
+	if dec.More() {
+		return invalid("trailing data after the JSON object")
+	}
+	return nil
+}
