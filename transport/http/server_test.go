@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,7 +63,8 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	pool := pgtest.NewPool(t)
 	store := postgres.New(pool, postgres.Options{PollInterval: 50 * time.Millisecond})
-	cmds := commands.New(store, nil)
+	directory := queries.NewDirectory(pool)
+	cmds := commands.New(store, nil, commands.WithScopeResolver(directory))
 	feed := live.NewHub()
 
 	issuer := mustIssuer(t, issuerName)
@@ -85,25 +87,29 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := herhttp.NewServer(cmds, queries.NewInbox(pool), queries.NewDirectory(pool), verifier, []herhttp.Check{
+	api := herhttp.NewServer(cmds, queries.NewInbox(pool), directory, verifier, []herhttp.Check{
 		{Name: "database", Func: pool.Ping},
 		{Name: "jwks", Func: verifier.Ready},
 	}, logger)
 	api.Register(mux)
 	api.RegisterDevIdentity(mux, issuer)
 
-	runner := projections.NewRunner(pool, store, projections.NewInbox(feed), logger)
+	var running sync.WaitGroup
+	for _, p := range []projections.Projection{projections.NewInbox(feed), projections.NewDirectory()} {
+		runner := projections.NewRunner(pool, store, p, logger)
+		running.Go(func() { _ = runner.Run(ctx) })
+	}
 	stopped := make(chan struct{})
 	go func() {
-		defer close(stopped)
-		_ = runner.Run(ctx)
+		running.Wait()
+		close(stopped)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-stopped:
 		case <-time.After(waitFor):
-			t.Error("projection runner did not stop")
+			t.Error("projection runners did not stop")
 		}
 	})
 	return &env{t: t, srv: srv, cmds: cmds, issuer: issuer, verifier: verifier, foreign: foreign, rogue: rogue, testKey: testKey}
