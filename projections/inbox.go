@@ -225,27 +225,46 @@ func moveCounts(ctx context.Context, tx pgx.Tx, order []recipientKey, change map
 	for i, k := range order {
 		tenants[i], recipients[i], deltas[i] = k.tenant, k.recipient, change[k]
 	}
-	rows, err := tx.Query(ctx, `
-		WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, recipient_id, d))
-		INSERT INTO inbox_unread_counts AS c (tenant, recipient_id, unread)
-		SELECT tenant, recipient_id, GREATEST(d, 0) FROM u
-		ON CONFLICT (tenant, recipient_id) DO UPDATE
-		SET unread = GREATEST(c.unread + (SELECT u.d FROM u WHERE u.tenant = EXCLUDED.tenant AND u.recipient_id = EXCLUDED.recipient_id), 0)
-		RETURNING tenant, recipient_id, unread`, tenants, recipients, deltas)
-	if err != nil {
-		return nil, fmt.Errorf("unread counts: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k recipientKey
-		var n int64
-		if err := rows.Scan(&k.tenant, &k.recipient, &n); err != nil {
-			return nil, fmt.Errorf("unread counts: %w", err)
+	// Two statements, each a join on the primary key: recipients whose
+	// count grows are upserted; the others (fewer unread, or unchanged
+	// because a notification was created and read in the same batch) can
+	// only be updated, since a count that shrinks exists already. A
+	// correlated lookup of each row's change in one statement instead cost
+	// time quadratic in the batch size.
+	collect := func(rows pgx.Rows, err error) error {
+		if err != nil {
+			return fmt.Errorf("unread counts: %w", err)
 		}
-		counts[k] = n
+		defer rows.Close()
+		for rows.Next() {
+			var k recipientKey
+			var n int64
+			if err := rows.Scan(&k.tenant, &k.recipient, &n); err != nil {
+				return fmt.Errorf("unread counts: %w", err)
+			}
+			counts[k] = n
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("unread counts: %w", err)
+		}
+		return nil
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("unread counts: %w", err)
+	err := collect(tx.Query(ctx, `
+		INSERT INTO inbox_unread_counts AS c (tenant, recipient_id, unread)
+		SELECT tenant, recipient_id, d FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, recipient_id, d)
+		WHERE d > 0
+		ON CONFLICT (tenant, recipient_id) DO UPDATE SET unread = c.unread + EXCLUDED.unread
+		RETURNING tenant, recipient_id, unread`, tenants, recipients, deltas))
+	if err != nil {
+		return nil, err
+	}
+	err = collect(tx.Query(ctx, `
+		UPDATE inbox_unread_counts c SET unread = GREATEST(c.unread + u.d, 0)
+		FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, recipient_id, d)
+		WHERE u.d <= 0 AND c.tenant = u.tenant AND c.recipient_id = u.recipient_id
+		RETURNING c.tenant, c.recipient_id, c.unread`, tenants, recipients, deltas))
+	if err != nil {
+		return nil, err
 	}
 	return counts, nil
 }

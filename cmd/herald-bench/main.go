@@ -37,6 +37,7 @@ type options struct {
 	warmUp     time.Duration
 	messages   int
 	e2eTimeout time.Duration
+	fanOutRuns int
 	only       string
 	out        string
 }
@@ -67,7 +68,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	// Two end-to-end runs that both time out, after the append
 	// measurements, must still finish within five minutes.
 	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 75*time.Second, "longest an end-to-end run may take; a slower one reports its partial rate")
-	fs.StringVar(&o.only, "only", "", "run only one part: append or e2e (default both)")
+	fs.IntVar(&o.fanOutRuns, "fanout-runs", 5, "timed rounds of the fan-out measurement (after one warm-up round)")
+	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e or fanout (default all)")
 	fs.StringVar(&o.out, "out", "bench-results.json", "file the results are written to as JSON")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -75,8 +77,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.only != "" && o.only != "append" && o.only != "e2e":
-		return o, fmt.Errorf("-only %q: want append or e2e", o.only)
+	case o.only != "" && o.only != "append" && o.only != "e2e" && o.only != "fanout":
+		return o, fmt.Errorf("-only %q: want append, e2e or fanout", o.only)
+	case o.fanOutRuns <= 0:
+		return o, errors.New("-fanout-runs must be positive")
 	case o.duration <= 0 || o.warmUp < 0:
 		return o, errors.New("-duration must be positive and -warm-up not negative")
 	case o.messages <= 0:
@@ -114,6 +118,7 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			E2ETimeout:   opts.e2eTimeout.String(),
 			Partitions:   partitions,
 			E2EPoolConns: e2ePoolConns,
+			FanOutRuns:   opts.fanOutRuns,
 			Only:         opts.only,
 		},
 	}
@@ -137,6 +142,13 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			return err
 		}
 		res.EndToEnd = &e2e
+	}
+	if opts.only == "" || opts.only == "fanout" {
+		fan, err := runFanOut(ctx, opts, dbs, logger, quiet)
+		if err != nil {
+			return fmt.Errorf("fan-out: %w", err)
+		}
+		res.FanOut = &fan
 	}
 	res.WallSeconds = time.Since(began).Seconds()
 

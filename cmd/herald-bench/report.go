@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -19,6 +20,7 @@ type results struct {
 	Settings        settings       `json:"settings"`
 	Append          []appendResult `json:"append,omitempty"`
 	EndToEnd        *e2eResult     `json:"end_to_end,omitempty"`
+	FanOut          *fanOutResult  `json:"fan_out,omitempty"`
 	WallSeconds     float64        `json:"wall_seconds"`
 }
 
@@ -31,6 +33,7 @@ type settings struct {
 	E2ETimeout   string `json:"e2e_timeout"`
 	Partitions   int    `json:"partitions"`
 	E2EPoolConns int    `json:"e2e_pool_conns"`
+	FanOutRuns   int    `json:"fanout_runs"`
 	Only         string `json:"only,omitempty"`
 }
 
@@ -62,6 +65,12 @@ func printTable(w io.Writer, r results) error {
 			runText(e.Herald, "notifications/s"),
 			"minimal consumer, 1 INSERT/message",
 			runText(e.Baseline, "messages/s"), times(e.Ratio), strings.Join(goals, "; "))
+	}
+	if f := r.FanOut; f != nil {
+		row(fmt.Sprintf("fan-out, 1 org message to %s members, median of %d", thousands(int64(f.Members)), len(f.Herald)),
+			seconds(f.HeraldMedian)+" to the read model ("+spread(f.Herald)+")",
+			"minimal consumer, 1 INSERT … SELECT",
+			seconds(f.BaselineMedian)+" ("+spread(f.Baseline)+")", times(f.Ratio)+" the time", goalText(f.Goal))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -120,4 +129,14 @@ func thousands(n int64) string {
 		return "-" + b.String()
 	}
 	return b.String()
+}
+
+func seconds(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) + " s" }
+
+// spread is the range of a set of timings.
+func spread(xs []float64) string {
+	if len(xs) == 0 {
+		return "no runs"
+	}
+	return "min " + seconds(slices.Min(xs)) + ", max " + seconds(slices.Max(xs))
 }

@@ -60,7 +60,9 @@ type Options struct {
 	// notification woke it. Default 500ms.
 	PollInterval time.Duration
 	// BatchSize is how many events a subscriber reads and hands over at
-	// once. Default 512.
+	// once. Default 2048: a projection pays a transaction and a few
+	// statements per batch, so a large fan-out projects in a few batches
+	// rather than twenty; a quiet log still hands over what there is.
 	BatchSize int
 	// Writers is how many group-commit transactions may be in flight at
 	// once. Default 2: on a small server fewer, larger groups commit more
@@ -96,7 +98,7 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 		opts.PollInterval = 500 * time.Millisecond
 	}
 	if opts.BatchSize <= 0 {
-		opts.BatchSize = 512
+		opts.BatchSize = 2048
 	}
 	if opts.Writers <= 0 {
 		opts.Writers = 2
