@@ -13,12 +13,17 @@ import (
 	"github.com/heraldhq/herald/domain"
 )
 
+// maxCachedDirectories bounds the directories kept in memory; past it, one
+// is dropped, to be folded again from its stream when next changed.
+const maxCachedDirectories = 1024
+
 // directories caches each tenant's folded directory, so that a change reads
 // only the events appended since the last one instead of the whole stream. The
 // cache is a snapshot, never the truth: every change catches up from the
 // store first and appends with the version it decided on, so another instance
 // writing the same directory makes the append conflict, never diverge. One
-// mutex per tenant serialises this instance's changes to a directory.
+// mutex per tenant serialises this instance's changes to a directory; an
+// entry dropped while in use only costs a conflict and a retry.
 type directories struct {
 	mu      sync.Mutex
 	tenants map[string]*cachedDirectory
@@ -38,6 +43,12 @@ func (d *directories) get(tenant string) *cachedDirectory {
 	}
 	cd, ok := d.tenants[tenant]
 	if !ok {
+		if len(d.tenants) >= maxCachedDirectories {
+			for victim := range d.tenants {
+				delete(d.tenants, victim) // any one: map order is random
+				break
+			}
+		}
 		cd = &cachedDirectory{dir: domain.NewDirectory(tenant)}
 		d.tenants[tenant] = cd
 	}
