@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/heraldhq/herald/transport/kafka"
 )
 
 // setting is one HERALD_ environment variable.
@@ -18,21 +21,30 @@ type setting struct {
 
 // config is Herald's configuration, read from HERALD_ environment variables.
 type config struct {
-	HTTPAddr       string
-	DatabaseURL    string
-	EventStore     string
-	KafkaBrokers   string
-	KafkaClientID  string
-	KafkaGroupID   string
-	JWKSURL        string
-	JWTIssuer      string
-	JWTAudience    string
-	JWTTenantClaim string
-	JWTClientID    string
-	AllowedOrigins string
-	LogLevel       string
-	LogFormat      string
-	DevKafkaAddr   string
+	HTTPAddr      string
+	DatabaseURL   string
+	EventStore    string
+	KafkaBrokers  string
+	KafkaClientID string
+	KafkaGroupID  string
+	// Kafka SASL and TLS, checked by validateKafka.
+	KafkaSASLMechanism string
+	KafkaSASLUsername  string
+	KafkaSASLPassword  string
+	KafkaTLS           string
+	KafkaTLSCAFile     string
+	KafkaTLSCertFile   string
+	KafkaTLSKeyFile    string
+	KafkaTLSServerName string
+	JWKSURL            string
+	JWTIssuer          string
+	JWTAudience        string
+	JWTTenantClaim     string
+	JWTClientID        string
+	AllowedOrigins     string
+	LogLevel           string
+	LogFormat          string
+	DevKafkaAddr       string
 }
 
 func (c *config) settings() []setting {
@@ -43,6 +55,14 @@ func (c *config) settings() []setting {
 		{"HERALD_KAFKA_BROKERS", "", "comma-separated Kafka brokers (required by serve)", &c.KafkaBrokers},
 		{"HERALD_KAFKA_CLIENT_ID", "SIGNAL_NOTIF_CONSUMER", "Kafka client id", &c.KafkaClientID},
 		{"HERALD_KAFKA_GROUP_ID", "SIGNAL_NOTIF_CONSUMER_GROUP", "Kafka consumer group", &c.KafkaGroupID},
+		{"HERALD_KAFKA_SASL_MECHANISM", "", "Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none", &c.KafkaSASLMechanism},
+		{"HERALD_KAFKA_SASL_USERNAME", "", "Kafka SASL username", &c.KafkaSASLUsername},
+		{"HERALD_KAFKA_SASL_PASSWORD", "", "Kafka SASL password", &c.KafkaSASLPassword},
+		{"HERALD_KAFKA_TLS", "false", "true to connect to Kafka over TLS", &c.KafkaTLS},
+		{"HERALD_KAFKA_TLS_CA_FILE", "", "PEM file of the CAs of Kafka's certificates; empty for the system roots", &c.KafkaTLSCAFile},
+		{"HERALD_KAFKA_TLS_CERT_FILE", "", "PEM client certificate for Kafka (with HERALD_KAFKA_TLS_KEY_FILE)", &c.KafkaTLSCertFile},
+		{"HERALD_KAFKA_TLS_KEY_FILE", "", "PEM key of the client certificate", &c.KafkaTLSKeyFile},
+		{"HERALD_KAFKA_TLS_SERVER_NAME", "", "name Kafka's certificates must carry; empty for each broker's host", &c.KafkaTLSServerName},
 		{"HERALD_JWKS_URL", "", "JWKS URL of the identity provider (required by serve)", &c.JWKSURL},
 		{"HERALD_JWT_ISSUER", "", "required token issuer (iss) (required by serve)", &c.JWTIssuer},
 		{"HERALD_JWT_AUDIENCE", "", "required token audience (aud) (required by serve)", &c.JWTAudience},
@@ -99,7 +119,72 @@ func (c config) validateServe() error {
 		slices.Sort(missing)
 		return fmt.Errorf("missing configuration: %s must be set (see herald serve --help)", strings.Join(missing, ", "))
 	}
+	if err := c.validateKafka(); err != nil {
+		return err
+	}
 	return c.validate()
+}
+
+// validateKafka checks the broker options serve connects with; dev mode's
+// embedded broker uses none of them.
+func (c config) validateKafka() error {
+	switch c.KafkaSASLMechanism {
+	case "":
+		if c.KafkaSASLUsername != "" || c.KafkaSASLPassword != "" {
+			return fmt.Errorf("HERALD_KAFKA_SASL_USERNAME or HERALD_KAFKA_SASL_PASSWORD is set, but HERALD_KAFKA_SASL_MECHANISM is empty")
+		}
+	case kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScramSHA512:
+		if c.KafkaSASLUsername == "" || c.KafkaSASLPassword == "" {
+			return fmt.Errorf("HERALD_KAFKA_SASL_MECHANISM=%s needs HERALD_KAFKA_SASL_USERNAME and HERALD_KAFKA_SASL_PASSWORD", c.KafkaSASLMechanism)
+		}
+	default:
+		return fmt.Errorf("HERALD_KAFKA_SASL_MECHANISM=%q: want %s, %s or %s, or empty for none",
+			c.KafkaSASLMechanism, kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScramSHA512)
+	}
+	on, err := strconv.ParseBool(c.KafkaTLS)
+	if err != nil {
+		return fmt.Errorf("HERALD_KAFKA_TLS=%q: want true or false", c.KafkaTLS)
+	}
+	files := []struct{ name, path string }{
+		{"HERALD_KAFKA_TLS_CA_FILE", c.KafkaTLSCAFile},
+		{"HERALD_KAFKA_TLS_CERT_FILE", c.KafkaTLSCertFile},
+		{"HERALD_KAFKA_TLS_KEY_FILE", c.KafkaTLSKeyFile},
+	}
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if !on {
+			return fmt.Errorf("%s is set, but HERALD_KAFKA_TLS is not true", f.name)
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	if !on && c.KafkaTLSServerName != "" {
+		return fmt.Errorf("HERALD_KAFKA_TLS_SERVER_NAME is set, but HERALD_KAFKA_TLS is not true")
+	}
+	if (c.KafkaTLSCertFile == "") != (c.KafkaTLSKeyFile == "") {
+		return fmt.Errorf("HERALD_KAFKA_TLS_CERT_FILE and HERALD_KAFKA_TLS_KEY_FILE go together: set both or neither")
+	}
+	if _, err := c.kafkaTLS().Load(); err != nil {
+		return fmt.Errorf("HERALD_KAFKA_TLS: %w", err)
+	}
+	return nil
+}
+
+func (c config) kafkaSASL() kafka.SASL {
+	return kafka.SASL{Mechanism: c.KafkaSASLMechanism, Username: c.KafkaSASLUsername, Password: c.KafkaSASLPassword}
+}
+
+// kafkaTLS is the TLS of the brokers; validateKafka has checked
+// HERALD_KAFKA_TLS, so a bad value reads as off.
+func (c config) kafkaTLS() kafka.TLS {
+	on, _ := strconv.ParseBool(c.KafkaTLS)
+	return kafka.TLS{
+		Enable: on, CAFile: c.KafkaTLSCAFile, CertFile: c.KafkaTLSCertFile,
+		KeyFile: c.KafkaTLSKeyFile, ServerName: c.KafkaTLSServerName,
+	}
 }
 
 func (c config) validate() error {

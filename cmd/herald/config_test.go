@@ -1,8 +1,22 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/migrations/pgtest"
+	"github.com/heraldhq/herald/transport/kafka"
 )
 
 func TestEventStoreSelection(t *testing.T) {
@@ -32,4 +46,205 @@ func TestServeNamesWhatIsMissing(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "HERALD_JWKS_URL") || strings.Contains(err.Error(), "HERALD_KAFKA_BROKERS") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// serveConfig is a configuration validateServe accepts, Kafka options
+// aside.
+func serveConfig() config {
+	var c config
+	for _, s := range c.settings() {
+		*s.dest = s.def
+	}
+	c.KafkaBrokers, c.JWKSURL, c.JWTIssuer, c.JWTAudience = "k:9092", "https://idp/jwks", "idp", "herald"
+	return c
+}
+
+func TestKafkaSettingsAreChecked(t *testing.T) {
+	dir := t.TempDir()
+	pemFile := filepath.Join(dir, "not-a-cert.pem")
+	if err := os.WriteFile(pemFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.pem")
+	for _, c := range []struct {
+		name string
+		set  func(*config)
+		want string // "" when valid
+	}{
+		{"defaults", func(*config) {}, ""},
+		{"SCRAM", func(c *config) {
+			c.KafkaSASLMechanism, c.KafkaSASLUsername, c.KafkaSASLPassword = "SCRAM-SHA-512", "u", "p"
+		}, ""},
+		{"TLS with the system roots", func(c *config) { c.KafkaTLS = "true" }, ""},
+		{"unknown mechanism", func(c *config) {
+			c.KafkaSASLMechanism, c.KafkaSASLUsername, c.KafkaSASLPassword = "OAUTHBEARER", "u", "p"
+		}, `HERALD_KAFKA_SASL_MECHANISM="OAUTHBEARER": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`},
+		{"lower-case mechanism", func(c *config) {
+			c.KafkaSASLMechanism, c.KafkaSASLUsername, c.KafkaSASLPassword = "plain", "u", "p"
+		}, `HERALD_KAFKA_SASL_MECHANISM="plain"`},
+		{"mechanism without username", func(c *config) { c.KafkaSASLMechanism, c.KafkaSASLPassword = "PLAIN", "p" },
+			"HERALD_KAFKA_SASL_MECHANISM=PLAIN needs HERALD_KAFKA_SASL_USERNAME and HERALD_KAFKA_SASL_PASSWORD"},
+		{"mechanism without password", func(c *config) { c.KafkaSASLMechanism, c.KafkaSASLUsername = "SCRAM-SHA-256", "u" },
+			"needs HERALD_KAFKA_SASL_USERNAME and HERALD_KAFKA_SASL_PASSWORD"},
+		{"username without mechanism", func(c *config) { c.KafkaSASLUsername = "u" }, "HERALD_KAFKA_SASL_MECHANISM is empty"},
+		{"TLS not a boolean", func(c *config) { c.KafkaTLS = "yes please" }, `HERALD_KAFKA_TLS="yes please": want true or false`},
+		{"CA file with TLS off", func(c *config) { c.KafkaTLSCAFile = pemFile }, "HERALD_KAFKA_TLS_CA_FILE is set, but HERALD_KAFKA_TLS is not true"},
+		{"unreadable CA file", func(c *config) { c.KafkaTLS, c.KafkaTLSCAFile = "true", missing }, "HERALD_KAFKA_TLS_CA_FILE: open " + missing},
+		{"CA file without a certificate", func(c *config) { c.KafkaTLS, c.KafkaTLSCAFile = "true", pemFile }, "holds no PEM certificate"},
+		{"certificate without key", func(c *config) { c.KafkaTLS, c.KafkaTLSCertFile = "true", pemFile },
+			"HERALD_KAFKA_TLS_CERT_FILE and HERALD_KAFKA_TLS_KEY_FILE go together"},
+		{"unreadable key file", func(c *config) { c.KafkaTLS, c.KafkaTLSCertFile, c.KafkaTLSKeyFile = "true", pemFile, missing },
+			"HERALD_KAFKA_TLS_KEY_FILE: open " + missing},
+		{"bad key pair", func(c *config) { c.KafkaTLS, c.KafkaTLSCertFile, c.KafkaTLSKeyFile = "true", pemFile, pemFile },
+			"HERALD_KAFKA_TLS: kafka: TLS client certificate"},
+	} {
+		cfg := serveConfig()
+		c.set(&cfg)
+		err := cfg.validateServe()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: refused: %v", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v; want an error saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestServeHelpListsTheKafkaSettings(t *testing.T) {
+	var out strings.Builder
+	if err := run([]string{"serve", "--help"}, io.Discard, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("serve --help: %v", err)
+	}
+	for _, name := range []string{
+		"HERALD_KAFKA_BROKERS", "HERALD_KAFKA_CLIENT_ID", "HERALD_KAFKA_GROUP_ID",
+		"HERALD_KAFKA_SASL_MECHANISM", "HERALD_KAFKA_SASL_USERNAME", "HERALD_KAFKA_SASL_PASSWORD",
+		"HERALD_KAFKA_TLS ", "HERALD_KAFKA_TLS_CA_FILE", "HERALD_KAFKA_TLS_CERT_FILE", "HERALD_KAFKA_TLS_KEY_FILE",
+		"HERALD_KAFKA_TLS_SERVER_NAME",
+	} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("serve --help does not list %s:\n%s", name, out.String())
+		}
+	}
+}
+
+// freePort returns a local address nothing listens on (for now).
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// serve stops, with an error naming the brokers, when none answers at
+// start-up, instead of retrying in the background while consuming nothing.
+func TestServeFailsWhenNoKafkaBrokerAnswers(t *testing.T) {
+	brokers := freePort(t) + "," + freePort(t)
+	t.Setenv("HERALD_DATABASE_URL", pgtest.NewDatabase(t))
+	t.Setenv("HERALD_HTTP_ADDR", "127.0.0.1:0")
+	t.Setenv("HERALD_KAFKA_BROKERS", brokers)
+	t.Setenv("HERALD_JWKS_URL", "http://"+freePort(t)+"/jwks.json")
+	t.Setenv("HERALD_JWT_ISSUER", "idp")
+	t.Setenv("HERALD_JWT_AUDIENCE", "herald")
+	t.Setenv("HERALD_LOG_LEVEL", "error")
+	// Far beyond the connection check's bound: the test is about failing,
+	// not speed.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*kafka.ConnectTimeout)
+	defer cancel()
+	err := serveCommand(ctx, nil, io.Discard)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("serve: %v; want it to stop on its own", err)
+	}
+	if !strings.Contains(err.Error(), strings.ReplaceAll(brokers, ",", ", ")) {
+		t.Fatalf("serve: %v; want an error naming the brokers %s", err, brokers)
+	}
+}
+
+// GET /metrics serves Herald's series, next to the Go runtime's and the
+// process's, and they move as messages are handled.
+func TestMetricsEndpoint(t *testing.T) {
+	httpAddr, kafkaAddr := freePort(t), freePort(t)
+	t.Setenv("HERALD_DATABASE_URL", pgtest.NewDatabase(t))
+	t.Setenv("HERALD_HTTP_ADDR", httpAddr)
+	t.Setenv("HERALD_DEV_KAFKA_ADDR", kafkaAddr)
+	t.Setenv("HERALD_LOG_LEVEL", "error")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- devCommand(ctx, nil, io.Discard, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("herald dev: %v", err)
+			}
+		case <-time.After(45 * time.Second):
+			t.Error("herald dev did not stop")
+		}
+	})
+
+	metrics := func() string {
+		resp, err := http.Get("http://" + httpAddr + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return ""
+		}
+		return string(body)
+	}
+	const processed = `herald_kafka_messages_total{outcome="processed",topic="signal.activity-notification"} `
+	eventually := func(what string, cond func(string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			select {
+			case err := <-done:
+				t.Fatalf("herald dev stopped: %v", err)
+			default:
+			}
+			if m := metrics(); cond(m) {
+				return m
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; /metrics:\n%s", what, metrics())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	m := eventually("/metrics", func(m string) bool { return strings.Contains(m, processed+"0") })
+	for _, series := range []string{
+		"go_goroutines ", "process_cpu_seconds_total ", "herald_notifications_created_total 0",
+		`herald_kafka_messages_total{outcome="dead_lettered",topic="signal.activity-notification"} 0`,
+		`herald_kafka_message_duration_seconds_count{topic="signal.activity-notification"} 0`,
+	} {
+		if !strings.Contains(m, series) {
+			t.Fatalf("/metrics lacks %q:\n%s", series, m)
+		}
+	}
+
+	client, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer pcancel()
+	for _, v := range []string{
+		`{"eventType":"E","recipientScope":"users","organizerId":"org-1","recipientIds":["alice","bob"],"occurredAt":"2026-11-01T09:00:00Z"}`,
+		`not json`,
+	} {
+		if err := client.ProduceSync(pctx, &kgo.Record{Topic: kafka.TopicActivity, Key: []byte("k"), Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually("the messages' series", func(m string) bool {
+		return strings.Contains(m, processed+"1") && strings.Contains(m, "herald_notifications_created_total 2") &&
+			strings.Contains(m, `herald_kafka_messages_total{outcome="dead_lettered",topic="signal.activity-notification"} 1`) &&
+			strings.Contains(m, `herald_kafka_message_duration_seconds_count{topic="signal.activity-notification"} 2`)
+	})
 }

@@ -67,6 +67,10 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	cfg.KafkaBrokers = broker.Addr()
+	// The embedded broker speaks plain Kafka: security meant for a real
+	// cluster in the environment must not reach it.
+	cfg.KafkaSASLMechanism, cfg.KafkaSASLUsername, cfg.KafkaSASLPassword = "", "", ""
+	cfg.KafkaTLS, cfg.KafkaTLSCAFile, cfg.KafkaTLSCertFile, cfg.KafkaTLSKeyFile, cfg.KafkaTLSServerName = "false", "", "", "", ""
 	cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience = base+"/dev/jwks.json", devIssuer, devAudience
 	if err := migrations.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return err

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/heraldhq/herald/commands"
@@ -87,8 +90,12 @@ func (a *app) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	// Served at GET /metrics; Herald's own series join the runtime's here.
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ingress, err := kafka.NewIngress(kafka.Config{
 		Brokers: cfg.brokers(), ClientID: cfg.KafkaClientID, GroupID: cfg.KafkaGroupID,
+		SASL: cfg.kafkaSASL(), TLS: cfg.kafkaTLS(), Registerer: registry,
 	}, cmds, logger)
 	if err != nil {
 		return err
@@ -102,6 +109,7 @@ func (a *app) run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	api.Register(mux)
 	mux.Handle("GET /v1/stream", hub)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	if a.extraRoutes != nil {
 		a.extraRoutes(mux, api)
 	}

@@ -28,8 +28,8 @@ type Server struct {
 	inbox     *queries.Inbox
 	directory *queries.Directory
 	verifier  *auth.Verifier
-	checks   []Check
-	logger   *slog.Logger
+	checks    []Check
+	logger    *slog.Logger
 }
 
 // NewServer returns the REST API over the given commands and queries; checks

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"time"
 
@@ -107,7 +108,43 @@ func invalid(err error) error {
 	msg := "message is not valid JSON"
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		msg = fmt.Sprintf("field %s must be %s, not %s", te.Field, te.Type, te.Value)
+		// Say it in JSON's words: the reader of a dead letter knows the
+		// message, not Herald's Go types.
+		if te.Field == "" {
+			msg = fmt.Sprintf("message must be a JSON object, not %s", jsonKind(te.Value))
+		} else {
+			msg = fmt.Sprintf("field %s holds %s where %s is expected", te.Field, jsonKind(te.Value), goKind(te.Type))
+		}
 	}
 	return &domain.Error{Code: domain.CodeInvalidMessage, Message: msg, Err: err}
+}
+
+// jsonKind names the kind of JSON value encoding/json reports in an
+// UnmarshalTypeError ("number", "object", ... or "number 5").
+func jsonKind(value string) string {
+	kind, _, _ := strings.Cut(value, " ")
+	switch kind {
+	case "object", "array":
+		return "an " + kind
+	case "bool":
+		return "a boolean"
+	default:
+		return "a " + kind
+	}
+}
+
+// goKind names the JSON value a Go type decodes from.
+func goKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map, reflect.Pointer:
+		return "an object"
+	default:
+		return "a number"
+	}
 }

@@ -152,6 +152,7 @@ func TestDecodeActivityRejects(t *testing.T) {
 		{"trailing brace", validActivity + `}`, domain.CodeInvalidMessage, ""},
 		{"trailing bracket", validActivity + `]`, domain.CodeInvalidMessage, ""},
 		{"over 1 MiB", padded(kafka.MaxMessageBytes + 1), domain.CodeInvalidMessage, ""},
+		{"data nested 100,000 deep", strings.Replace(validActivity, `{"payment": {"subject": "Order #42", "amount": 12.5}}`, strings.Repeat("[", 100_000)+strings.Repeat("]", 100_000), 1), domain.CodeInvalidMessage, ""},
 		{"missing organizerId", strings.Replace(validActivity, `"organizerId": " org-1 ",`, ``, 1), domain.CodeValidationFailed, "organizerId"},
 		{"blank organizerId", strings.Replace(validActivity, `" org-1 "`, `"  "`, 1), domain.CodeValidationFailed, "organizerId"},
 		{"missing eventType", strings.Replace(validActivity, `"eventType": "PAYMENT_SUCCESS",`, ``, 1), domain.CodeValidationFailed, "eventType"},
@@ -187,6 +188,25 @@ func TestDecodeActivityRejects(t *testing.T) {
 			if _, ok := fields[c.field]; !ok {
 				t.Errorf("%s: details %v do not name %q", c.name, de.Details, c.field)
 			}
+		}
+	}
+}
+
+// A message of the wrong shape is refused with a reason in JSON's words,
+// for whoever reads the dead letter.
+func TestDecodeActivityNamesTheWrongType(t *testing.T) {
+	t.Parallel()
+	for payload, want := range map[string]string{
+		`[1]`:                   "message must be a JSON object, not an array",
+		`{"eventType":5}`:       "field eventType holds a number where a string is expected",
+		`{"recipientIds":"a"}`:  "field recipientIds holds a string where an array is expected",
+		`{"recipientIds":[1]}`:  "field recipientIds holds a number where a string is expected",
+		`{"actor":"u-1"}`:       "field actor holds a string where an object is expected",
+		`{"actor":{"id":true}}`: "field actor.id holds a boolean where a string is expected",
+	} {
+		_, _, err := kafka.DecodeActivity([]byte(payload), "")
+		if domain.ErrorCode(err) != domain.CodeInvalidMessage || domain.ErrorMessage(err) != want {
+			t.Errorf("%s: %v; want %s: %s", payload, err, domain.CodeInvalidMessage, want)
 		}
 	}
 }

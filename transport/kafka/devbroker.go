@@ -3,6 +3,7 @@ package kafka
 import (
 	"fmt"
 	"net"
+	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -14,6 +15,12 @@ type DevBroker struct {
 	cluster *kfake.Cluster
 }
 
+// DevMaxMessageBytes is the largest batch the dev broker accepts, on every
+// topic: above MaxMessageBytes, so that an oversized message reaches the
+// ingress and its dead-letter topic, as it can with a broker configured for
+// large messages, instead of being refused to the producer.
+const DevMaxMessageBytes = 16 << 20
+
 // StartDevBroker listens on addr (host:port; port 0 picks a free one) and
 // creates topics with the given number of partitions each.
 func StartDevBroker(addr string, partitions int32, topics ...string) (*DevBroker, error) {
@@ -21,6 +28,7 @@ func StartDevBroker(addr string, partitions int32, topics ...string) (*DevBroker
 		kfake.NumBrokers(1),
 		kfake.SeedTopics(partitions, topics...),
 		kfake.AllowAutoTopicCreation(),
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(DevMaxMessageBytes)}),
 		// kfake binds 127.0.0.1 by default; listen on exactly the address
 		// asked for, which is also what it advertises to clients.
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, addr) }),

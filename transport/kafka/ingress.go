@@ -5,9 +5,11 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/domain"
@@ -53,14 +56,28 @@ type Config struct {
 	// Window is how many messages of one partition are handled at once.
 	// Default 32.
 	Window int
+	// SASL and TLS apply to every connection: the consumer's and the
+	// dead-letter publisher's.
+	SASL SASL
+	TLS  TLS
+	// Registerer receives the ingress's metrics (herald_kafka_*,
+	// herald_notifications_created_total); nil leaves them unregistered.
+	Registerer prometheus.Registerer
 }
 
 // Ingress consumes the activity topic. Offsets are committed only after the
 // command succeeded, or after a permanently bad message was dead-lettered.
 type Ingress struct {
 	cfg      Config
+	tls      *tls.Config
 	commands *commands.Commands
 	logger   *slog.Logger
+
+	metrics   *metrics
+	processed prometheus.Counter
+	duplicate prometheus.Counter
+	retried   prometheus.Counter
+	duration  prometheus.Observer
 }
 
 // NewIngress returns an ingress that hands messages to cmds.
@@ -86,7 +103,25 @@ func NewIngress(cfg Config, cmds *commands.Commands, logger *slog.Logger) (*Ingr
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Ingress{cfg: cfg, commands: cmds, logger: logger.With("component", "kafka")}, nil
+	if err := cfg.SASL.check(); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := cfg.TLS.Load()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer, cfg.Topic)
+	if err != nil {
+		return nil, err
+	}
+	return &Ingress{
+		cfg: cfg, tls: tlsCfg, commands: cmds, logger: logger.With("component", "kafka"),
+		metrics:   m,
+		processed: m.messages.WithLabelValues(cfg.Topic, OutcomeProcessed),
+		duplicate: m.messages.WithLabelValues(cfg.Topic, OutcomeDuplicate),
+		retried:   m.messages.WithLabelValues(cfg.Topic, OutcomeRetried),
+		duration:  m.duration.WithLabelValues(cfg.Topic),
+	}, nil
 }
 
 // permanentError marks a message that no retry can cure.
@@ -103,9 +138,12 @@ func isPermanent(err error) bool {
 // Run consumes until ctx ends, then drains in-flight messages and closes.
 func (in *Ingress) Run(ctx context.Context) error {
 	wlog := watermill.NewSlogLoggerWithLevelMapping(in.logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	if err := in.connect(ctx); err != nil {
+		return err
+	}
 
 	subCfg := wkafka.DefaultSaramaSubscriberConfig()
-	subCfg.ClientID = in.cfg.ClientID
+	in.applyNet(subCfg)
 	subCfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	// An offset is marked only once its message and every one before it
 	// were acked, that is after their appends succeeded (see
@@ -119,8 +157,13 @@ func (in *Ingress) Run(ctx context.Context) error {
 	subCfg.Consumer.Offsets.AutoCommit.Interval = time.Second
 	sub := newWindowSubscriber(in.cfg.Brokers, in.cfg.GroupID, subCfg, in.cfg.Window, wlog)
 	pubCfg := wkafka.DefaultSaramaSyncPublisherConfig()
-	pubCfg.ClientID = in.cfg.ClientID
-	pub, err := wkafka.NewPublisher(wkafka.PublisherConfig{
+	in.applyNet(pubCfg)
+	// Sarama's own limit on a produced message (1 MiB by default) goes up
+	// to the largest request it sends, leaving the limit to the broker: a
+	// dead letter is as large as the message the source topic accepted, and
+	// a client-side refusal would fail it again on every redelivery.
+	pubCfg.Producer.MaxMessageBytes = int(sarama.MaxRequestSize) - 1
+	kpub, err := wkafka.NewPublisher(wkafka.PublisherConfig{
 		Brokers:               in.cfg.Brokers,
 		Marshaler:             wkafka.DefaultMarshaler{},
 		OverwriteSaramaConfig: pubCfg,
@@ -128,6 +171,7 @@ func (in *Ingress) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kafka dead-letter publisher: %w", err)
 	}
+	pub := deadLetters{pub: kpub, counted: in.metrics.messages.WithLabelValues(in.cfg.Topic, OutcomeDeadLettered)}
 	defer pub.Close()
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
@@ -173,7 +217,9 @@ var permanentCodes = map[string]bool{
 }
 
 // handle turns one message into a RequestNotification.
-func (in *Ingress) handle(msg *message.Message) error {
+func (in *Ingress) handle(msg *message.Message) (err error) {
+	start := time.Now()
+	defer func() { in.duration.Observe(time.Since(start).Seconds()) }()
 	ctx := msg.Context()
 	partition, offset := coordinatesFrom(ctx)
 	log := in.logger.With("topic", in.cfg.Topic, "partition", partition, "offset", offset)
@@ -186,6 +232,15 @@ func (in *Ingress) handle(msg *message.Message) error {
 		log.WarnContext(ctx, "message dead-lettered", "code", domain.ErrorCode(err), "error", err)
 		return permanentError{err}
 	}
+	// A message that makes Herald panic would panic again on every
+	// redelivery and stall its partition for good; it is dead-lettered
+	// instead, where it waits, intact, for the fix and a replay.
+	defer func() {
+		if p := recover(); p != nil {
+			log.ErrorContext(ctx, "panic handling message", "panic", p, "stack", string(debug.Stack()))
+			err = fail(&domain.Error{Code: domain.CodeInternal, Message: "handling the message panicked", Err: fmt.Errorf("panic: %v", p)})
+		}
+	}()
 	req, key, err := DecodeActivity(msg.Payload, msg.Metadata.Get(IdempotencyKeyHd))
 	if err != nil {
 		return fail(err)
@@ -205,8 +260,15 @@ func (in *Ingress) handle(msg *message.Message) error {
 			log.DebugContext(ctx, "message interrupted by shutdown", "error", err)
 			return err
 		}
+		in.retried.Inc()
 		log.WarnContext(ctx, "message failed, will retry", "error", err)
 		return err
+	}
+	if res.Duplicate {
+		in.duplicate.Inc()
+	} else {
+		in.processed.Inc()
+		in.metrics.created.Add(float64(len(res.NotificationIDs)))
 	}
 	log.DebugContext(ctx, "message handled", "request_id", res.RequestID, "notifications", len(res.NotificationIDs), "duplicate", res.Duplicate)
 	return nil
