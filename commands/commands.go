@@ -322,92 +322,10 @@ func (c *Commands) recordedRequest(ctx context.Context, stream string) (domain.N
 	return v.(domain.NotificationRequested), evs[0].Position, nil
 }
 
-// MarkRead marks one notification of the caller's inbox as read.
-type MarkRead struct {
-	Tenant         string
-	RecipientID    string
-	NotificationID string
-	CorrelationID  string
-}
-
-// MarkReadResult says what MarkRead did.
-type MarkReadResult struct {
-	// Changed is false when the notification was already read.
-	Changed  bool
-	Position eventstore.Position
-}
-
-// maxConflictRetries bounds how often a command reloads a stream that changed
-// under it before giving up.
-const maxConflictRetries = 5
-
-// MarkRead appends NotificationRead to the notification's stream. Marking a
-// read notification again changes nothing and is not an error. Another
-// user's notification, or an unknown one, is notification.not_found.
-func (c *Commands) MarkRead(ctx context.Context, cmd MarkRead) (MarkReadResult, error) {
-	if !domain.ValidID(cmd.NotificationID) {
-		return MarkReadResult{}, domain.Errorf(domain.CodeNotificationMissing, "notification not found")
-	}
-	stream := domain.NotificationStream(cmd.NotificationID)
-	for attempt := 0; ; attempt++ {
-		n, last, err := c.loadNotification(ctx, stream)
-		if err != nil {
-			return MarkReadResult{}, err
-		}
-		read, err := n.MarkRead(cmd.Tenant, cmd.RecipientID, c.now())
-		if err != nil {
-			return MarkReadResult{}, err
-		}
-		if read == nil {
-			return MarkReadResult{Changed: false, Position: last}, nil
-		}
-		meta := domain.Metadata{
-			Tenant:        cmd.Tenant,
-			SchemaVersion: domain.SchemaVersion,
-			CorrelationID: cmd.CorrelationID,
-			Actor:         cmd.RecipientID,
-			HandledAt:     c.now().UTC(),
-		}
-		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", domain.EventNotificationRead, n.Version+1)), domain.EventNotificationRead, read, meta)
-		if err != nil {
-			return MarkReadResult{}, err
-		}
-		r, err := c.store.Append(ctx, stream, eventstore.Exact(n.Version), e)
-		if errors.Is(err, eventstore.ErrWrongVersion) && attempt < maxConflictRetries {
-			continue
-		}
-		if err != nil {
-			return MarkReadResult{}, storeError(fmt.Errorf("mark %s read: %w", cmd.NotificationID, err))
-		}
-		// A concurrent mark of the same version derives the same event;
-		// only the one that wrote it changed anything.
-		return MarkReadResult{Changed: !r.Deduplicated, Position: r.Position}, nil
-	}
-}
-
-// loadNotification folds a notification stream into its state and returns the
-// position of its last event.
-func (c *Commands) loadNotification(ctx context.Context, stream string) (domain.Notification, eventstore.Position, error) {
-	n := domain.Notification{Version: -1}
-	var last eventstore.Position
-	for from := int64(0); ; {
-		evs, err := c.store.ReadStream(ctx, stream, from, 256)
-		if err != nil {
-			return n, "", storeError(fmt.Errorf("load %s: %w", stream, err))
-		}
-		for _, e := range evs {
-			v, err := decodeRecorded(e)
-			if err != nil {
-				return n, "", err
-			}
-			n.Apply(v, e.Version)
-			last = e.Position
-		}
-		if len(evs) < 256 {
-			return n, last, nil
-		}
-		from = evs[len(evs)-1].Version + 1
-	}
+// ComparePositions orders two positions of the event store, for readers that
+// wait until a projection has passed a consistency token.
+func (c *Commands) ComparePositions(a, b string) (int, error) {
+	return c.store.ComparePositions(eventstore.Position(a), eventstore.Position(b))
 }
 
 // storeError gives an unavailable store the stable code common.unavailable,

@@ -191,22 +191,28 @@ func TestMarkRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := r.NotificationIDs[0]
-	first, err := c.MarkRead(ctx, commands.MarkRead{Tenant: "org-1", RecipientID: "alice", NotificationID: id})
+	first, err := c.ChangeNotification(ctx, commands.ChangeNotification{Action: domain.ActionRead, Tenant: "org-1", RecipientID: "alice", NotificationID: id})
 	if err != nil || !first.Changed {
 		t.Fatalf("first mark: %+v, %v", first, err)
 	}
-	second, err := c.MarkRead(ctx, commands.MarkRead{Tenant: "org-1", RecipientID: "alice", NotificationID: id})
+	second, err := c.ChangeNotification(ctx, commands.ChangeNotification{Action: domain.ActionRead, Tenant: "org-1", RecipientID: "alice", NotificationID: id})
 	if err != nil || second.Changed || second.Position != first.Position {
 		t.Fatalf("second mark: %+v, %v (first %+v)", second, err, first)
 	}
-	for name, cmd := range map[string]commands.MarkRead{
+	for name, cmd := range map[string]commands.ChangeNotification{
 		"other user":   {Tenant: "org-1", RecipientID: "bob", NotificationID: id},
 		"other tenant": {Tenant: "org-2", RecipientID: "alice", NotificationID: id},
 		"unknown id":   {Tenant: "org-1", RecipientID: "alice", NotificationID: domain.NotificationID(r.RequestID, "zed")},
 		"malformed id": {Tenant: "org-1", RecipientID: "alice", NotificationID: "../etc"},
 	} {
-		if _, err := c.MarkRead(ctx, cmd); domain.ErrorCode(err) != domain.CodeNotificationMissing {
-			t.Fatalf("%s: got %v, want %s", name, err, domain.CodeNotificationMissing)
+		for _, a := range []domain.Action{domain.ActionRead, domain.ActionUnread, domain.ActionArchive, domain.ActionUnarchive} {
+			cmd.Action = a
+			if _, err := c.ChangeNotification(ctx, cmd); domain.ErrorCode(err) != domain.CodeNotificationMissing {
+				t.Fatalf("%s %s: got %v, want %s", name, a, err, domain.CodeNotificationMissing)
+			}
+		}
+		if _, err := c.NotificationHistory(ctx, cmd.Tenant, cmd.RecipientID, cmd.NotificationID); domain.ErrorCode(err) != domain.CodeNotificationMissing {
+			t.Fatalf("%s history: got %v, want %s", name, err, domain.CodeNotificationMissing)
 		}
 	}
 	if got := storetest.CountTypes(t, s); got[domain.EventNotificationRead] != 1 {
@@ -234,5 +240,88 @@ func TestLargeFanOutIsIdempotent(t *testing.T) {
 	}
 	if got := storetest.CountTypes(t, s); got[domain.EventNotificationRequested] != 1 || got[domain.EventNotificationCreated] != 1500 {
 		t.Fatalf("events: %v", got)
+	}
+}
+
+// Read-all is one event on the inbox stream; a notification's read state is
+// whichever of its own read-state events and the latest read-all came last.
+func TestReadAllAndPerNotificationChanges(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	c := commands.New(s, nil)
+	ctx := context.Background()
+	change := func(id string, a domain.Action) commands.ChangeResult {
+		t.Helper()
+		r, err := c.ChangeNotification(ctx, commands.ChangeNotification{Tenant: "org-1", RecipientID: "alice", NotificationID: id, Action: a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	before := request("alice")
+	before.IdempotencyKey = "before"
+	first, err := c.RequestNotification(ctx, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := first.NotificationIDs[0]
+	readAll, err := c.MarkAllRead(ctx, commands.MarkAllRead{Tenant: "org-1", RecipientID: "alice"})
+	if err != nil || readAll == eventstore.Start {
+		t.Fatalf("read all: %q, %v", readAll, err)
+	}
+	after := request("alice")
+	after.IdempotencyKey = "after"
+	second, err := c.RequestNotification(ctx, after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	young := second.NotificationIDs[0]
+
+	// The read-all covered the older notification only.
+	if r := change(old, domain.ActionRead); r.Changed || r.Position != readAll {
+		t.Fatalf("reading a notification read by read-all: %+v, want no change at %s", r, readAll)
+	}
+	if r := change(young, domain.ActionRead); !r.Changed {
+		t.Fatalf("reading a notification created after the read-all: %+v", r)
+	}
+	// Unread after read-all is a real change, and a later read-all
+	// covers it again.
+	if r := change(old, domain.ActionUnread); !r.Changed {
+		t.Fatalf("unread after read-all: %+v", r)
+	}
+	if r := change(old, domain.ActionUnread); r.Changed {
+		t.Fatalf("unread twice: %+v", r)
+	}
+	if _, err := c.MarkAllRead(ctx, commands.MarkAllRead{Tenant: "org-1", RecipientID: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := change(old, domain.ActionRead); r.Changed {
+		t.Fatalf("read after the second read-all: %+v", r)
+	}
+	// Archive is independent of read state.
+	if r := change(old, domain.ActionArchive); !r.Changed {
+		t.Fatalf("archive: %+v", r)
+	}
+	if r := change(old, domain.ActionArchive); r.Changed {
+		t.Fatalf("archive twice: %+v", r)
+	}
+	if r := change(old, domain.ActionUnarchive); !r.Changed {
+		t.Fatalf("unarchive: %+v", r)
+	}
+	got := storetest.CountTypes(t, s)
+	if got[domain.EventInboxMarkedRead] != 2 || got[domain.EventNotificationRead] != 1 || got[domain.EventNotificationUnread] != 1 ||
+		got[domain.EventNotificationArchived] != 1 || got[domain.EventNotificationUnarchived] != 1 {
+		t.Fatalf("events: %v", got)
+	}
+	history, err := c.NotificationHistory(ctx, "org-1", "alice", old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, h := range history {
+		types = append(types, h.Type)
+	}
+	if strings.Join(types, ",") != "NotificationCreated,NotificationUnread,NotificationArchived,NotificationUnarchived" {
+		t.Fatalf("history %v", types)
 	}
 }

@@ -203,25 +203,56 @@ func TestContent(t *testing.T) {
 	}
 }
 
-func TestMarkRead(t *testing.T) {
+func TestNotificationDecisions(t *testing.T) {
+	now := time.Now()
 	n := Notification{Version: -1}
-	if _, err := n.MarkRead("org-1", "alice", time.Now()); ErrorCode(err) != CodeNotificationMissing {
+	if _, _, err := n.Decide(ActionRead, "org-1", "alice", now); ErrorCode(err) != CodeNotificationMissing {
 		t.Fatalf("unknown notification: %v", err)
 	}
 	n.Apply(NotificationCreated{ID: "n1", Tenant: "org-1", RecipientID: "alice"}, 0)
-	if _, err := n.MarkRead("org-1", "bob", time.Now()); ErrorCode(err) != CodeNotificationMissing {
-		t.Fatalf("someone else's notification: %v", err)
+	for _, who := range [][2]string{{"org-1", "bob"}, {"org-2", "alice"}} {
+		for _, a := range []Action{ActionRead, ActionUnread, ActionArchive, ActionUnarchive} {
+			if _, _, err := n.Decide(a, who[0], who[1], now); ErrorCode(err) != CodeNotificationMissing {
+				t.Fatalf("%s by %v: %v, want not found", a, who, err)
+			}
+		}
 	}
-	if _, err := n.MarkRead("org-2", "alice", time.Now()); ErrorCode(err) != CodeNotificationMissing {
-		t.Fatalf("another tenant's notification: %v", err)
+	if _, _, err := n.Decide("explode", "org-1", "alice", now); ErrorCode(err) != CodeValidationFailed {
+		t.Fatalf("unknown action: %v", err)
 	}
-	e, err := n.MarkRead("org-1", "alice", time.Now())
-	if err != nil || e == nil || e.ID != "n1" {
-		t.Fatalf("first mark: %v, %v", e, err)
+	// Each action changes the state once; asking again is a no-op.
+	version := int64(0)
+	for _, step := range []struct {
+		action Action
+		want   string
+	}{
+		{ActionUnread, ""}, // a new notification is unread already
+		{ActionUnarchive, ""},
+		{ActionRead, EventNotificationRead},
+		{ActionRead, ""},
+		{ActionArchive, EventNotificationArchived},
+		{ActionArchive, ""},
+		{ActionUnread, EventNotificationUnread},
+		{ActionUnarchive, EventNotificationUnarchived},
+		{ActionUnarchive, ""},
+	} {
+		typ, ev, err := n.Decide(step.action, "org-1", "alice", now)
+		if err != nil || typ != step.want || (ev == nil) != (step.want == "") {
+			t.Fatalf("%s: %q %v %v, want %q", step.action, typ, ev, err, step.want)
+		}
+		if ev != nil {
+			version++
+			n.Apply(ev, version)
+		}
 	}
-	n.Apply(*e, 1)
-	if e, err := n.MarkRead("org-1", "alice", time.Now()); err != nil || e != nil {
-		t.Fatalf("second mark should be a no-op, got %v, %v", e, err)
+	if n.Read || n.Archived || n.Version != 4 {
+		t.Fatalf("final state %+v", n)
+	}
+}
+
+func TestInboxStreamsDoNotCollide(t *testing.T) {
+	if InboxStream("a-b", "c") == InboxStream("a", "b-c") || InboxStream("t", "u") != InboxStream("t", "u") {
+		t.Fatal("inbox stream names are ambiguous or unstable")
 	}
 }
 

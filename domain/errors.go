@@ -25,6 +25,7 @@ const (
 	CodeScopeUnsupported    = "notification.scope_unsupported"
 	CodeIdempotencyConflict = "notification.idempotency_conflict"
 	CodeInvalidMessage      = "notification.invalid_message"
+	CodeProjectionLagging   = "projection.lagging"
 )
 
 // Error is an error with a stable code. Message is safe to show to a client;

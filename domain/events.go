@@ -11,7 +11,11 @@ import (
 const (
 	EventNotificationRequested = "NotificationRequested"
 	EventNotificationCreated   = "NotificationCreated"
-	EventNotificationRead      = "NotificationRead"
+	EventNotificationRead       = "NotificationRead"
+	EventNotificationUnread     = "NotificationUnread"
+	EventNotificationArchived   = "NotificationArchived"
+	EventNotificationUnarchived = "NotificationUnarchived"
+	EventInboxMarkedRead        = "InboxMarkedRead"
 )
 
 // SchemaVersion is the payload version every event of this release is written
@@ -69,6 +73,43 @@ type NotificationRead struct {
 	ReadAt      time.Time `json:"readAt"`
 }
 
+// NotificationUnread records that the recipient marked a read notification
+// unread again.
+type NotificationUnread struct {
+	ID          string    `json:"id"`
+	Tenant      string    `json:"tenant"`
+	RecipientID string    `json:"recipientId"`
+	UnreadAt    time.Time `json:"unreadAt"`
+}
+
+// NotificationArchived records that the recipient archived the notification:
+// it leaves the inbox (and its unread count) but is kept.
+type NotificationArchived struct {
+	ID          string    `json:"id"`
+	Tenant      string    `json:"tenant"`
+	RecipientID string    `json:"recipientId"`
+	ArchivedAt  time.Time `json:"archivedAt"`
+}
+
+// NotificationUnarchived records that the recipient brought an archived
+// notification back into the inbox.
+type NotificationUnarchived struct {
+	ID           string    `json:"id"`
+	Tenant       string    `json:"tenant"`
+	RecipientID  string    `json:"recipientId"`
+	UnarchivedAt time.Time `json:"unarchivedAt"`
+}
+
+// InboxMarkedRead records that the recipient marked their whole inbox read:
+// every notification of theirs that precedes this event in the global log.
+// One event stands for any number of notifications; a notification created
+// after it stays unread.
+type InboxMarkedRead struct {
+	Tenant      string    `json:"tenant"`
+	RecipientID string    `json:"recipientId"`
+	ReadAt      time.Time `json:"readAt"`
+}
+
 // NewNotificationRequested records req, accepted under key, with its resolved
 // recipients. The payload depends only on its arguments, never on the clock or
 // the delivery, so a redelivery derives the same bytes.
@@ -118,13 +159,88 @@ func (e NotificationRequested) Notifications() []NotificationCreated {
 }
 
 // Notification is the write-side state of one notification, folded from its
-// stream; it holds only what decisions need.
+// stream; it holds only what decisions need. Read is the state its own
+// stream gives; a later InboxMarkedRead of the recipient (another stream) can
+// make it read too, which the command handler checks and applies with
+// ReadAll before deciding.
 type Notification struct {
 	ID          string
 	Tenant      string
 	RecipientID string
 	Read        bool
+	Archived    bool
 	Version     int64 // version of the last applied event; -1 when none
+}
+
+// Apply folds one event into the notification state.
+func (n *Notification) Apply(event any, version int64) {
+	switch e := event.(type) {
+	case NotificationCreated:
+		n.ID, n.Tenant, n.RecipientID = e.ID, e.Tenant, e.RecipientID
+	case NotificationRead:
+		n.Read = true
+	case NotificationUnread:
+		n.Read = false
+	case NotificationArchived:
+		n.Archived = true
+	case NotificationUnarchived:
+		n.Archived = false
+	}
+	n.Version = version
+}
+
+// IsReadStateEvent reports whether an event of eventType sets a
+// notification's read state, the events an InboxMarkedRead is ordered
+// against.
+func IsReadStateEvent(eventType string) bool {
+	switch eventType {
+	case EventNotificationCreated, EventNotificationRead, EventNotificationUnread:
+		return true
+	}
+	return false
+}
+
+// Action is a change a recipient asks of one of their notifications.
+type Action string
+
+// The actions on one notification.
+const (
+	ActionRead      Action = "read"
+	ActionUnread    Action = "unread"
+	ActionArchive   Action = "archive"
+	ActionUnarchive Action = "unarchive"
+)
+
+// Decide decides action by recipient of tenant. A notification that does not
+// exist, or is someone else's, is not found: the caller learns nothing about
+// other inboxes. Asking for the state the notification is already in is a
+// no-op (nil event, nil error). It returns the event's type and payload.
+func (n Notification) Decide(action Action, tenant, recipient string, now time.Time) (string, any, error) {
+	if n.ID == "" || n.Tenant != tenant || n.RecipientID != recipient {
+		return "", nil, Errorf(CodeNotificationMissing, "notification not found")
+	}
+	at := now.UTC()
+	switch action {
+	case ActionRead:
+		if !n.Read {
+			return EventNotificationRead, NotificationRead{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ReadAt: at}, nil
+		}
+	case ActionUnread:
+		if n.Read {
+			return EventNotificationUnread, NotificationUnread{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, UnreadAt: at}, nil
+		}
+	case ActionArchive:
+		if !n.Archived {
+			return EventNotificationArchived, NotificationArchived{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ArchivedAt: at}, nil
+		}
+	case ActionUnarchive:
+		if n.Archived {
+			return EventNotificationUnarchived, NotificationUnarchived{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, UnarchivedAt: at}, nil
+		}
+	default:
+		return "", nil, Errorf(CodeValidationFailed, "unknown action %q", action)
+	}
+	return "", nil, nil
 }
 
 // DecodeEvent decodes a stored payload of a known type and version into the
@@ -139,33 +255,19 @@ var Events = func() *Registry {
 	Register[NotificationRequested](r, EventNotificationRequested, SchemaVersion)
 	Register[NotificationCreated](r, EventNotificationCreated, SchemaVersion)
 	Register[NotificationRead](r, EventNotificationRead, SchemaVersion)
+	Register[NotificationUnread](r, EventNotificationUnread, SchemaVersion)
+	Register[NotificationArchived](r, EventNotificationArchived, SchemaVersion)
+	Register[NotificationUnarchived](r, EventNotificationUnarchived, SchemaVersion)
+	Register[InboxMarkedRead](r, EventInboxMarkedRead, SchemaVersion)
 	Register[MemberJoined](r, EventMemberJoined, SchemaVersion)
 	Register[MemberLeft](r, EventMemberLeft, SchemaVersion)
 	return r
 }()
 
-// Apply folds one event into the notification state.
-func (n *Notification) Apply(event any, version int64) {
-	switch e := event.(type) {
-	case NotificationCreated:
-		n.ID, n.Tenant, n.RecipientID = e.ID, e.Tenant, e.RecipientID
-	case NotificationRead:
-		n.Read = true
-	}
-	n.Version = version
-}
-
-// MarkRead decides a mark-read by recipient of tenant. A notification that
-// does not exist, or is someone else's, is not found: the caller learns
-// nothing about other inboxes. Marking twice is a no-op (nil event, nil error).
-func (n Notification) MarkRead(tenant, recipient string, now time.Time) (*NotificationRead, error) {
-	if n.ID == "" || n.Tenant != tenant || n.RecipientID != recipient {
-		return nil, Errorf(CodeNotificationMissing, "notification not found")
-	}
-	if n.Read {
-		return nil, nil
-	}
-	return &NotificationRead{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ReadAt: now.UTC()}, nil
+// InboxStream is the stream of one recipient's inbox-wide actions. The id
+// is derived so that no tenant or user name can make two inboxes collide.
+func InboxStream(tenant, recipient string) string {
+	return "inbox-" + uuidV5(namespace, "inbox\x00"+tenant+"\x00"+recipient)
 }
 
 // Metadata travels with every stored event. Source and times of delivery live

@@ -15,6 +15,8 @@ type InboxItem struct {
 	Data        map[string]any `json:"data"`
 	IsRead      bool           `json:"isRead"`
 	ReadAt      *time.Time     `json:"readAt,omitempty"`
+	IsArchived  bool           `json:"isArchived"`
+	ArchivedAt  *time.Time     `json:"archivedAt,omitempty"`
 	CreatedAt   time.Time      `json:"createdAt"`
 }
 

@@ -19,9 +19,15 @@ type Publisher interface {
 }
 
 // Inbox projects notifications into inbox_notifications and keeps
-// inbox_unread_counts. After each committed batch it publishes the live
-// deltas of what changed: one per created or read notification and one
-// unread count per recipient whose count changed.
+// inbox_unread_counts (unread notifications that are not archived). After
+// each committed batch it publishes the live deltas of what changed: one per
+// created notification and per real change of one (read, unread, archived,
+// unarchived), one per read-all that marked anything, and one unread count per
+// recipient whose count changed. Events that change nothing publish nothing.
+//
+// Apply must see each event once, in log order, which the Runner guarantees:
+// a creation applied twice is recognised, but replaying read, unread,
+// archive or a read-all over a later state would undo what followed them.
 type Inbox struct {
 	publisher Publisher
 }
@@ -39,21 +45,58 @@ type createdAt struct {
 	pos string
 }
 
-type readAt struct {
-	ev  domain.NotificationRead
-	pos string
+// stateEvent is a change of one notification's read or archive state.
+type stateEvent struct {
+	typ, id, tenant, recipient string
+	at                         time.Time
+	pos                        string
 }
 
-// Apply implements Projection. It is set-based: one statement inserts the
-// batch's notifications, one marks its reads, one moves the unread counts,
-// whatever the batch size. Creations go before reads, which is the log's own
-// order for any one notification.
+// segment is a run of the batch between read-alls, in log order.
+type segment struct {
+	creates []createdAt
+	states  []stateEvent
+	order   []any // createdAt and stateEvent, in log order
+}
+
+// countChanges accumulates unread-count changes per recipient.
+type countChanges struct {
+	change  map[recipientKey]int64
+	lastPos map[recipientKey]string
+	order   []recipientKey
+}
+
+func (c *countChanges) bump(k recipientKey, by int64, pos string) {
+	if c.change == nil {
+		c.change, c.lastPos = map[recipientKey]int64{}, map[recipientKey]string{}
+	}
+	if _, seen := c.change[k]; !seen {
+		c.order = append(c.order, k)
+	}
+	c.change[k] += by
+	c.lastPos[k] = pos
+}
+
+// Apply implements Projection. It is set-based: per run of events between
+// read-alls, one statement inserts the created notifications, one reads the
+// states of those the run changes, one writes their final states; each
+// read-all is one statement; one more moves the unread counts. A read-all
+// marks what precedes it in the log, so the runs around it are applied on
+// either side of it.
 func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (func(), error) {
-	var creates []createdAt
-	var reads []readAt
+	var deltas []live.Delta
+	var counts countChanges
+	var seg segment
+	flush := func() error {
+		d, err := applySegment(ctx, tx, seg, &counts)
+		deltas = append(deltas, d...)
+		seg = segment{}
+		return err
+	}
 	for _, e := range events {
 		switch e.Type {
-		case domain.EventNotificationCreated, domain.EventNotificationRead:
+		case domain.EventNotificationCreated, domain.EventNotificationRead, domain.EventNotificationUnread,
+			domain.EventNotificationArchived, domain.EventNotificationUnarchived, domain.EventInboxMarkedRead:
 		default:
 			continue // not an inbox event
 		}
@@ -61,69 +104,212 @@ func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Record
 		if err != nil {
 			return nil, fmt.Errorf("event %s at %s: %w", e.ID, e.Position, err)
 		}
+		pos := string(e.Position)
 		switch ev := v.(type) {
 		case domain.NotificationCreated:
-			creates = append(creates, createdAt{ev, string(e.Position)})
+			c := createdAt{ev, pos}
+			seg.creates = append(seg.creates, c)
+			seg.order = append(seg.order, c)
 		case domain.NotificationRead:
-			reads = append(reads, readAt{ev, string(e.Position)})
-		}
-	}
-	inserted, err := insertNotifications(ctx, tx, creates)
-	if err != nil {
-		return nil, err
-	}
-	markedRead, err := markRead(ctx, tx, reads)
-	if err != nil {
-		return nil, err
-	}
-
-	// Deltas in log order; count changes per recipient, in order of first
-	// change, each published with the position of its last change.
-	var deltas []live.Delta
-	change := map[recipientKey]int64{}
-	lastPos := map[recipientKey]string{}
-	var order []recipientKey
-	bump := func(k recipientKey, by int64, pos string) {
-		if _, seen := change[k]; !seen {
-			order = append(order, k)
-		}
-		change[k] += by
-		lastPos[k] = pos
-	}
-	ci, ri := 0, 0
-	for _, e := range events {
-		switch {
-		case ci < len(creates) && string(e.Position) == creates[ci].pos:
-			c := creates[ci]
-			ci++
-			if !inserted[c.ev.ID] {
-				continue
+			seg.addState(stateEvent{e.Type, ev.ID, ev.Tenant, ev.RecipientID, ev.ReadAt, pos})
+		case domain.NotificationUnread:
+			seg.addState(stateEvent{e.Type, ev.ID, ev.Tenant, ev.RecipientID, ev.UnreadAt, pos})
+		case domain.NotificationArchived:
+			seg.addState(stateEvent{e.Type, ev.ID, ev.Tenant, ev.RecipientID, ev.ArchivedAt, pos})
+		case domain.NotificationUnarchived:
+			seg.addState(stateEvent{e.Type, ev.ID, ev.Tenant, ev.RecipientID, ev.UnarchivedAt, pos})
+		case domain.InboxMarkedRead:
+			if err := flush(); err != nil {
+				return nil, err
 			}
-			delete(inserted, c.ev.ID) // a repeated event counts once
-			bump(recipientKey{c.ev.Tenant, c.ev.RecipientID}, 1, c.pos)
-			deltas = append(deltas, live.Created(c.ev.Item(), c.ev.Tenant, c.pos))
-		case ri < len(reads) && string(e.Position) == reads[ri].pos:
-			r := reads[ri]
-			ri++
-			if !markedRead[r.ev.ID] {
-				continue
+			d, err := readAll(ctx, tx, ev, pos, &counts)
+			if err != nil {
+				return nil, err
 			}
-			delete(markedRead, r.ev.ID)
-			bump(recipientKey{r.ev.Tenant, r.ev.RecipientID}, -1, r.pos)
-			deltas = append(deltas, live.Delta{Tenant: r.ev.Tenant, RecipientID: r.ev.RecipientID, Topic: live.TopicRead, Position: r.pos, Data: live.ReadData{ID: r.ev.ID}})
+			deltas = append(deltas, d...)
 		}
 	}
-	counts, err := moveCounts(ctx, tx, order, change)
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	newCounts, err := moveCounts(ctx, tx, counts.order, counts.change)
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range order {
-		deltas = append(deltas, live.Delta{Tenant: k.tenant, RecipientID: k.recipient, Topic: live.TopicUnreadCount, Position: lastPos[k], Data: live.UnreadCount{Count: counts[k]}})
+	for _, k := range counts.order {
+		deltas = append(deltas, live.Delta{Tenant: k.tenant, RecipientID: k.recipient, Topic: live.TopicUnreadCount, Position: counts.lastPos[k], Data: live.UnreadCount{Count: newCounts[k]}})
 	}
 	if p.publisher == nil || len(deltas) == 0 {
 		return nil, nil
 	}
 	return func() { p.publisher.Publish(deltas) }, nil
+}
+
+func (s *segment) addState(e stateEvent) {
+	s.states = append(s.states, e)
+	s.order = append(s.order, e)
+}
+
+// rowState is a notification's read and archive state in the read model.
+type rowState struct {
+	tenant, recipient string
+	read, archived    bool
+	readAt, archAt    *time.Time
+	changed           bool
+}
+
+// counted reports whether the row counts towards its recipient's unread
+// count.
+func (r rowState) counted() bool { return !r.read && !r.archived }
+
+// applySegment applies one run of events with no read-all inside.
+func applySegment(ctx context.Context, tx pgx.Tx, seg segment, counts *countChanges) ([]live.Delta, error) {
+	if len(seg.order) == 0 {
+		return nil, nil
+	}
+	inserted, err := insertNotifications(ctx, tx, seg.creates)
+	if err != nil {
+		return nil, err
+	}
+	states, err := loadStates(ctx, tx, seg.states)
+	if err != nil {
+		return nil, err
+	}
+	var deltas []live.Delta
+	for _, item := range seg.order {
+		switch ev := item.(type) {
+		case createdAt:
+			if !inserted[ev.ev.ID] {
+				continue
+			}
+			delete(inserted, ev.ev.ID) // a repeated event counts once
+			counts.bump(recipientKey{ev.ev.Tenant, ev.ev.RecipientID}, 1, ev.pos)
+			deltas = append(deltas, live.Created(ev.ev.Item(), ev.ev.Tenant, ev.pos))
+		case stateEvent:
+			st, ok := states[ev.id]
+			if !ok {
+				// Not in the read model: nothing to change. The write side
+				// only changes notifications it created, so this is a
+				// notification whose creation was parked.
+				continue
+			}
+			before := st.counted()
+			topic := ""
+			at := ev.at
+			switch {
+			case ev.typ == domain.EventNotificationRead && !st.read:
+				st.read, st.readAt, topic = true, &at, live.TopicRead
+			case ev.typ == domain.EventNotificationUnread && st.read:
+				st.read, st.readAt, topic = false, nil, live.TopicUnread
+			case ev.typ == domain.EventNotificationArchived && !st.archived:
+				st.archived, st.archAt, topic = true, &at, live.TopicArchived
+			case ev.typ == domain.EventNotificationUnarchived && st.archived:
+				st.archived, st.archAt, topic = false, nil, live.TopicUnarchived
+			}
+			if topic == "" {
+				continue // already in that state
+			}
+			st.changed = true
+			states[ev.id] = st
+			if after := st.counted(); after != before {
+				by := int64(1)
+				if before {
+					by = -1
+				}
+				counts.bump(recipientKey{st.tenant, st.recipient}, by, ev.pos)
+			}
+			deltas = append(deltas, live.Delta{Tenant: st.tenant, RecipientID: st.recipient, Topic: topic, Position: ev.pos, Data: live.ReadData{ID: ev.id}})
+		}
+	}
+	if err := writeStates(ctx, tx, states); err != nil {
+		return nil, err
+	}
+	return deltas, nil
+}
+
+// loadStates locks and reads the rows the state events change.
+func loadStates(ctx context.Context, tx pgx.Tx, events []stateEvent) (map[string]rowState, error) {
+	states := map[string]rowState{}
+	if len(events) == 0 {
+		return states, nil
+	}
+	ids := make([]string, 0, len(events))
+	for _, e := range events {
+		ids = append(ids, e.id)
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT id::text, tenant, recipient_id, is_read, read_at, archived, archived_at
+		FROM inbox_notifications WHERE id = ANY($1::uuid[])
+		ORDER BY id
+		FOR UPDATE`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("load notification states: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var st rowState
+		if err := rows.Scan(&id, &st.tenant, &st.recipient, &st.read, &st.readAt, &st.archived, &st.archAt); err != nil {
+			return nil, fmt.Errorf("load notification states: %w", err)
+		}
+		states[id] = st
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load notification states: %w", err)
+	}
+	return states, nil
+}
+
+// writeStates writes the final state of every changed row in one statement.
+func writeStates(ctx context.Context, tx pgx.Tx, states map[string]rowState) error {
+	var ids []string
+	var read, archived []bool
+	var readAt, archAt []*time.Time
+	for id, st := range states {
+		if !st.changed {
+			continue
+		}
+		ids = append(ids, id)
+		read, archived = append(read, st.read), append(archived, st.archived)
+		readAt, archAt = append(readAt, st.readAt), append(archAt, st.archAt)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `
+		UPDATE inbox_notifications n
+		SET is_read = u.is_read, read_at = u.read_at, archived = u.archived, archived_at = u.archived_at
+		FROM unnest($1::uuid[], $2::boolean[], $3::timestamptz[], $4::boolean[], $5::timestamptz[])
+			AS u(id, is_read, read_at, archived, archived_at)
+		WHERE n.id = u.id`, ids, read, readAt, archived, archAt)
+	if err != nil {
+		return fmt.Errorf("write notification states: %w", err)
+	}
+	return nil
+}
+
+// readAll marks read every unread notification of the recipient that the
+// read model holds so far: exactly those before the read-all in the log.
+func readAll(ctx context.Context, tx pgx.Tx, ev domain.InboxMarkedRead, pos string, counts *countChanges) ([]live.Delta, error) {
+	var marked, counted int64
+	err := tx.QueryRow(ctx, `
+		WITH marked AS (
+			UPDATE inbox_notifications SET is_read = true, read_at = $3
+			WHERE tenant = $1 AND recipient_id = $2 AND NOT is_read
+			RETURNING archived)
+		SELECT count(*), count(*) FILTER (WHERE NOT archived) FROM marked`,
+		ev.Tenant, ev.RecipientID, ev.ReadAt).Scan(&marked, &counted)
+	if err != nil {
+		return nil, fmt.Errorf("read all of %s/%s: %w", ev.Tenant, ev.RecipientID, err)
+	}
+	if marked == 0 {
+		return nil, nil
+	}
+	k := recipientKey{ev.Tenant, ev.RecipientID}
+	if counted > 0 {
+		counts.bump(k, -counted, pos)
+	}
+	return []live.Delta{{Tenant: ev.Tenant, RecipientID: ev.RecipientID, Topic: live.TopicReadAll, Position: pos, Data: live.ReadAllData{Count: marked}}}, nil
 }
 
 // insertNotifications inserts the batch's notifications and returns the ids
@@ -182,36 +368,6 @@ func insertNotifications(ctx context.Context, tx pgx.Tx, creates []createdAt) (m
 		inserted[id] = true
 	}
 	return inserted, nil
-}
-
-// markRead marks the batch's read notifications and returns the ids of those
-// that were unread until now.
-func markRead(ctx context.Context, tx pgx.Tx, reads []readAt) (map[string]bool, error) {
-	marked := map[string]bool{}
-	if len(reads) == 0 {
-		return marked, nil
-	}
-	ids := make([]string, len(reads))
-	at := make([]time.Time, len(reads))
-	for i, r := range reads {
-		ids[i], at[i] = r.ev.ID, r.ev.ReadAt
-	}
-	rows, err := tx.Query(ctx, `
-		UPDATE inbox_notifications n SET is_read = true, read_at = u.read_at
-		FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, read_at)
-		WHERE n.id = u.id AND NOT n.is_read
-		RETURNING n.id::text`, ids, at)
-	if err != nil {
-		return nil, fmt.Errorf("mark read: %w", err)
-	}
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("mark read: %w", err)
-	}
-	for _, id := range got {
-		marked[id] = true
-	}
-	return marked, nil
 }
 
 // moveCounts adds each recipient's change to its unread count and returns

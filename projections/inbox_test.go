@@ -70,7 +70,7 @@ func (e env) request(t *testing.T, cmd commands.RequestNotification) commands.Re
 
 func (e env) markRead(t *testing.T, recipient, id string) {
 	t.Helper()
-	r, err := e.cmds.MarkRead(context.Background(), commands.MarkRead{Tenant: tenant, RecipientID: recipient, NotificationID: id})
+	r, err := e.cmds.ChangeNotification(context.Background(), commands.ChangeNotification{Action: domain.ActionRead, Tenant: tenant, RecipientID: recipient, NotificationID: id})
 	if err != nil || !r.Changed {
 		t.Fatalf("mark %s read: %+v, %v", id, r, err)
 	}

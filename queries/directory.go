@@ -75,3 +75,9 @@ func (d *Directory) ListMembers(ctx context.Context, tenant string, g domain.Gro
 	}
 	return page, nil
 }
+
+// Checkpoint returns the position the directory projection has applied the
+// log up to.
+func (d *Directory) Checkpoint(ctx context.Context) (string, error) {
+	return checkpoint(ctx, d.pool, "directory")
+}

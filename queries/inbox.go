@@ -40,6 +40,13 @@ type ListInbox struct {
 	// Cursor is the NextCursor of the previous page, or empty for the first.
 	Cursor     string
 	UnreadOnly bool
+	// Archived lists the archive instead of the inbox: archived
+	// notifications are listed only there.
+	Archived bool
+	// Type keeps only notifications of this type, when not empty.
+	Type string
+	// Since keeps only notifications created at or after it, when not zero.
+	Since time.Time
 }
 
 // Page is one page of an inbox.
@@ -92,11 +99,11 @@ func (q *Inbox) List(ctx context.Context, l ListInbox) (Page, error) {
 		}
 		afterTime, afterID = pgtype.Timestamptz{Time: c.CreatedAt, Valid: true}, c.ID
 	}
-	sql := listAll
-	if l.UnreadOnly {
-		sql = listUnread
+	since := pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
+	if !l.Since.IsZero() {
+		since = pgtype.Timestamptz{Time: l.Since, Valid: true}
 	}
-	rows, err := q.pool.Query(ctx, sql, l.Tenant, l.RecipientID, afterTime, afterID, l.Limit+1)
+	rows, err := q.pool.Query(ctx, listSQL(l.UnreadOnly, l.Archived), l.Tenant, l.RecipientID, afterTime, afterID, l.Limit+1, l.Type, since)
 	if err != nil {
 		return Page{}, fmt.Errorf("list inbox: %w", err)
 	}
@@ -113,27 +120,63 @@ func (q *Inbox) List(ctx context.Context, l ListInbox) (Page, error) {
 	return page, nil
 }
 
-// Two statements rather than one with a boolean parameter, so that the unread
-// page can use its partial index.
+// One statement per view rather than one with boolean parameters, so that
+// each view's WHERE implies the predicate of its partial index
+// (migrations/00004): NOT archived for the inbox, NOT is_read for unread,
+// archived for the archive.
 const (
-	listSelect = `
-		SELECT id::text, type, tenant, recipient_id, content, action_url, data, is_read, read_at, created_at
+	itemColumns = `id::text, type, tenant, recipient_id, content, action_url, data, is_read, read_at, archived, archived_at, created_at`
+	listSelect  = `
+		SELECT ` + itemColumns + `
 		FROM inbox_notifications
-		WHERE tenant = $1 AND recipient_id = $2 AND (created_at, id) < ($3, $4::uuid)`
-	listOrder  = ` ORDER BY created_at DESC, id DESC LIMIT $5`
-	listAll    = listSelect + listOrder
-	listUnread = listSelect + ` AND NOT is_read` + listOrder
+		WHERE tenant = $1 AND recipient_id = $2 AND (created_at, id) < ($3, $4::uuid)
+			AND ($6 = '' OR type = $6) AND created_at >= $7`
+	listOrder = ` ORDER BY created_at DESC, id DESC LIMIT $5`
 )
+
+var listViews = map[[2]bool]string{
+	{false, false}: listSelect + ` AND NOT archived` + listOrder,
+	{true, false}:  listSelect + ` AND NOT is_read AND NOT archived` + listOrder,
+	{false, true}:  listSelect + ` AND archived` + listOrder,
+	{true, true}:   listSelect + ` AND archived AND NOT is_read` + listOrder,
+}
+
+func listSQL(unread, archived bool) string { return listViews[[2]bool{unread, archived}] }
+
+// Get returns one notification of the recipient's, archived or not. Another
+// recipient's, or an unknown one, is notification.not_found.
+func (q *Inbox) Get(ctx context.Context, tenant, recipientID, id string) (domain.InboxItem, error) {
+	missing := domain.Errorf(domain.CodeNotificationMissing, "notification not found")
+	if !domain.ValidID(id) {
+		return domain.InboxItem{}, missing
+	}
+	rows, err := q.pool.Query(ctx, `SELECT `+itemColumns+` FROM inbox_notifications WHERE id = $1 AND tenant = $2 AND recipient_id = $3`, id, tenant, recipientID)
+	if err != nil {
+		return domain.InboxItem{}, fmt.Errorf("get notification: %w", err)
+	}
+	item, err := pgx.CollectExactlyOneRow(rows, scanItem)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.InboxItem{}, missing
+	}
+	if err != nil {
+		return domain.InboxItem{}, fmt.Errorf("get notification: %w", err)
+	}
+	return item, nil
+}
 
 func scanItem(row pgx.CollectableRow) (domain.InboxItem, error) {
 	var it domain.InboxItem
 	var tenant string
-	err := row.Scan(&it.ID, &it.Type, &tenant, &it.RecipientID, &it.Content, &it.ActionURL, &it.Data, &it.IsRead, &it.ReadAt, &it.CreatedAt)
+	err := row.Scan(&it.ID, &it.Type, &tenant, &it.RecipientID, &it.Content, &it.ActionURL, &it.Data, &it.IsRead, &it.ReadAt, &it.IsArchived, &it.ArchivedAt, &it.CreatedAt)
 	it.OrganizerID = &tenant
 	it.CreatedAt = it.CreatedAt.UTC()
 	if it.ReadAt != nil {
 		t := it.ReadAt.UTC()
 		it.ReadAt = &t
+	}
+	if it.ArchivedAt != nil {
+		t := it.ArchivedAt.UTC()
+		it.ArchivedAt = &t
 	}
 	if it.Data == nil {
 		it.Data = map[string]any{}
@@ -152,4 +195,22 @@ func (q *Inbox) UnreadCount(ctx context.Context, tenant, recipientID string) (in
 		return 0, fmt.Errorf("unread count: %w", err)
 	}
 	return n, nil
+}
+
+// Checkpoint returns the position the inbox projection has applied the log
+// up to: what a read of the inbox reflects.
+func (q *Inbox) Checkpoint(ctx context.Context) (string, error) {
+	return checkpoint(ctx, q.pool, "inbox")
+}
+
+func checkpoint(ctx context.Context, pool *pgxpool.Pool, projection string) (string, error) {
+	var p string
+	err := pool.QueryRow(ctx, `SELECT position FROM projection_checkpoints WHERE name = $1`, projection).Scan(&p)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil // not started: the start of the log
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s checkpoint: %w", projection, err)
+	}
+	return p, nil
 }

@@ -82,7 +82,7 @@ func newFixture(t *testing.T) fixture {
 		id := r.NotificationIDs[0]
 		f.ids = append(f.ids, id)
 		if i%4 == 0 {
-			if _, err := cmds.MarkRead(ctx, commands.MarkRead{Tenant: tenant, RecipientID: "alice", NotificationID: id}); err != nil {
+			if _, err := cmds.ChangeNotification(ctx, commands.ChangeNotification{Action: domain.ActionRead, Tenant: tenant, RecipientID: "alice", NotificationID: id}); err != nil {
 				t.Fatal(err)
 			}
 			f.read[id] = true

@@ -14,6 +14,10 @@ import (
 const (
 	TopicCreated     = "observation/signal/notification/created"
 	TopicRead        = "observation/signal/notification/read"
+	TopicUnread      = "observation/signal/notification/unread"
+	TopicArchived    = "observation/signal/notification/archived"
+	TopicUnarchived  = "observation/signal/notification/unarchived"
+	TopicReadAll     = "observation/signal/notification/read_all"
 	TopicUnreadCount = "observation/signal/notification/unread_count"
 )
 
@@ -27,14 +31,22 @@ type Delta struct {
 	Topic       string
 	// Position is the global position of the event that caused the change.
 	Position string
-	// Data is the frame payload: a domain.InboxItem for created, a
-	// ReadData for read, an UnreadCount for unread_count.
+	// Data is the frame payload: a domain.InboxItem for created; a
+	// ReadData for read, unread, archived and unarchived; a ReadAllData for
+	// read_all; an UnreadCount for unread_count.
 	Data any
 }
 
-// ReadData is the payload of a read delta.
+// ReadData is the payload of a delta about one notification: read, unread,
+// archived or unarchived.
 type ReadData struct {
 	ID string `json:"id"`
+}
+
+// ReadAllData is the payload of a read_all delta: how many notifications it
+// marked read. Every notification created before it is now read.
+type ReadAllData struct {
+	Count int64 `json:"count"`
 }
 
 // UnreadCount is the payload of an unread_count delta.

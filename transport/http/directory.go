@@ -128,6 +128,9 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, p auth.Prin
 		}
 		limit = n
 	}
+	if !s.consistent(w, r, "directory", s.directory.Checkpoint) {
+		return
+	}
 	page, err := s.directory.ListMembers(r.Context(), p.Tenant, g, r.URL.Query().Get("cursor"), limit)
 	if err != nil {
 		WriteError(w, r, s.logger, err)

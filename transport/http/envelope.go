@@ -83,7 +83,7 @@ func statusOf(code string) int {
 		return http.StatusConflict
 	case domain.CodeScopeUnsupported:
 		return http.StatusUnprocessableEntity
-	case domain.CodeUnavailable:
+	case domain.CodeUnavailable, domain.CodeProjectionLagging:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

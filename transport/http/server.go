@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/heraldhq/herald/commands"
@@ -30,6 +29,7 @@ type Server struct {
 	verifier  *auth.Verifier
 	checks    []Check
 	logger    *slog.Logger
+	readWait  time.Duration
 }
 
 // NewServer returns the REST API over the given commands and queries; checks
@@ -38,7 +38,7 @@ func NewServer(cmds *commands.Commands, inbox *queries.Inbox, directory *queries
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{commands: cmds, inbox: inbox, directory: directory, verifier: verifier, checks: checks, logger: logger}
+	return &Server{commands: cmds, inbox: inbox, directory: directory, verifier: verifier, checks: checks, logger: logger, readWait: DefaultReadWait}
 }
 
 // Register adds the API's routes to mux. Unknown routes get the error
@@ -46,9 +46,7 @@ func NewServer(cmds *commands.Commands, inbox *queries.Inbox, directory *queries
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /v1/notifications", s.authed(s.listNotifications))
-	mux.HandleFunc("GET /v1/notifications/unread-count", s.authed(s.unreadCount))
-	mux.HandleFunc("POST /v1/notifications/{id}/read", s.authed(s.markRead))
+	s.registerInbox(mux)
 	s.registerDirectory(mux)
 }
 
@@ -94,66 +92,4 @@ func (s *Server) authed(h authedHandler) http.HandlerFunc {
 		}
 		h(w, r, p)
 	}
-}
-
-func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	q := r.URL.Query()
-	var v domain.ValidationError
-	limit := 0
-	if raw := q.Get("limit"); raw != "" {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > queries.MaxLimit {
-			v.Add("limit", "an integer between 1 and "+strconv.Itoa(queries.MaxLimit))
-		}
-		limit = n
-	}
-	unread := false
-	if raw := q.Get("unread"); raw != "" {
-		b, err := strconv.ParseBool(raw)
-		if err != nil {
-			v.Add("unread", "true or false")
-		}
-		unread = b
-	}
-	if err := v.Err(domain.CodeValidationFailed, "invalid query parameters"); err != nil {
-		WriteError(w, r, s.logger, err)
-		return
-	}
-	page, err := s.inbox.List(r.Context(), queries.ListInbox{
-		Tenant: p.Tenant, RecipientID: p.Subject, Limit: limit, Cursor: q.Get("cursor"), UnreadOnly: unread,
-	})
-	if err != nil {
-		WriteError(w, r, s.logger, err)
-		return
-	}
-	meta := Meta{}
-	if page.NextCursor != "" {
-		meta.NextCursor = &page.NextCursor
-	}
-	if page.Items == nil {
-		page.Items = []domain.InboxItem{}
-	}
-	WriteData(w, r, http.StatusOK, page.Items, meta)
-}
-
-func (s *Server) unreadCount(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	n, err := s.inbox.UnreadCount(r.Context(), p.Tenant, p.Subject)
-	if err != nil {
-		WriteError(w, r, s.logger, err)
-		return
-	}
-	WriteData(w, r, http.StatusOK, map[string]int64{"count": n}, Meta{})
-}
-
-func (s *Server) markRead(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	id := r.PathValue("id")
-	res, err := s.commands.MarkRead(r.Context(), commands.MarkRead{
-		Tenant: p.Tenant, RecipientID: p.Subject, NotificationID: id, CorrelationID: RequestID(r),
-	})
-	if err != nil {
-		WriteError(w, r, s.logger, err)
-		return
-	}
-	w.Header().Set(HeaderConsistencyToken, string(res.Position))
-	WriteData(w, r, http.StatusOK, map[string]any{"id": id, "isRead": true, "changed": res.Changed, "position": res.Position}, Meta{})
 }

@@ -47,6 +47,7 @@ const (
 type env struct {
 	t        *testing.T
 	srv      *httptest.Server
+	api      *herhttp.Server
 	cmds     *commands.Commands
 	issuer   *auth.DevIssuer
 	verifier *auth.Verifier
@@ -112,7 +113,7 @@ func newEnv(t *testing.T) *env {
 			t.Error("projection runners did not stop")
 		}
 	})
-	return &env{t: t, srv: srv, cmds: cmds, issuer: issuer, verifier: verifier, foreign: foreign, rogue: rogue, testKey: testKey}
+	return &env{t: t, srv: srv, api: api, cmds: cmds, issuer: issuer, verifier: verifier, foreign: foreign, rogue: rogue, testKey: testKey}
 }
 
 func mustIssuer(t *testing.T, name string) *auth.DevIssuer {
@@ -431,7 +432,7 @@ func TestListAndUnreadCountEnvelopes(t *testing.T) {
 		t.Fatalf("items %v", items)
 	}
 	it := items[0]
-	wantKeys := []string{"actionUrl", "content", "createdAt", "data", "id", "isRead", "organizerId", "recipientId", "type"}
+	wantKeys := []string{"actionUrl", "content", "createdAt", "data", "id", "isArchived", "isRead", "organizerId", "recipientId", "type"}
 	if got := slices.Sorted(maps.Keys(it)); !slices.Equal(got, wantKeys) {
 		t.Fatalf("item keys %v, want %v", got, wantKeys)
 	}

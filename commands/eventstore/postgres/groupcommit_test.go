@@ -113,7 +113,7 @@ func TestSubscribersOfOtherStoresWakeOnNotify(t *testing.T) {
 	pool := pgtest.NewPool(t)
 	reader := postgres.New(pool, postgres.Options{PollInterval: time.Minute})
 	writer := postgres.New(pool, postgres.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	got := make(chan string, 10)
 	go func() {
@@ -135,7 +135,7 @@ func TestSubscribersOfOtherStoresWakeOnNotify(t *testing.T) {
 			if e != id {
 				t.Fatalf("delivered %s, want %s", e, id)
 			}
-		case <-time.After(10 * time.Second):
+		case <-time.After(25 * time.Second): // far below the minute of polling, generous for a loaded machine
 			t.Fatal("the other store's subscriber was not woken")
 		}
 	}

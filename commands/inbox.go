@@ -1,0 +1,255 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/domain"
+)
+
+// maxConflictRetries bounds how often a command reloads a stream that changed
+// under it before giving up.
+const maxConflictRetries = 5
+
+// ChangeNotification asks for one change of one notification of the
+// caller's inbox: read, unread, archive or unarchive.
+type ChangeNotification struct {
+	Tenant         string
+	RecipientID    string
+	NotificationID string
+	Action         domain.Action
+	CorrelationID  string
+}
+
+// ChangeResult says what a change did.
+type ChangeResult struct {
+	// Changed is false when the notification already was as asked.
+	Changed bool
+	// Position is a consistency token: the position of the event written,
+	// or, when nothing changed, of the event that last set the state.
+	Position eventstore.Position
+}
+
+// ChangeNotification appends the event of the change to the notification's
+// stream. Asking for the state the notification is in changes nothing and is
+// not an error. Another user's notification, or an unknown one, is
+// notification.not_found.
+//
+// A notification is read when its own stream says so, or when an
+// InboxMarkedRead of its recipient came after the last event of its stream
+// that set its read state: read-all is one event on the recipient's inbox
+// stream, so the two streams are ordered by their global positions.
+func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotification) (ChangeResult, error) {
+	if !domain.ValidID(cmd.NotificationID) {
+		return ChangeResult{}, domain.Errorf(domain.CodeNotificationMissing, "notification not found")
+	}
+	stream := domain.NotificationStream(cmd.NotificationID)
+	for attempt := 0; ; attempt++ {
+		n, st, err := c.loadNotification(ctx, stream)
+		if err != nil {
+			return ChangeResult{}, err
+		}
+		if n.ID != "" && n.Tenant == cmd.Tenant && n.RecipientID == cmd.RecipientID && !n.Read {
+			readAll, err := c.lastReadAll(ctx, cmd.Tenant, cmd.RecipientID)
+			if err != nil {
+				return ChangeResult{}, err
+			}
+			if readAll != eventstore.Start {
+				cmp, err := c.store.ComparePositions(readAll, st.readState)
+				if err != nil {
+					return ChangeResult{}, fmt.Errorf("order read-all and %s: %w", stream, err)
+				}
+				if cmp > 0 {
+					n.Read = true
+					st.readState = readAll
+				}
+			}
+		}
+		typ, payload, err := n.Decide(cmd.Action, cmd.Tenant, cmd.RecipientID, c.now())
+		if err != nil {
+			return ChangeResult{}, err
+		}
+		if payload == nil {
+			token := st.last
+			if cmd.Action == domain.ActionRead || cmd.Action == domain.ActionUnread {
+				token = c.later(st.last, st.readState)
+			}
+			return ChangeResult{Changed: false, Position: token}, nil
+		}
+		meta := domain.Metadata{
+			Tenant:        cmd.Tenant,
+			SchemaVersion: domain.SchemaVersion,
+			CorrelationID: cmd.CorrelationID,
+			Actor:         cmd.RecipientID,
+			Source:        &domain.Source{Kind: "http", RequestID: cmd.CorrelationID},
+			HandledAt:     c.now().UTC(),
+		}
+		// The id names the version and the change, so a retried append is
+		// recognised while a different change at the same version conflicts.
+		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", typ, n.Version+1)), typ, payload, meta)
+		if err != nil {
+			return ChangeResult{}, err
+		}
+		r, err := c.store.Append(ctx, stream, eventstore.Exact(n.Version), e)
+		if errors.Is(err, eventstore.ErrWrongVersion) && attempt < maxConflictRetries {
+			continue
+		}
+		if err != nil {
+			return ChangeResult{}, storeError(fmt.Errorf("%s %s: %w", cmd.Action, cmd.NotificationID, err))
+		}
+		// A concurrent identical change derives the same event; only the
+		// one that wrote it changed anything.
+		return ChangeResult{Changed: !r.Deduplicated, Position: r.Position}, nil
+	}
+}
+
+// streamPositions are positions of a loaded notification stream.
+type streamPositions struct {
+	last      eventstore.Position // its last event
+	readState eventstore.Position // its last event that set the read state
+}
+
+// loadNotification folds a notification stream into its state.
+func (c *Commands) loadNotification(ctx context.Context, stream string) (domain.Notification, streamPositions, error) {
+	n := domain.Notification{Version: -1}
+	var st streamPositions
+	for from := int64(0); ; {
+		evs, err := c.store.ReadStream(ctx, stream, from, 256)
+		if err != nil {
+			return n, st, storeError(fmt.Errorf("load %s: %w", stream, err))
+		}
+		for _, e := range evs {
+			v, err := decodeRecorded(e)
+			if err != nil {
+				return n, st, err
+			}
+			n.Apply(v, e.Version)
+			st.last = e.Position
+			if domain.IsReadStateEvent(e.Type) {
+				st.readState = e.Position
+			}
+		}
+		if len(evs) < 256 {
+			return n, st, nil
+		}
+		from = evs[len(evs)-1].Version + 1
+	}
+}
+
+// lastReadAll returns the position of the recipient's latest InboxMarkedRead,
+// or Start when there is none. The inbox stream holds read-alls only, so its
+// last event is the latest; a new kind of inbox event must revisit this.
+func (c *Commands) lastReadAll(ctx context.Context, tenant, recipient string) (eventstore.Position, error) {
+	stream := domain.InboxStream(tenant, recipient)
+	evs, err := c.store.ReadStreamBackward(ctx, stream, eventstore.LastVersion, 1)
+	if err != nil {
+		return "", storeError(fmt.Errorf("load %s: %w", stream, err))
+	}
+	if len(evs) == 0 || evs[0].Type != domain.EventInboxMarkedRead {
+		return eventstore.Start, nil
+	}
+	return evs[0].Position, nil
+}
+
+// MarkAllRead asks that every notification of the caller's inbox be read.
+type MarkAllRead struct {
+	Tenant        string
+	RecipientID   string
+	CorrelationID string
+}
+
+// MarkAllRead appends one InboxMarkedRead to the recipient's inbox stream,
+// whatever the number of notifications it covers: all of the recipient's
+// notifications before it in the global log. It returns the event's
+// position, the consistency token of the change.
+func (c *Commands) MarkAllRead(ctx context.Context, cmd MarkAllRead) (eventstore.Position, error) {
+	stream := domain.InboxStream(cmd.Tenant, cmd.RecipientID)
+	for attempt := 0; ; attempt++ {
+		version := int64(-1)
+		last, err := c.store.ReadStreamBackward(ctx, stream, eventstore.LastVersion, 1)
+		if err != nil {
+			return "", storeError(fmt.Errorf("load %s: %w", stream, err))
+		}
+		if len(last) == 1 {
+			version = last[0].Version
+		}
+		meta := domain.Metadata{
+			Tenant:        cmd.Tenant,
+			SchemaVersion: domain.SchemaVersion,
+			CorrelationID: cmd.CorrelationID,
+			Actor:         cmd.RecipientID,
+			Source:        &domain.Source{Kind: "http", RequestID: cmd.CorrelationID},
+			HandledAt:     c.now().UTC(),
+		}
+		payload := domain.InboxMarkedRead{Tenant: cmd.Tenant, RecipientID: cmd.RecipientID, ReadAt: c.now().UTC()}
+		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", domain.EventInboxMarkedRead, version+1)), domain.EventInboxMarkedRead, payload, meta)
+		if err != nil {
+			return "", err
+		}
+		expected := eventstore.Exact(version)
+		if version < 0 {
+			expected = eventstore.NoStream
+		}
+		r, err := c.store.Append(ctx, stream, expected, e)
+		if errors.Is(err, eventstore.ErrWrongVersion) && attempt < maxConflictRetries {
+			continue
+		}
+		if err != nil {
+			return "", storeError(fmt.Errorf("mark all read: %w", err))
+		}
+		return r.Position, nil
+	}
+}
+
+// HistoryEntry is one event of a notification's history.
+type HistoryEntry struct {
+	Type       string
+	Position   eventstore.Position
+	Version    int64
+	RecordedAt time.Time
+	Payload    any
+}
+
+// NotificationHistory returns the events of one notification of the
+// caller's inbox, oldest first: its creation and every change of its
+// state. Another user's notification, or an unknown one, is
+// notification.not_found. Inbox-wide read-alls are events of the inbox, not
+// of the notification, and are not listed.
+func (c *Commands) NotificationHistory(ctx context.Context, tenant, recipient, id string) ([]HistoryEntry, error) {
+	missing := domain.Errorf(domain.CodeNotificationMissing, "notification not found")
+	if !domain.ValidID(id) {
+		return nil, missing
+	}
+	stream := domain.NotificationStream(id)
+	var out []HistoryEntry
+	for from := int64(0); ; {
+		evs, err := c.store.ReadStream(ctx, stream, from, 256)
+		if err != nil {
+			return nil, storeError(fmt.Errorf("load %s: %w", stream, err))
+		}
+		for _, e := range evs {
+			v, err := decodeRecorded(e)
+			if err != nil {
+				return nil, err
+			}
+			if e.Version == 0 {
+				created, ok := v.(domain.NotificationCreated)
+				if !ok || created.Tenant != tenant || created.RecipientID != recipient {
+					return nil, missing
+				}
+			}
+			out = append(out, HistoryEntry{Type: e.Type, Position: e.Position, Version: e.Version, RecordedAt: e.RecordedAt.UTC(), Payload: v})
+		}
+		if len(evs) < 256 {
+			break
+		}
+		from = evs[len(evs)-1].Version + 1
+	}
+	if len(out) == 0 {
+		return nil, missing
+	}
+	return out, nil
+}

@@ -1,0 +1,217 @@
+package http
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/queries"
+	"github.com/heraldhq/herald/transport/auth"
+)
+
+// DefaultReadWait bounds how long a read carrying X-Consistency-Token waits
+// for the projection to pass it.
+const DefaultReadWait = 2 * time.Second
+
+// SetReadWait changes how long a read carrying X-Consistency-Token waits for
+// its projection before answering 503 projection.lagging. Call it before
+// serving; it is not synchronised.
+func (s *Server) SetReadWait(d time.Duration) {
+	if d > 0 {
+		s.readWait = d
+	}
+}
+
+func (s *Server) registerInbox(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/notifications", s.authed(s.listNotifications))
+	mux.HandleFunc("GET /v1/notifications/unread-count", s.authed(s.unreadCount))
+	mux.HandleFunc("GET /v1/notifications/{id}", s.authed(s.getNotification))
+	mux.HandleFunc("GET /v1/notifications/{id}/history", s.authed(s.notificationHistory))
+	mux.HandleFunc("POST /v1/notifications/read-all", s.authed(s.readAll))
+	for _, a := range []domain.Action{domain.ActionRead, domain.ActionUnread, domain.ActionArchive, domain.ActionUnarchive} {
+		mux.HandleFunc("POST /v1/notifications/{id}/"+string(a), s.authed(s.changeNotification(a)))
+	}
+}
+
+// consistent waits, when the request carries X-Consistency-Token, until
+// projection has applied the log up to that position; false means an error
+// answer was written.
+func (s *Server) consistent(w http.ResponseWriter, r *http.Request, projection string, checkpoint func(context.Context) (string, error)) bool {
+	token := r.Header.Get(HeaderConsistencyToken)
+	if token == "" {
+		return true
+	}
+	// A malformed token is refused at once, not after the wait.
+	if _, err := s.commands.ComparePositions(token, token); err != nil {
+		WriteError(w, r, s.logger, domain.Errorf(domain.CodeValidationFailed, "invalid %s", HeaderConsistencyToken).
+			WithDetail("fields", map[string]any{HeaderConsistencyToken: "not a position this API returned"}))
+		return false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.readWait)
+	defer cancel()
+	delay := 2 * time.Millisecond
+	for {
+		cp, err := checkpoint(ctx)
+		if err == nil {
+			cmp, cerr := s.commands.ComparePositions(cp, token)
+			if cerr != nil {
+				WriteError(w, r, s.logger, fmt.Errorf("compare %s checkpoint: %w", projection, cerr))
+				return false
+			}
+			if cmp >= 0 {
+				return true
+			}
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if r.Context().Err() != nil {
+				return false // the client left
+			}
+			w.Header().Set("Retry-After", "1")
+			WriteError(w, r, s.logger, domain.Errorf(domain.CodeProjectionLagging, "the %s view has not caught up with your last write yet; retry", projection).
+				WithDetail("projection", projection).WithDetail("waited_ms", s.readWait.Milliseconds()))
+			return false
+		case <-t.C:
+		}
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	q := r.URL.Query()
+	var v domain.ValidationError
+	l := queries.ListInbox{Tenant: p.Tenant, RecipientID: p.Subject, Cursor: q.Get("cursor"), Type: q.Get("type")}
+	if raw := q.Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > queries.MaxLimit {
+			v.Add("limit", "an integer between 1 and "+strconv.Itoa(queries.MaxLimit))
+		}
+		l.Limit = n
+	}
+	for name, dst := range map[string]*bool{"unread": &l.UnreadOnly, "archived": &l.Archived} {
+		if raw := q.Get(name); raw != "" {
+			b, err := strconv.ParseBool(raw)
+			if err != nil {
+				v.Add(name, "true or false")
+			}
+			*dst = b
+		}
+	}
+	if len(l.Type) > domain.MaxEventTypeBytes {
+		v.Add("type", fmt.Sprintf("at most %d bytes", domain.MaxEventTypeBytes))
+	}
+	if raw := q.Get("since"); raw != "" {
+		t, err := time.Parse(time.RFC3339Nano, raw)
+		if err != nil {
+			v.Add("since", "an RFC 3339 time, such as 2026-11-23T09:00:00Z")
+		}
+		l.Since = t
+	}
+	if err := v.Err(domain.CodeValidationFailed, "invalid query parameters"); err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	if !s.consistent(w, r, "inbox", s.inbox.Checkpoint) {
+		return
+	}
+	page, err := s.inbox.List(r.Context(), l)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	meta := Meta{}
+	if page.NextCursor != "" {
+		meta.NextCursor = &page.NextCursor
+	}
+	if page.Items == nil {
+		page.Items = []domain.InboxItem{}
+	}
+	WriteData(w, r, http.StatusOK, page.Items, meta)
+}
+
+func (s *Server) getNotification(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if !s.consistent(w, r, "inbox", s.inbox.Checkpoint) {
+		return
+	}
+	item, err := s.inbox.Get(r.Context(), p.Tenant, p.Subject, r.PathValue("id"))
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	WriteData(w, r, http.StatusOK, item, Meta{})
+}
+
+func (s *Server) unreadCount(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if !s.consistent(w, r, "inbox", s.inbox.Checkpoint) {
+		return
+	}
+	n, err := s.inbox.UnreadCount(r.Context(), p.Tenant, p.Subject)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	WriteData(w, r, http.StatusOK, map[string]int64{"count": n}, Meta{})
+}
+
+// changeNotification handles one of the per-notification actions.
+func (s *Server) changeNotification(action domain.Action) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		id := r.PathValue("id")
+		res, err := s.commands.ChangeNotification(r.Context(), commands.ChangeNotification{
+			Tenant: p.Tenant, RecipientID: p.Subject, NotificationID: id, Action: action, CorrelationID: RequestID(r),
+		})
+		if err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
+		w.Header().Set(HeaderConsistencyToken, string(res.Position))
+		out := map[string]any{"id": id, "action": action, "changed": res.Changed, "position": res.Position}
+		switch action {
+		case domain.ActionRead, domain.ActionUnread:
+			out["isRead"] = action == domain.ActionRead
+		default:
+			out["isArchived"] = action == domain.ActionArchive
+		}
+		WriteData(w, r, http.StatusOK, out, Meta{})
+	}
+}
+
+func (s *Server) readAll(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	pos, err := s.commands.MarkAllRead(r.Context(), commands.MarkAllRead{Tenant: p.Tenant, RecipientID: p.Subject, CorrelationID: RequestID(r)})
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	w.Header().Set(HeaderConsistencyToken, string(pos))
+	WriteData(w, r, http.StatusOK, map[string]any{"position": pos}, Meta{})
+}
+
+// historyEntry is one event of a notification's history as the API shows it.
+type historyEntry struct {
+	Type       string    `json:"type"`
+	Position   string    `json:"position"`
+	Version    int64     `json:"version"`
+	RecordedAt time.Time `json:"recordedAt"`
+	Data       any       `json:"data"`
+}
+
+// notificationHistory reads the event store, not a projection, so it is
+// always up to date and needs no consistency wait.
+func (s *Server) notificationHistory(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	entries, err := s.commands.NotificationHistory(r.Context(), p.Tenant, p.Subject, r.PathValue("id"))
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	out := make([]historyEntry, len(entries))
+	for i, e := range entries {
+		out[i] = historyEntry{Type: e.Type, Position: string(e.Position), Version: e.Version, RecordedAt: e.RecordedAt, Data: e.Payload}
+	}
+	WriteData(w, r, http.StatusOK, out, Meta{})
+}
