@@ -6,8 +6,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"github.com/heraldhq/herald/domain"
@@ -189,6 +192,40 @@ func unsignedToken(t *testing.T, header, claims map[string]any, signature string
 	return enc.EncodeToString(h) + "." + enc.EncodeToString(c) + "." + signature
 }
 
+// hmacToken signs claims with HS256 under secret, naming kid in the header,
+// as a forger who read the JWKS would.
+func hmacToken(t *testing.T, secret []byte, kid string, claims map[string]any) string {
+	t.Helper()
+	header := jws.NewHeaders()
+	if err := header.Set(jws.KeyIDKey, kid); err != nil {
+		t.Fatal(err)
+	}
+	payload, err := json.Marshal(jsonClaims(claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := jws.Sign(payload, jws.WithKey(jwa.HS256, secret, jws.WithProtectedHeaders(header)))
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	return string(signed)
+}
+
+// signRaw signs the JSON of claims exactly as given, bypassing jwt.Token,
+// which would normalize shapes a real IdP sends (a single "aud" string).
+func signRaw(t *testing.T, key jwk.Key, claims map[string]any) string {
+	t.Helper()
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := jws.Sign(payload, jws.WithKey(key.Algorithm(), key))
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	return string(signed)
+}
+
 func jsonClaims(claims map[string]any) map[string]any {
 	out := map[string]any{}
 	for k, v := range claims {
@@ -291,6 +328,158 @@ func TestVerifyHonoursLeeway(t *testing.T) {
 	}
 }
 
+// keycloakClaims are the claims of an access token as Keycloak 10 and later
+// issues it: no nbf, a single audience as a plain string, roles under
+// realm_access and resource_access, and a space-separated scope.
+func keycloakClaims() map[string]any {
+	now := time.Now().Unix()
+	return map[string]any{
+		"exp":                now + 300,
+		"iat":                now,
+		"jti":                "0c5f4a5e-2b8f-4c43-9d1e-6f0b8d1f6e2a",
+		"iss":                testIssuer,
+		"aud":                testAudience,
+		"sub":                "f4c9a1d2-7c3e-4b8a-9e21-5d6f7a8b9c0d",
+		"typ":                "Bearer",
+		"azp":                testClientID,
+		"acr":                "1",
+		"realm_access":       map[string]any{"roles": []string{"offline_access", "uma_authorization"}},
+		"resource_access":    map[string]any{"account": map[string]any{"roles": []string{"manage-account"}}},
+		"scope":              "openid profile",
+		"preferred_username": "alice",
+		"organizer_id":       "org-7",
+	}
+}
+
+func TestVerifyAcceptsKeycloakAccessTokens(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	asIssued := []string{"offline_access", "openid", "profile", "uma_authorization"}
+	cases := []struct {
+		name   string
+		change func(c map[string]any)
+		want   []string
+	}{
+		{"as issued: no nbf, audience a string", func(map[string]any) {}, asIssued},
+		{"nbf 0, as Keycloak before 10 wrote it", func(c map[string]any) { c["nbf"] = 0 }, asIssued},
+		{"nbf at iat", func(c map[string]any) { c["nbf"] = c["iat"] }, asIssued},
+		{"audience among others", func(c map[string]any) { c["aud"] = []string{"account", testAudience} }, asIssued},
+		{"realm role", func(c map[string]any) {
+			c["realm_access"] = map[string]any{"roles": []string{"offline_access", "notif.admin"}}
+		}, []string{"notif.admin", "offline_access", "openid", "profile"}},
+		{"role of the configured client", func(c map[string]any) {
+			c["resource_access"] = map[string]any{
+				testClientID: map[string]any{"roles": []string{"notif.admin"}},
+				"account":    map[string]any{"roles": []string{"manage-account"}},
+			}
+		}, []string{"notif.admin", "offline_access", "openid", "profile", "uma_authorization"}},
+		{"role of another client ignored", func(c map[string]any) {
+			c["resource_access"] = map[string]any{"account": map[string]any{"roles": []string{"notif.admin"}}}
+		}, asIssued},
+		{"configured client without roles", func(c map[string]any) {
+			c["resource_access"] = map[string]any{testClientID: map[string]any{}}
+		}, asIssued},
+		{"scope", func(c map[string]any) { c["scope"] = "openid notif.admin" },
+			[]string{"notif.admin", "offline_access", "openid", "uma_authorization"}},
+		{"no roles and no scope", func(c map[string]any) {
+			delete(c, "realm_access")
+			delete(c, "resource_access")
+			delete(c, "scope")
+		}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := keycloakClaims()
+			tc.change(claims)
+			p, err := v.Verify(t.Context(), signRaw(t, key, claims))
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if p.Subject != claims["sub"] || p.Tenant != "org-7" {
+				t.Errorf("principal = %+v, want subject %v, tenant org-7", p, claims["sub"])
+			}
+			if !slices.Equal(p.Permissions, tc.want) {
+				t.Errorf("permissions = %q, want %q", p.Permissions, tc.want)
+			}
+		})
+	}
+}
+
+// tokenOfSize signs a valid token of exactly size bytes. base64 cannot reach
+// every length by padding the payload alone, so a header parameter is padded
+// too.
+func tokenOfSize(t *testing.T, key jwk.Key, size int) string {
+	t.Helper()
+	claims := jsonClaims(validClaims())
+	signPadded := func(headerPad, claimPad int) string {
+		header := jws.NewHeaders()
+		if err := header.Set("x", strings.Repeat("x", headerPad)); err != nil {
+			t.Fatal(err)
+		}
+		claims["padding"] = strings.Repeat("x", claimPad)
+		payload, err := json.Marshal(claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, err := jws.Sign(payload, jws.WithKey(key.Algorithm(), key, jws.WithProtectedHeaders(header)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(signed)
+	}
+	for headerPad := range 4 {
+		unpadded := len(signPadded(headerPad, 0))
+		for claimPad := (size - unpadded) * 3 / 4; claimPad > 0; claimPad-- {
+			token := signPadded(headerPad, claimPad)
+			if len(token) == size {
+				return token
+			}
+			if len(token) < size {
+				break
+			}
+		}
+	}
+	t.Fatalf("cannot build a token of %d bytes", size)
+	return ""
+}
+
+func TestOversizedTokenRefusedBeforeParsing(t *testing.T) {
+	key := newECKey(t, "ec-1")
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	atLimit := tokenOfSize(t, key, auth.MaxTokenBytes)
+	parts := strings.Split(atLimit, ".")
+	enc := base64.RawURLEncoding
+	padding := strings.Repeat("x", 64<<10)
+	cases := []struct {
+		name  string
+		token string
+	}{
+		{"64 KiB header", enc.EncodeToString([]byte(`{"alg":"ES256","kid":"ec-1","x":"`+padding+`"}`)) + "." + parts[1] + "." + parts[2]},
+		{"64 KiB payload", parts[0] + "." + enc.EncodeToString([]byte(`{"x":"`+padding+`"}`)) + "." + parts[2]},
+		// Not even base64: a verifier that parsed first would call this
+		// malformed rather than too large.
+		{"64 KiB of garbage", strings.Repeat("!", 64<<10)},
+		{"one byte over the limit", atLimit + strings.Repeat("A", auth.MaxTokenBytes+1-len(atLimit))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := v.Verify(t.Context(), tc.token)
+			requireInvalid(t, err, "token too large")
+		})
+	}
+	if n := srv.requests.Load(); n != 0 {
+		t.Fatalf("JWKS fetched %d times for oversized tokens, want 0", n)
+	}
+	// The limit is not stricter than it says.
+	if _, err := v.Verify(t.Context(), atLimit); err != nil {
+		t.Fatalf("token of %d bytes (limit %d) rejected: %v", len(atLimit), auth.MaxTokenBytes, err)
+	}
+}
+
 func TestVerifyRejects(t *testing.T) {
 	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
 	srv := newJWKSServer(t, key)
@@ -321,6 +510,27 @@ func TestVerifyRejects(t *testing.T) {
 			_ = secret.Set(jwk.KeyIDKey, "rsa-1")
 			_ = secret.Set(jwk.AlgorithmKey, jwa.HS256)
 			return sign(t, secret, validClaims())
+		}, "signing algorithm not allowed"},
+		// The classic key confusion: the JWKS is public, so an attacker can
+		// use the very bytes of the RSA public key as an HMAC secret and hope
+		// the verifier feeds the same bytes to HMAC.
+		{"HS256 keyed with the RSA public key as PEM", func() string {
+			der, err := x509.MarshalPKIXPublicKey(&rsaKey().PublicKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return hmacToken(t, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), "rsa-1", validClaims())
+		}, "signing algorithm not allowed"},
+		{"HS256 keyed with the published JWK", func() string {
+			pub, err := key.PublicKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			published, err := json.Marshal(pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return hmacToken(t, published, "rsa-1", validClaims())
 		}, "signing algorithm not allowed"},
 		{"unknown kid", func() string {
 			return sign(t, newECKey(t, "stranger"), validClaims())
@@ -355,6 +565,12 @@ func TestVerifyRejects(t *testing.T) {
 		{"wrong audience", func() string {
 			return with(func(c map[string]any) { c[jwt.AudienceKey] = []string{"account", "other-api"} })
 		}, "wrong audience"},
+		{"missing issuer", func() string {
+			return with(func(c map[string]any) { delete(c, jwt.IssuerKey) })
+		}, "wrong issuer"},
+		{"missing audience", func() string {
+			return with(func(c map[string]any) { delete(c, jwt.AudienceKey) })
+		}, "wrong audience"},
 		{"missing exp", func() string {
 			return with(func(c map[string]any) { delete(c, jwt.ExpirationKey) })
 		}, "token has no expiry"},
@@ -383,8 +599,34 @@ func TestVerifyRejects(t *testing.T) {
 		{"ID token", func() string {
 			return with(func(c map[string]any) { c["typ"] = "ID" })
 		}, "not an access token"},
+		{"refresh token", func() string {
+			return with(func(c map[string]any) { c["typ"] = "Refresh" })
+		}, "not an access token"},
 		{"permissions not an array", func() string {
 			return with(func(c map[string]any) { c["permissions"] = "notifications.send" })
+		}, "malformed permission claims"},
+		{"realm_access not an object", func() string {
+			return with(func(c map[string]any) { c["realm_access"] = []string{"notif.admin"} })
+		}, "malformed permission claims"},
+		{"realm_access roles not an array", func() string {
+			return with(func(c map[string]any) { c["realm_access"] = map[string]any{"roles": "notif.admin"} })
+		}, "malformed permission claims"},
+		{"realm_access roles not strings", func() string {
+			return with(func(c map[string]any) { c["realm_access"] = map[string]any{"roles": []any{"notif.admin", 7}} })
+		}, "malformed permission claims"},
+		{"resource_access not an object", func() string {
+			return with(func(c map[string]any) { c["resource_access"] = testClientID })
+		}, "malformed permission claims"},
+		{"client entry of resource_access not an object", func() string {
+			return with(func(c map[string]any) { c["resource_access"] = map[string]any{testClientID: []string{"notif.admin"}} })
+		}, "malformed permission claims"},
+		{"client roles not an array", func() string {
+			return with(func(c map[string]any) {
+				c["resource_access"] = map[string]any{testClientID: map[string]any{"roles": "notif.admin"}}
+			})
+		}, "malformed permission claims"},
+		{"scope not a string", func() string {
+			return with(func(c map[string]any) { c["scope"] = []string{"openid", "notif.admin"} })
 		}, "malformed permission claims"},
 		{"oversized", func() string {
 			return with(func(c map[string]any) { c["padding"] = strings.Repeat("x", auth.MaxTokenBytes) })

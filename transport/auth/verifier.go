@@ -366,7 +366,15 @@ func (v *Verifier) lookupKey(ctx context.Context, kid string) (jwk.Key, error) {
 }
 
 // validate checks the registered claims. exp is required here because the
-// library treats a missing (or zero) exp as "never expires".
+// library treats a missing (or zero) exp as "never expires"; iss and aud are
+// required by the validators themselves, which fail on a missing claim.
+//
+// nbf is checked when present but not required, although DESIGN §9 lists it:
+// Keycloak 10 and later issue access tokens without nbf (older versions wrote
+// "nbf": 0, which means the same), so requiring it would refuse every
+// Keycloak token. Nothing is lost: a token is usable from the moment it is
+// issued, and exp still bounds its life. iat, when present, must not lie in
+// the future.
 func (v *Verifier) validate(tok jwt.Token) error {
 	if _, ok := tok.Get(jwt.ExpirationKey); !ok {
 		return invalid("token has no expiry", nil)
