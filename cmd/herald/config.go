@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/heraldhq/herald/transport/kafka"
 )
@@ -42,6 +43,7 @@ type config struct {
 	JWTTenantClaim     string
 	JWTClientID        string
 	AllowedOrigins     string
+	ReadWait           string
 	LogLevel           string
 	LogFormat          string
 	DevKafkaAddr       string
@@ -69,6 +71,7 @@ func (c *config) settings() []setting {
 		{"HERALD_JWT_TENANT_CLAIM", "organizer_id", "claim holding the caller's tenant", &c.JWTTenantClaim},
 		{"HERALD_JWT_CLIENT_ID", "", "Keycloak client whose resource_access roles are permissions", &c.JWTClientID},
 		{"HERALD_WS_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed on /v1/stream", &c.AllowedOrigins},
+		{"HERALD_READ_WAIT", "2s", "how long a read carrying X-Consistency-Token waits for the projection before 503 projection.lagging", &c.ReadWait},
 		{"HERALD_LOG_LEVEL", "info", "debug, info, warn or error", &c.LogLevel},
 		{"HERALD_LOG_FORMAT", "text", "text or json", &c.LogFormat},
 		{"HERALD_DEV_KAFKA_ADDR", "127.0.0.1:9092", "address of the embedded Kafka broker (dev only)", &c.DevKafkaAddr},
@@ -191,6 +194,9 @@ func (c config) validate() error {
 	if c.EventStore != "postgres" && !c.usesESDB() {
 		return fmt.Errorf("HERALD_EVENT_STORE: want postgres, or an esdb:// or kurrentdb:// connection string")
 	}
+	if d, err := time.ParseDuration(c.ReadWait); err != nil || d <= 0 || d > time.Minute {
+		return fmt.Errorf("HERALD_READ_WAIT=%q: want a duration from 1ms to 1m, such as 2s", c.ReadWait)
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
@@ -208,6 +214,12 @@ func (c config) usesESDB() bool {
 		}
 	}
 	return false
+}
+
+// readWait is HERALD_READ_WAIT, checked by validate.
+func (c config) readWait() time.Duration {
+	d, _ := time.ParseDuration(c.ReadWait)
+	return d
 }
 
 func (c config) brokers() []string { return splitList(c.KafkaBrokers) }

@@ -1,6 +1,6 @@
 // Command herald is Herald's one binary: the service (serve), the same with
-// everything embedded for a laptop (dev), schema migrations (migrate), and
-// dev-mode clients (token, watch).
+// everything embedded for a laptop (dev), schema migrations (migrate),
+// projection maintenance (projections), and dev-mode clients (token, watch).
 package main
 
 import (
@@ -23,6 +23,8 @@ Usage:
   herald dev        run everything on this machine: embedded Kafka broker,
                     local PostgreSQL, dev identity provider
   herald migrate    apply database migrations and exit
+  herald projections
+                    projection status, parked events and their retry
   herald token      print a dev-mode access token (needs a running herald dev)
   herald watch      print a dev-mode user's live notification frames
 
@@ -53,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return devCommand(ctx, rest, stdout, stderr)
 	case "migrate":
 		return migrateCommand(ctx, rest, stdout, stderr)
+	case "projections":
+		return projectionsCommand(ctx, rest, stdout, stderr)
 	case "token":
 		return tokenCommand(ctx, rest, stdout, stderr)
 	case "watch":

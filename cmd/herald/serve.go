@@ -77,8 +77,6 @@ func (a *app) run(ctx context.Context) error {
 	directory := queries.NewDirectory(pool)
 	cmds := commands.New(store, logger, commands.WithScopeResolver(directory))
 	feed := live.NewHub()
-	inboxRunner := projections.NewRunner(pool, store, projections.NewInbox(feed), logger)
-	directoryRunner := projections.NewRunner(pool, store, projections.NewDirectory(), logger)
 
 	// The verifier's background refresh must outlive the HTTP drain.
 	verifierCtx, stopVerifier := context.WithCancel(context.Background())
@@ -93,6 +91,8 @@ func (a *app) run(ctx context.Context) error {
 	// Served at GET /metrics; Herald's own series join the runtime's here.
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	inboxRunner := projections.NewRunner(pool, store, projections.NewInbox(feed), logger, projections.WithMetrics(registry))
+	directoryRunner := projections.NewRunner(pool, store, projections.NewDirectory(), logger, projections.WithMetrics(registry))
 	ingress, err := kafka.NewIngress(kafka.Config{
 		Brokers: cfg.brokers(), ClientID: cfg.KafkaClientID, GroupID: cfg.KafkaGroupID,
 		SASL: cfg.kafkaSASL(), TLS: cfg.kafkaTLS(), Registerer: registry,
@@ -105,6 +105,7 @@ func (a *app) run(ctx context.Context) error {
 		{Name: "database", Func: pool.Ping},
 		{Name: "jwks", Func: verifier.Ready},
 	}, logger)
+	api.SetReadWait(cfg.readWait())
 	hub := ws.NewHub(ws.Config{AllowedOrigins: splitList(cfg.AllowedOrigins)}, verifier, feed, logger)
 	mux := http.NewServeMux()
 	api.Register(mux)

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/projections"
+)
+
+const projectionsUsage = `Usage: herald projections <command> [flags] [name]
+
+Inspects and repairs the projections that build the read model, in the
+database of HERALD_DATABASE_URL and the event store of HERALD_EVENT_STORE.
+Without a name, a command covers every projection.
+
+Commands:
+  status    checkpoint, log head, whether the projection is behind, when its
+            checkpoint last moved, and how many events it parked
+  parked    the events projections could not apply, with their errors
+  retry     re-apply parked events; those that now apply are unparked
+
+Run "herald projections <command> --help" for a command's flags.
+`
+
+// runnableProjections are the projections serve runs, in the order status
+// lists them. Effects that Apply returns (the inbox's live deltas) go
+// nowhere here: this process serves no WebSocket.
+func runnableProjections() []projections.Projection {
+	return []projections.Projection{projections.NewInbox(nil), projections.NewDirectory()}
+}
+
+// projectionsCommand is `herald projections status|parked|retry [name]`.
+// (A rebuild command will join them here.)
+func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, projectionsUsage)
+		return errors.New("projections: a command is required")
+	}
+	sub, rest := args[0], args[1:]
+	var summary string
+	switch sub {
+	case "status":
+		summary = "Prints each projection's checkpoint, the log's head, whether the projection is behind, how long ago its checkpoint moved, and its parked events."
+	case "parked":
+		summary = "Lists the events projections could not apply, oldest first, with the error of their last attempt."
+	case "retry":
+		summary = "Re-applies parked events in the order they were parked. It waits for the projection's lock, which every running herald serve " +
+			"that runs the projection holds: stop them first. A parked event is applied after the events that followed it, which is only " +
+			"right for events whose effect does not depend on coming in order: look at them (herald projections parked) before retrying."
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, projectionsUsage)
+		return nil
+	default:
+		fmt.Fprint(stderr, projectionsUsage)
+		return fmt.Errorf("projections: unknown command %q", sub)
+	}
+	fs := settingsFlags("projections "+sub+" [name]", summary, stderr)
+	limit := 0
+	if sub == "parked" {
+		fs.IntVar(&limit, "limit", 100, "list at most this many events")
+	}
+	wait := time.Duration(0)
+	if sub == "retry" {
+		fs.DurationVar(&wait, "wait", 10*time.Second, "how long to wait for each projection's lock; 0 waits until interrupted")
+	}
+	if sub != "status" {
+		settingsUsage := fs.Usage
+		fs.Usage = func() {
+			settingsUsage()
+			fmt.Fprint(stderr, "\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	}
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	selected, err := selectProjections(fs)
+	if err != nil {
+		return err
+	}
+	cfg := loadConfig()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	logger := cfg.logger()
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		poolCfg.MaxConns = 4
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+	store, closeStore, err := openStore(cfg, pool, logger)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	switch sub {
+	case "status":
+		return projectionsStatus(ctx, pool, store, selected, stdout)
+	case "parked":
+		return projectionsParked(ctx, pool, selected, limit, stdout)
+	default:
+		return projectionsRetry(ctx, pool, store, selected, wait, logger, stdout)
+	}
+}
+
+// selectProjections is the projection fs's argument names, or all of them.
+func selectProjections(fs *flag.FlagSet) ([]projections.Projection, error) {
+	all := runnableProjections()
+	switch fs.NArg() {
+	case 0:
+		return all, nil
+	case 1:
+		var names []string
+		for _, p := range all {
+			if p.Name() == fs.Arg(0) {
+				return []projections.Projection{p}, nil
+			}
+			names = append(names, p.Name())
+		}
+		return nil, fmt.Errorf("projections: unknown projection %q (known: %s)", fs.Arg(0), strings.Join(names, ", "))
+	default:
+		return nil, fmt.Errorf("projections: at most one projection name, got %q", fs.Args())
+	}
+}
+
+func projectionNames(ps []projections.Projection) []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name()
+	}
+	return names
+}
+
+func projectionsStatus(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, stdout io.Writer) error {
+	statuses, err := projections.ReadStatus(ctx, pool, store, projectionNames(ps)...)
+	if err != nil {
+		return err
+	}
+	head := "(empty log)"
+	if len(statuses) > 0 && statuses[0].Head != eventstore.Start {
+		head = string(statuses[0].Head)
+	}
+	fmt.Fprintf(stdout, "log head: %s\n\n", head)
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROJECTION\tCHECKPOINT\tBEHIND\tCHECKPOINT MOVED\tPARKED")
+	for _, s := range statuses {
+		cp, moved := "(not started)", "never"
+		if s.Started {
+			cp, moved = string(s.Checkpoint), s.SinceMoved.Round(time.Second).String()+" ago"
+			if s.Checkpoint == eventstore.Start {
+				cp = "(start)"
+			}
+		}
+		behind := "no"
+		if s.Behind {
+			behind = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", s.Name, cp, behind, moved, s.Parked)
+	}
+	return tw.Flush()
+}
+
+func projectionsParked(ctx context.Context, pool *pgxpool.Pool, ps []projections.Projection, limit int, stdout io.Writer) error {
+	var all []projections.ParkedEvent
+	for _, p := range ps {
+		parked, err := projections.ListParked(ctx, pool, p.Name(), limit)
+		if err != nil {
+			return err
+		}
+		all = append(all, parked...)
+	}
+	if len(all) == 0 {
+		_, err := fmt.Fprintln(stdout, "no parked events")
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROJECTION\tPOSITION\tEVENT\tTYPE\tSTREAM\tATTEMPTS\tPARKED AT\tERROR")
+	for _, p := range all {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.Projection, p.Position, p.EventID, p.Type, p.StreamID,
+			p.Attempts, p.ParkedAt.UTC().Format(time.RFC3339), strings.Join(strings.Fields(p.Error), " "))
+	}
+	return tw.Flush()
+}
+
+func projectionsRetry(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, wait time.Duration, logger *slog.Logger, stdout io.Writer) error {
+	var errs []error
+	for _, p := range ps {
+		res, err := projections.RetryParked(ctx, pool, store, p, projections.RetryOptions{LockWait: wait, Logger: logger})
+		if errors.Is(err, projections.ErrLocked) {
+			errs = append(errs, fmt.Errorf("%w: a herald serve runs %s; stop the instances that run it, or wait longer (--wait)", err, p.Name()))
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: %d applied, %d still parked\n", p.Name(), res.Applied, res.StillFailing)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
