@@ -30,13 +30,38 @@ type Publisher interface {
 // archive or a read-all over a later state would undo what followed them.
 type Inbox struct {
 	publisher Publisher
+	tables    inboxTables
+	name      string
 }
 
+// inboxTables names the tables an Inbox writes: the live ones, or those a
+// rebuild fills before they replace them.
+type inboxTables struct {
+	notifications, counts string
+}
+
+// Tables of the inbox read model.
+var (
+	liveInbox    = inboxTables{notifications: "inbox_notifications", counts: "inbox_unread_counts"}
+	rebuildInbox = inboxTables{notifications: "inbox_notifications_rebuild", counts: "inbox_unread_counts_rebuild"}
+)
+
 // NewInbox returns the inbox projection; publisher may be nil.
-func NewInbox(publisher Publisher) *Inbox { return &Inbox{publisher: publisher} }
+func NewInbox(publisher Publisher) *Inbox {
+	return &Inbox{publisher: publisher, tables: liveInbox, name: "inbox"}
+}
 
 // Name implements Projection.
-func (*Inbox) Name() string { return "inbox" }
+func (p *Inbox) Name() string { return p.name }
+
+// Rebuild implements Rebuildable: the same projection into the rebuild
+// tables, publishing nothing, so that a rebuild pushes no delta twice.
+func (p *Inbox) Rebuild() (Projection, []TablePair) {
+	return &Inbox{tables: rebuildInbox, name: p.name + rebuildSuffix}, []TablePair{
+		{Live: liveInbox.notifications, Rebuild: rebuildInbox.notifications},
+		{Live: liveInbox.counts, Rebuild: rebuildInbox.counts},
+	}
+}
 
 type recipientKey struct{ tenant, recipient string }
 
@@ -88,7 +113,7 @@ func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Record
 	var counts countChanges
 	var seg segment
 	flush := func() error {
-		d, err := applySegment(ctx, tx, seg, &counts)
+		d, err := applySegment(ctx, tx, p.tables, seg, &counts)
 		deltas = append(deltas, d...)
 		seg = segment{}
 		return err
@@ -122,7 +147,7 @@ func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Record
 			if err := flush(); err != nil {
 				return nil, err
 			}
-			d, err := readAll(ctx, tx, ev, pos, &counts)
+			d, err := readAll(ctx, tx, p.tables, ev, pos, &counts)
 			if err != nil {
 				return nil, err
 			}
@@ -132,7 +157,7 @@ func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Record
 	if err := flush(); err != nil {
 		return nil, err
 	}
-	newCounts, err := moveCounts(ctx, tx, counts.order, counts.change)
+	newCounts, err := moveCounts(ctx, tx, p.tables, counts.order, counts.change)
 	if err != nil {
 		return nil, err
 	}
@@ -163,15 +188,15 @@ type rowState struct {
 func (r rowState) counted() bool { return !r.read && !r.archived }
 
 // applySegment applies one run of events with no read-all inside.
-func applySegment(ctx context.Context, tx pgx.Tx, seg segment, counts *countChanges) ([]live.Delta, error) {
+func applySegment(ctx context.Context, tx pgx.Tx, t inboxTables, seg segment, counts *countChanges) ([]live.Delta, error) {
 	if len(seg.order) == 0 {
 		return nil, nil
 	}
-	inserted, err := insertNotifications(ctx, tx, seg.creates)
+	inserted, err := insertNotifications(ctx, tx, t, seg.creates)
 	if err != nil {
 		return nil, err
 	}
-	states, err := loadStates(ctx, tx, seg.states)
+	states, err := loadStates(ctx, tx, t, seg.states)
 	if err != nil {
 		return nil, err
 	}
@@ -221,14 +246,14 @@ func applySegment(ctx context.Context, tx pgx.Tx, seg segment, counts *countChan
 			deltas = append(deltas, live.Delta{Tenant: st.tenant, RecipientID: st.recipient, Topic: topic, Position: ev.pos, Data: live.ReadData{ID: ev.id}})
 		}
 	}
-	if err := writeStates(ctx, tx, states); err != nil {
+	if err := writeStates(ctx, tx, t, states); err != nil {
 		return nil, err
 	}
 	return deltas, nil
 }
 
 // loadStates locks and reads the rows the state events change.
-func loadStates(ctx context.Context, tx pgx.Tx, events []stateEvent) (map[string]rowState, error) {
+func loadStates(ctx context.Context, tx pgx.Tx, t inboxTables, events []stateEvent) (map[string]rowState, error) {
 	states := map[string]rowState{}
 	if len(events) == 0 {
 		return states, nil
@@ -239,7 +264,7 @@ func loadStates(ctx context.Context, tx pgx.Tx, events []stateEvent) (map[string
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT id::text, tenant, recipient_id, is_read, read_at, archived, archived_at
-		FROM inbox_notifications WHERE id = ANY($1::uuid[])
+		FROM `+t.notifications+` WHERE id = ANY($1::uuid[])
 		ORDER BY id
 		FOR UPDATE`, ids)
 	if err != nil {
@@ -261,7 +286,7 @@ func loadStates(ctx context.Context, tx pgx.Tx, events []stateEvent) (map[string
 }
 
 // writeStates writes the final state of every changed row in one statement.
-func writeStates(ctx context.Context, tx pgx.Tx, states map[string]rowState) error {
+func writeStates(ctx context.Context, tx pgx.Tx, t inboxTables, states map[string]rowState) error {
 	var ids []string
 	var read, archived []bool
 	var readAt, archAt []*time.Time
@@ -277,7 +302,7 @@ func writeStates(ctx context.Context, tx pgx.Tx, states map[string]rowState) err
 		return nil
 	}
 	_, err := tx.Exec(ctx, `
-		UPDATE inbox_notifications n
+		UPDATE `+t.notifications+` n
 		SET is_read = u.is_read, read_at = u.read_at, archived = u.archived, archived_at = u.archived_at
 		FROM unnest($1::uuid[], $2::boolean[], $3::timestamptz[], $4::boolean[], $5::timestamptz[])
 			AS u(id, is_read, read_at, archived, archived_at)
@@ -290,11 +315,11 @@ func writeStates(ctx context.Context, tx pgx.Tx, states map[string]rowState) err
 
 // readAll marks read every unread notification of the recipient that the
 // read model holds so far: exactly those before the read-all in the log.
-func readAll(ctx context.Context, tx pgx.Tx, ev domain.InboxMarkedRead, pos string, counts *countChanges) ([]live.Delta, error) {
+func readAll(ctx context.Context, tx pgx.Tx, t inboxTables, ev domain.InboxMarkedRead, pos string, counts *countChanges) ([]live.Delta, error) {
 	var marked, counted int64
 	err := tx.QueryRow(ctx, `
 		WITH marked AS (
-			UPDATE inbox_notifications SET is_read = true, read_at = $3
+			UPDATE `+t.notifications+` SET is_read = true, read_at = $3
 			WHERE tenant = $1 AND recipient_id = $2 AND NOT is_read
 			RETURNING archived)
 		SELECT count(*), count(*) FILTER (WHERE NOT archived) FROM marked`,
@@ -314,7 +339,7 @@ func readAll(ctx context.Context, tx pgx.Tx, ev domain.InboxMarkedRead, pos stri
 
 // insertNotifications inserts the batch's notifications and returns the ids
 // of those that were new.
-func insertNotifications(ctx context.Context, tx pgx.Tx, creates []createdAt) (map[string]bool, error) {
+func insertNotifications(ctx context.Context, tx pgx.Tx, t inboxTables, creates []createdAt) (map[string]bool, error) {
 	inserted := map[string]bool{}
 	if len(creates) == 0 {
 		return inserted, nil
@@ -347,7 +372,7 @@ func insertNotifications(ctx context.Context, tx pgx.Tx, creates []createdAt) (m
 		createdAts[i] = ev.CreatedAt
 	}
 	rows, err := tx.Query(ctx, `
-		INSERT INTO inbox_notifications
+		INSERT INTO `+t.notifications+`
 			(id, tenant, recipient_id, request_id, type, content, action_url, data, channels, created_at, position)
 		SELECT u.id, u.tenant, u.recipient_id, u.request_id, u.type, u.content, u.action_url, u.data::jsonb,
 			ARRAY(SELECT json_array_elements_text(u.channels::json)), u.created_at, u.position
@@ -372,7 +397,7 @@ func insertNotifications(ctx context.Context, tx pgx.Tx, creates []createdAt) (m
 
 // moveCounts adds each recipient's change to its unread count and returns
 // the new counts.
-func moveCounts(ctx context.Context, tx pgx.Tx, order []recipientKey, change map[recipientKey]int64) (map[recipientKey]int64, error) {
+func moveCounts(ctx context.Context, tx pgx.Tx, t inboxTables, order []recipientKey, change map[recipientKey]int64) (map[recipientKey]int64, error) {
 	counts := map[recipientKey]int64{}
 	if len(order) == 0 {
 		return counts, nil
@@ -406,7 +431,7 @@ func moveCounts(ctx context.Context, tx pgx.Tx, order []recipientKey, change map
 		return nil
 	}
 	err := collect(tx.Query(ctx, `
-		INSERT INTO inbox_unread_counts AS c (tenant, recipient_id, unread)
+		INSERT INTO `+t.counts+` AS c (tenant, recipient_id, unread)
 		SELECT tenant, recipient_id, d FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, recipient_id, d)
 		WHERE d > 0
 		ON CONFLICT (tenant, recipient_id) DO UPDATE SET unread = c.unread + EXCLUDED.unread
@@ -415,7 +440,7 @@ func moveCounts(ctx context.Context, tx pgx.Tx, order []recipientKey, change map
 		return nil, err
 	}
 	err = collect(tx.Query(ctx, `
-		UPDATE inbox_unread_counts c SET unread = GREATEST(c.unread + u.d, 0)
+		UPDATE `+t.counts+` c SET unread = GREATEST(c.unread + u.d, 0)
 		FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, recipient_id, d)
 		WHERE u.d <= 0 AND c.tenant = u.tenant AND c.recipient_id = u.recipient_id
 		RETURNING c.tenant, c.recipient_id, c.unread`, tenants, recipients, deltas))

@@ -28,6 +28,8 @@ Commands:
             checkpoint last moved, and how many events it parked
   parked    the events projections could not apply, with their errors
   retry     re-apply parked events; those that now apply are unparked
+  rebuild   rebuild one projection's tables from the start of the log beside
+            the live ones, then swap them in; herald serve keeps serving
 
 Run "herald projections <command> --help" for a command's flags.
 `
@@ -39,8 +41,7 @@ func runnableProjections() []projections.Projection {
 	return []projections.Projection{projections.NewInbox(nil), projections.NewDirectory()}
 }
 
-// projectionsCommand is `herald projections status|parked|retry [name]`.
-// (A rebuild command will join them here.)
+// projectionsCommand is `herald projections status|parked|retry|rebuild [name]`.
 func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, projectionsUsage)
@@ -57,6 +58,9 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 		summary = "Re-applies parked events in the order they were parked. It waits for the projection's lock, which every running herald serve " +
 			"that runs the projection holds: stop them first. A parked event is applied after the events that followed it, which is only " +
 			"right for events whose effect does not depend on coming in order: look at them (herald projections parked) before retrying."
+	case "rebuild":
+		summary = "Rebuilds the named projection's tables from the start of the event log into new tables while the live ones keep " +
+			"serving, then swaps them in atomically. A running herald serve goes on serving and pushing live changes throughout."
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, projectionsUsage)
 		return nil
@@ -88,6 +92,9 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
+	if sub == "rebuild" && fs.NArg() != 1 {
+		return fmt.Errorf("projections: rebuild needs the name of the projection to rebuild (%s)", strings.Join(projectionNames(selected), ", "))
+	}
 	cfg := loadConfig()
 	if err := cfg.validate(); err != nil {
 		return err
@@ -112,6 +119,8 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	defer closeStore()
 
 	switch sub {
+	case "rebuild":
+		return projectionsRebuild(ctx, pool, store, selected, logger, stdout)
 	case "status":
 		return projectionsStatus(ctx, pool, store, selected, stdout)
 	case "parked":
@@ -214,4 +223,19 @@ func projectionsRetry(ctx context.Context, pool *pgxpool.Pool, store eventstore.
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func projectionsRebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, logger *slog.Logger, stdout io.Writer) error {
+	r, ok := ps[0].(projections.Rebuildable)
+	if !ok {
+		return fmt.Errorf("projections: %s cannot be rebuilt", ps[0].Name())
+	}
+	began := time.Now()
+	res, err := projections.Rebuild(ctx, pool, store, r, logger)
+	if err != nil {
+		return fmt.Errorf("projections: rebuild %s: %w", r.Name(), err)
+	}
+	_, err = fmt.Fprintf(stdout, "rebuilt %s: %d events applied, %d parked, swapped in at %s after %s\n",
+		r.Name(), res.Events, res.Parked, res.Checkpoint, time.Since(began).Round(time.Millisecond))
+	return err
 }

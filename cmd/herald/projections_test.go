@@ -155,8 +155,19 @@ func TestProjectionsCommand(t *testing.T) {
 		t.Errorf("parked directory: %q", out)
 	}
 
+	// A rebuild starts over from the log: the same event is parked again,
+	// anew, and the tables are swapped in at the live checkpoint.
+	out, errOut, err = runHerald(t, dbURL, "projections", "rebuild", "inbox")
+	if re := `^rebuilt inbox: \d+ events applied, 1 parked, swapped in at ` + regexp.QuoteMeta(string(head)) + ` after \S+\n$`; err != nil || !regexp.MustCompile(re).MatchString(out) {
+		t.Errorf("rebuild: %q, %v\n%s", out, err, errOut)
+	}
+	out, _, _ = runHerald(t, dbURL, "projections", "parked", "inbox")
+	if !regexp.MustCompile(parkedLine(1)).MatchString(out) {
+		t.Errorf("parked after the rebuild:\n%s", out)
+	}
+
 	// Mistakes are refused with a reason.
-	for _, args := range [][]string{{"projections"}, {"projections", "rebuild"}, {"projections", "status", "nope"}, {"projections", "status", "inbox", "directory"}} {
+	for _, args := range [][]string{{"projections"}, {"projections", "rebuild"}, {"projections", "rebuild", "directory"}, {"projections", "status", "nope"}, {"projections", "status", "inbox", "directory"}} {
 		if _, errOut, err := runHerald(t, dbURL, args...); err == nil || !strings.Contains(errOut, "herald: projections: ") {
 			t.Errorf("herald %s: %v, stderr %q; want an error", strings.Join(args, " "), err, errOut)
 		}
