@@ -9,8 +9,8 @@ import (
 // Stored event type names. They are written into the event store and are
 // never renamed; a changed payload gets a new schema version instead.
 const (
-	EventNotificationRequested = "NotificationRequested"
-	EventNotificationCreated   = "NotificationCreated"
+	EventNotificationRequested  = "NotificationRequested"
+	EventNotificationCreated    = "NotificationCreated"
 	EventNotificationRead       = "NotificationRead"
 	EventNotificationUnread     = "NotificationUnread"
 	EventNotificationArchived   = "NotificationArchived"
