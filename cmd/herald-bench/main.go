@@ -1,6 +1,7 @@
 // Command herald-bench measures Herald on the machine it runs on: event store
 // appends against plain PostgreSQL inserts, and the Kafka-to-inbox pipeline
-// against a minimal consumer. Every figure comes with a baseline measured in
+// against a minimal consumer, and inbox reads through the REST API against a
+// minimal handler. Every figure comes with a baseline measured in
 // the same run, because an absolute number from a shared or unknown machine
 // says little on its own. It reports; it asserts nothing.
 //
@@ -69,7 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	// measurements, must still finish within five minutes.
 	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 75*time.Second, "longest an end-to-end run may take; a slower one reports its partial rate")
 	fs.IntVar(&o.fanOutRuns, "fanout-runs", 5, "timed rounds of the fan-out measurement (after one warm-up round)")
-	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e or fanout (default all)")
+	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, fanout or read (default all)")
 	fs.StringVar(&o.out, "out", "bench-results.json", "file the results are written to as JSON")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -77,8 +78,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.only != "" && o.only != "append" && o.only != "e2e" && o.only != "fanout":
-		return o, fmt.Errorf("-only %q: want append, e2e or fanout", o.only)
+	case o.only != "" && o.only != "append" && o.only != "e2e" && o.only != "fanout" && o.only != "read":
+		return o, fmt.Errorf("-only %q: want append, e2e, fanout or read", o.only)
 	case o.fanOutRuns <= 0:
 		return o, errors.New("-fanout-runs must be positive")
 	case o.duration <= 0 || o.warmUp < 0:
@@ -149,6 +150,13 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			return fmt.Errorf("fan-out: %w", err)
 		}
 		res.FanOut = &fan
+	}
+	if opts.only == "" || opts.only == "read" {
+		read, err := runRead(ctx, opts, dbs, logger, quiet)
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		res.Read = &read
 	}
 	res.WallSeconds = time.Since(began).Seconds()
 

@@ -21,6 +21,7 @@ type results struct {
 	Append          []appendResult `json:"append,omitempty"`
 	EndToEnd        *e2eResult     `json:"end_to_end,omitempty"`
 	FanOut          *fanOutResult  `json:"fan_out,omitempty"`
+	Read            *readResult    `json:"read,omitempty"`
 	WallSeconds     float64        `json:"wall_seconds"`
 }
 
@@ -72,8 +73,20 @@ func printTable(w io.Writer, r results) error {
 			"minimal consumer, 1 INSERT … SELECT",
 			seconds(f.BaselineMedian)+" ("+spread(f.Baseline)+")", times(f.Ratio)+" the time", goalText(f.Goal))
 	}
+	if rd := r.Read; rd != nil {
+		row(fmt.Sprintf("read, GET /v1/notifications?limit=%d, %d clients, %s notifications of %s users", rd.Limit, rd.Clients, thousands(int64(rd.Notifications)), thousands(int64(rd.Users))),
+			readText(rd.Herald),
+			"minimal handler, same SQL via pgx, no auth or envelope",
+			readText(rd.Baseline), times(rd.Ratio), goalText(rd.Goal))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if rd := r.Read; rd != nil {
+		if _, err := fmt.Fprintf(w, "\nread: %s; CPU of this process per request (clients included, PostgreSQL not): %.2f ms, baseline %.2f ms; page query plan: %s\n",
+			rd.Note, rd.Herald.CPUMsPerRequest, rd.Baseline.CPUMsPerRequest, rd.Plan); err != nil {
+			return err
+		}
 	}
 	_, err := fmt.Fprintf(w, "\n%s, GOMAXPROCS %d, %s\nwall time %s\n",
 		r.GoVersion, r.GOMAXPROCS, r.PostgresVersion, (time.Duration(r.WallSeconds * float64(time.Second))).Round(time.Second))
@@ -93,6 +106,10 @@ func runText(e e2eRun, unit string) string {
 		s += " (" + strings.Join(notes, "; ") + ")"
 	}
 	return s
+}
+
+func readText(r readRun) string {
+	return rate(r.PerSecond, "requests/s") + fmt.Sprintf(" (p50 %.1f ms, p99 %.1f ms)", r.P50Ms, r.P99Ms)
 }
 
 func goalText(g goal) string {
