@@ -131,7 +131,9 @@ const (
 		FROM inbox_notifications
 		WHERE tenant = $1 AND recipient_id = $2 AND (created_at, id) < ($3, $4::uuid)
 			AND ($6 = '' OR type = $6) AND created_at >= $7`
-	listOrder = ` ORDER BY created_at DESC, id DESC LIMIT $5`
+	// Qualified, because a bare id would name the id::text output column
+	// and sort by text, which the index does not give.
+	listOrder = ` ORDER BY inbox_notifications.created_at DESC, inbox_notifications.id DESC LIMIT $5`
 )
 
 var listViews = map[[2]bool]string{

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -385,5 +386,53 @@ func TestListRejectsInvalidInput(t *testing.T) {
 	}
 	if n, err := q.UnreadCount(context.Background(), tenant, "nobody"); err != nil || n != 0 {
 		t.Errorf("unknown user's unread count %d, %v; want 0, nil", n, err)
+	}
+}
+
+// Each view's page is one index range scan in index order: no sort, no
+// scan of the recipient's other notifications. With enough rows for the
+// planner to prefer the index, the plan names each view's partial index.
+func TestPagesWalkTheirIndexes(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+		INSERT INTO inbox_notifications (id, tenant, recipient_id, request_id, type, content, data, channels, created_at, position, is_read, archived)
+		SELECT gen_random_uuid(), 'org-1', 'user-' || (i % 200), gen_random_uuid(), 'T', 'c', '{}', '{in_app}',
+			now() - i * interval '1 minute', '1-' || i, i % 3 = 0, i % 7 = 0
+		FROM generate_series(1, 20000) AS i`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE inbox_notifications`); err != nil {
+		t.Fatal(err)
+	}
+	for _, view := range []struct {
+		unread, archived bool
+		index            string
+	}{
+		{false, false, "inbox_notifications_page"},
+		{true, false, "inbox_notifications_unread_page"},
+		{false, true, "inbox_notifications_archived_page"},
+	} {
+		var plan string
+		rows, err := pool.Query(ctx, "EXPLAIN "+queries.ListSQL(view.unread, view.archived),
+			"org-1", "user-7", "infinity", "ffffffff-ffff-ffff-ffff-ffffffffffff", 21, "", "-infinity")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			plan += line + "\n"
+		}
+		if rows.Err() != nil {
+			t.Fatal(rows.Err())
+		}
+		if !strings.Contains(plan, "Index Scan using "+view.index) || strings.Contains(plan, "Sort") {
+			t.Errorf("unread=%v archived=%v: want an index scan of %s and no sort:\n%s", view.unread, view.archived, view.index, plan)
+		}
 	}
 }

@@ -1068,3 +1068,42 @@ func TestDevIssuerRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// A token verified once is not checked again on every request, but the
+// shortcut never outlives the token, nor the key that signed it.
+func TestVerifiedTokensAreRememberedWithinTheirLimits(t *testing.T) {
+	oldKey := newECKey(t, "ec-old")
+	srv := newJWKSServer(t, oldKey)
+	cfg := testConfig(srv.URL)
+	cfg.Leeway = time.Millisecond
+	v := newVerifier(t, cfg)
+
+	claims := validClaims()
+	claims[jwt.ExpirationKey] = time.Now().Add(time.Second)
+	short := sign(t, oldKey, claims)
+	long := sign(t, oldKey, validClaims())
+	for range 3 {
+		p, err := v.Verify(t.Context(), long)
+		if err != nil || p.Subject != "user-42" || p.Tenant != "org-7" {
+			t.Fatalf("Verify again: %+v, %v", p, err)
+		}
+	}
+	if _, err := v.Verify(t.Context(), short); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2200 * time.Millisecond) // exp counts whole seconds
+	if _, err := v.Verify(t.Context(), short); domain.ErrorCode(err) != domain.CodeInvalidToken {
+		t.Fatalf("a remembered token past its expiry: %v, want %s", err, domain.CodeInvalidToken)
+	}
+
+	// The IdP withdraws the old key; a token of the new one makes the
+	// verifier fetch the set again, and the old key's tokens stop passing.
+	newKey := newECKey(t, "ec-new")
+	srv.setKeys(newKey)
+	if _, err := v.Verify(t.Context(), sign(t, newKey, validClaims())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(t.Context(), long); domain.ErrorCode(err) != domain.CodeInvalidToken {
+		t.Fatalf("a remembered token of a withdrawn key: %v, want %s", err, domain.CodeInvalidToken)
+	}
+}

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,7 +112,24 @@ type Verifier struct {
 	mu         sync.Mutex
 	inflight   *fetchCall
 	lastForced time.Time
+
+	// verified remembers tokens that passed, by their SHA-256, so that a
+	// client sending the same token on every request pays for the
+	// signature check once. An entry serves only while its token is within
+	// its validity window and its signing key is still in the key set.
+	vmu      sync.Mutex
+	verified map[[32]byte]verifiedToken
 }
+
+// verifiedToken is a token that passed Verify.
+type verifiedToken struct {
+	principal Principal
+	kid       string
+	notBefore time.Time // zero when the token has no nbf
+}
+
+// maxVerified bounds the remembered tokens; past it, one is forgotten.
+const maxVerified = 65536
 
 // fetchCall is one JWKS fetch that every caller needing keys at that moment
 // waits on, so that a burst of requests costs the IdP a single request.
@@ -292,6 +310,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Principal, error) 
 		return Principal{}, invalid("token too large", nil)
 	}
 	raw := []byte(token)
+	sum := sha256.Sum256(raw)
+	if p, ok := v.recall(sum); ok {
+		return p, nil
+	}
 
 	msg, err := jws.Parse(raw, jws.WithCompact())
 	if err != nil {
@@ -340,7 +362,60 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Principal, error) 
 	if err := v.validate(tok); err != nil {
 		return Principal{}, err
 	}
-	return v.principal(tok)
+	p, err := v.principal(tok)
+	if err != nil {
+		return Principal{}, err
+	}
+	v.remember(sum, verifiedToken{principal: p, kid: kid, notBefore: tok.NotBefore()})
+	return p, nil
+}
+
+// recall returns the principal of a token verified before, if it is still
+// valid now and its key is still published.
+func (v *Verifier) recall(sum [32]byte) (Principal, bool) {
+	v.vmu.Lock()
+	e, ok := v.verified[sum]
+	v.vmu.Unlock()
+	if !ok {
+		return Principal{}, false
+	}
+	now := time.Now()
+	if now.After(e.principal.ExpiresAt.Add(v.leeway)) {
+		v.vmu.Lock()
+		delete(v.verified, sum)
+		v.vmu.Unlock()
+		return Principal{}, false
+	}
+	if !e.notBefore.IsZero() && now.Add(v.leeway).Before(e.notBefore) {
+		return Principal{}, false
+	}
+	// A key the IdP withdrew withdraws the tokens it signed.
+	set := v.keys.Load()
+	if set == nil {
+		return Principal{}, false
+	}
+	if _, ok := (*set).LookupKeyID(e.kid); !ok {
+		v.vmu.Lock()
+		delete(v.verified, sum)
+		v.vmu.Unlock()
+		return Principal{}, false
+	}
+	return e.principal, true
+}
+
+func (v *Verifier) remember(sum [32]byte, e verifiedToken) {
+	v.vmu.Lock()
+	defer v.vmu.Unlock()
+	if v.verified == nil {
+		v.verified = map[[32]byte]verifiedToken{}
+	}
+	if len(v.verified) >= maxVerified {
+		for k := range v.verified {
+			delete(v.verified, k) // any one: map order is random
+			break
+		}
+	}
+	v.verified[sum] = e
 }
 
 // lookupKey finds the key for kid, refetching the JWKS once when kid is
