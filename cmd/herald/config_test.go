@@ -26,7 +26,7 @@ func TestEventStoreSelection(t *testing.T) {
 		"kurrentdb://db:2113":             true,
 		"esdb+discover://cluster:2113":    true,
 	} {
-		c := config{EventStore: value, LogLevel: "info", LogFormat: "text"}
+		c := config{EventStore: value, LogLevel: "info", LogFormat: "text", ReadWait: "2s"}
 		if err := c.validate(); err != nil {
 			t.Fatalf("%s refused: %v", value, err)
 		}
@@ -34,9 +34,15 @@ func TestEventStoreSelection(t *testing.T) {
 			t.Fatalf("%s: usesESDB %v", value, c.usesESDB())
 		}
 	}
-	c := config{EventStore: "mysql://x", LogLevel: "info", LogFormat: "text"}
+	c := config{EventStore: "mysql://x", LogLevel: "info", LogFormat: "text", ReadWait: "2s"}
 	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "HERALD_EVENT_STORE") {
 		t.Fatalf("unknown event store: %v", err)
+	}
+	for _, wait := range []string{"", "soon", "0s", "-1s", "2m"} {
+		c := config{EventStore: "postgres", LogLevel: "info", LogFormat: "text", ReadWait: wait}
+		if err := c.validate(); err == nil || !strings.Contains(err.Error(), "HERALD_READ_WAIT") {
+			t.Fatalf("HERALD_READ_WAIT=%q: %v", wait, err)
+		}
 	}
 }
 
