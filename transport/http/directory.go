@@ -93,7 +93,11 @@ func (s *Server) change(w http.ResponseWriter, r *http.Request, p auth.Principal
 		member := !leave
 		out.UserID, out.Member = users[0], &member
 	}
-	w.Header().Set(HeaderConsistencyToken, string(res.Position))
+	if res.Position != "" {
+		// Empty only when nothing changed in a directory that never
+		// changed: there is nothing for a read to wait for.
+		w.Header().Set(HeaderConsistencyToken, string(res.Position))
+	}
 	WriteData(w, r, http.StatusOK, out, Meta{})
 }
 

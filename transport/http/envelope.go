@@ -108,6 +108,10 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
 	}
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		// Unavailable and lagging are both worth retrying shortly.
+		w.Header().Set("Retry-After", "1")
+	}
 	writeJSON(w, status, errorEnvelope{Error: body, Meta: Meta{TraceID: RequestID(r), Timestamp: now()}})
 }
 

@@ -46,6 +46,7 @@ func NewServer(cmds *commands.Commands, inbox *queries.Inbox, directory *queries
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /v1/openapi.json", s.openAPI)
 	s.registerInbox(mux)
 	s.registerDirectory(mux)
 }

@@ -237,6 +237,8 @@ func (e *env) do(method, path, token string, body []byte, header ...string) resp
 	return send(e.t, e.srv.Client(), req)
 }
 
+// send makes the request and validates the answer against the OpenAPI
+// document (openapi_test.go): an answer that does not match it fails t.
 func send(t *testing.T, c *http.Client, req *http.Request) response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
@@ -250,6 +252,7 @@ func send(t *testing.T, c *http.Client, req *http.Request) response {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkOpenAPI(t, resp, b)
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
