@@ -12,13 +12,21 @@ import (
 
 // Directory projects MemberJoined and MemberLeft into directory_members,
 // the table org and merchant scopes are resolved from.
-type Directory struct{}
+type Directory struct {
+	name, table string
+}
 
 // NewDirectory returns the directory projection.
-func NewDirectory() *Directory { return &Directory{} }
+func NewDirectory() *Directory { return &Directory{name: "directory", table: "directory_members"} }
 
 // Name implements Projection.
-func (*Directory) Name() string { return "directory" }
+func (d *Directory) Name() string { return d.name }
+
+// Rebuild implements Rebuildable.
+func (d *Directory) Rebuild() (Projection, []TablePair) {
+	rebuild := d.table + "_rebuild"
+	return &Directory{name: d.name + rebuildSuffix, table: rebuild}, []TablePair{{Live: d.table, Rebuild: rebuild}}
+}
 
 type memberKey struct {
 	tenant, kind, group, user string
@@ -28,7 +36,7 @@ type memberKey struct {
 // so the batch is first reduced to the last event per member; then one
 // statement inserts the joined and one deletes the departed, whatever the
 // batch size.
-func (*Directory) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (func(), error) {
+func (d *Directory) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (func(), error) {
 	type state struct {
 		joined   bool
 		position string
@@ -76,7 +84,7 @@ func (*Directory) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Reco
 		// A member who joins again keeps the position of the first join:
 		// the write side never records a join of a current member.
 		_, err := tx.Exec(ctx, `
-			INSERT INTO directory_members (tenant, kind, group_id, user_id, position)
+			INSERT INTO `+d.table+` (tenant, kind, group_id, user_id, position)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
 			ON CONFLICT DO NOTHING`,
 			join.tenant, join.kind, join.group, join.user, join.position)
@@ -86,7 +94,7 @@ func (*Directory) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Reco
 	}
 	if len(leave.user) > 0 {
 		_, err := tx.Exec(ctx, `
-			DELETE FROM directory_members m
+			DELETE FROM `+d.table+` m
 			USING unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS l(tenant, kind, group_id, user_id)
 			WHERE m.tenant = l.tenant AND m.kind = l.kind AND m.group_id = l.group_id AND m.user_id = l.user_id`,
 			leave.tenant, leave.kind, leave.group, leave.user)

@@ -86,6 +86,20 @@ func TestDirectoryProjectionResolvesScopes(t *testing.T) {
 	if _, err := dir.ListMembers(ctx, tenant, shop, "%%%", 1); domain.ErrorCode(err) != domain.CodeValidationFailed {
 		t.Fatalf("bad cursor: %v", err)
 	}
+
+	// Rebuilt from the log, the directory is the same.
+	if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewDirectory(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := members(org); !slices.Equal(got, []string{"bob"}) {
+		t.Fatalf("org members after a rebuild = %v, want bob", got)
+	}
+	if got := members(shop); !slices.Equal(got, []string{"dave", "erin"}) {
+		t.Fatalf("shop members after a rebuild = %v, want dave, erin", got)
+	}
+	if others, err := dir.Members(ctx, "org-2", shop); err != nil || !slices.Equal(others, []string{"mallory"}) {
+		t.Fatalf("org-2's shop after a rebuild = %v, %v", others, err)
+	}
 }
 
 // waitDirectory waits until the directory projection has applied the whole log.

@@ -167,7 +167,7 @@ func TestProjectionsCommand(t *testing.T) {
 	}
 
 	// Mistakes are refused with a reason.
-	for _, args := range [][]string{{"projections"}, {"projections", "rebuild"}, {"projections", "rebuild", "directory"}, {"projections", "status", "nope"}, {"projections", "status", "inbox", "directory"}} {
+	for _, args := range [][]string{{"projections"}, {"projections", "rebuild"}, {"projections", "rebuild", "nope"}, {"projections", "status", "nope"}, {"projections", "status", "inbox", "directory"}} {
 		if _, errOut, err := runHerald(t, dbURL, args...); err == nil || !strings.Contains(errOut, "herald: projections: ") {
 			t.Errorf("herald %s: %v, stderr %q; want an error", strings.Join(args, " "), err, errOut)
 		}
