@@ -1,23 +1,28 @@
 package domain
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // InboxItem is a notification as its recipient sees it: the
 // NotificationCreatedPayload of seed 001, plus the recipient. REST answers and
 // WebSocket frames both carry it.
 type InboxItem struct {
-	ID          string         `json:"id"`
-	Type        string         `json:"type"`
-	OrganizerID *string        `json:"organizerId"`
-	RecipientID string         `json:"recipientId"`
-	Content     string         `json:"content"`
-	ActionURL   *string        `json:"actionUrl"`
-	Data        map[string]any `json:"data"`
-	IsRead      bool           `json:"isRead"`
-	ReadAt      *time.Time     `json:"readAt,omitempty"`
-	IsArchived  bool           `json:"isArchived"`
-	ArchivedAt  *time.Time     `json:"archivedAt,omitempty"`
-	CreatedAt   time.Time      `json:"createdAt"`
+	ID          string  `json:"id"`
+	Type        string  `json:"type"`
+	OrganizerID *string `json:"organizerId"`
+	RecipientID string  `json:"recipientId"`
+	Content     string  `json:"content"`
+	ActionURL   *string `json:"actionUrl"`
+	// Data is the request's data as JSON, passed through as stored: a
+	// read decodes and re-encodes none of it.
+	Data       json.RawMessage `json:"data"`
+	IsRead     bool            `json:"isRead"`
+	ReadAt     *time.Time      `json:"readAt,omitempty"`
+	IsArchived bool            `json:"isArchived"`
+	ArchivedAt *time.Time      `json:"archivedAt,omitempty"`
+	CreatedAt  time.Time       `json:"createdAt"`
 }
 
 // Item is the inbox view of a just-created notification.
@@ -27,7 +32,6 @@ func (n NotificationCreated) Item() InboxItem {
 		Type:        n.Type,
 		RecipientID: n.RecipientID,
 		Content:     n.Content,
-		Data:        n.Data,
 		CreatedAt:   n.CreatedAt,
 	}
 	if n.Tenant != "" {
@@ -38,8 +42,13 @@ func (n NotificationCreated) Item() InboxItem {
 		u := n.ActionURL
 		it.ActionURL = &u
 	}
-	if it.Data == nil {
-		it.Data = map[string]any{}
+	it.Data = json.RawMessage(`{}`)
+	if len(n.Data) > 0 {
+		// Data came from JSON, so it encodes; keep {} rather than fail a
+		// notification should that ever change.
+		if b, err := json.Marshal(n.Data); err == nil {
+			it.Data = b
+		}
 	}
 	return it
 }

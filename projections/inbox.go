@@ -351,10 +351,7 @@ func insertNotifications(ctx context.Context, tx pgx.Tx, t inboxTables, creates 
 	createdAts := make([]time.Time, n)
 	for i, c := range creates {
 		ev := c.ev
-		d, err := json.Marshal(ev.Item().Data)
-		if err != nil {
-			return nil, fmt.Errorf("notification %s data: %w", ev.ID, err)
-		}
+		d := ev.Item().Data
 		ch := ev.Channels
 		if ch == nil {
 			ch = []string{}

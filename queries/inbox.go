@@ -180,8 +180,8 @@ func scanItem(row pgx.CollectableRow) (domain.InboxItem, error) {
 		t := it.ArchivedAt.UTC()
 		it.ArchivedAt = &t
 	}
-	if it.Data == nil {
-		it.Data = map[string]any{}
+	if len(it.Data) == 0 || string(it.Data) == "null" {
+		it.Data = json.RawMessage(`{}`)
 	}
 	return it, err
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -238,8 +239,12 @@ func TestListPagesNewestFirst(t *testing.T) {
 			it.CreatedAt.Location() != time.UTC {
 			t.Errorf("item %+v (read %v), want alice's in %s with content %q", it, f.read[it.ID], tenant, wantContent)
 		}
-		if sub, _ := it.Data["payment"].(map[string]any); sub == nil || sub["subject"] == nil {
-			t.Errorf("item %s data %v, want the request data", it.ID, it.Data)
+		var data map[string]any
+		if err := json.Unmarshal(it.Data, &data); err != nil {
+			t.Fatalf("item %s data %s: %v", it.ID, it.Data, err)
+		}
+		if sub, _ := data["payment"].(map[string]any); sub == nil || sub["subject"] == nil {
+			t.Errorf("item %s data %s, want the request data", it.ID, it.Data)
 		}
 	}
 
