@@ -164,15 +164,8 @@ type RetryResult struct {
 	StillFailing int
 }
 
-// ErrLocked is wrapped by RetryParked's error when the projection's lock
-// stayed held by another process for all of RetryOptions.LockWait.
-var ErrLocked = errors.New("projection lock held by another process")
-
 // RetryOptions tune RetryParked.
 type RetryOptions struct {
-	// LockWait bounds the wait for the projection's lock; zero waits until
-	// ctx ends.
-	LockWait time.Duration
 	// Logger receives a line per event applied; nil discards.
 	Logger *slog.Logger
 }
@@ -184,13 +177,13 @@ type RetryOptions struct {
 // at the first failure that is not the event's fault (the database or the
 // store unavailable) and returns it, with what it did until then.
 //
-// It takes the projection's advisory lock first, so it never runs beside
-// the projection's runner. A running `herald serve` holds that lock for as
-// long as it runs the projection: stop the instances that run p first, or
-// RetryParked waits (see RetryOptions.LockWait, then ErrLocked). Each
-// transaction also locks the checkpoint row, which serialises it with any
-// runner's batch in any case. The checkpoint does not move. Safe to call
-// from several goroutines or processes: they take turns.
+// It runs beside the projection's runner, in a running `herald serve`
+// included: each transaction locks the projection's checkpoint row, as
+// every batch of a runner does, so a retried event is applied between two
+// batches, never within one. The checkpoint does not move. Each transaction
+// also removes the parked row before applying its event and gives up when
+// another retry removed it first, so several retries at once (goroutines or
+// processes) apply each event once.
 //
 // Footgun: a parked event is re-applied after the events that followed it
 // in the log, which were applied meanwhile. That is only correct when p's
@@ -208,20 +201,8 @@ func RetryParked(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store
 	}
 	logger = logger.With("projection", p.Name())
 	var res RetryResult
-	lctx, cancel := ctx, context.CancelFunc(func() {})
-	if opts.LockWait > 0 {
-		lctx, cancel = context.WithTimeout(ctx, opts.LockWait)
-	}
-	unlock, err := takeLock(lctx, pool, p.Name())
-	cancel()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return res, fmt.Errorf("projection %s: %w (waited %s)", p.Name(), ErrLocked, opts.LockWait)
-		}
-		return res, fmt.Errorf("projection %s: %w", p.Name(), err)
-	}
-	defer unlock()
-	// Read all at once: the list cannot grow while the lock is held.
+	// The events parked when the retry starts; any parked later wait for
+	// the next retry.
 	var parked []ParkedEvent
 	for after := int64(0); ; {
 		page, err := queryParked(ctx, pool, p.Name(), after, 500)
@@ -236,6 +217,9 @@ func RetryParked(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store
 	}
 	for _, pe := range parked {
 		ok, err := retryOne(ctx, pool, store, p, pe)
+		if errors.Is(err, errRetriedElsewhere) {
+			continue // applied, or parked anew, by another retry
+		}
 		if err != nil {
 			return res, fmt.Errorf("retry event %s at %s: %w", pe.EventID, pe.Position, err)
 		}
@@ -248,6 +232,9 @@ func RetryParked(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store
 	}
 	return res, nil
 }
+
+// errRetriedElsewhere means another retry handled the event first.
+var errRetriedElsewhere = errors.New("parked event retried by another process")
 
 // retryOne re-applies one parked event; ok reports that it applied and is
 // no longer parked. A nil error with !ok means it stays parked.
@@ -264,15 +251,19 @@ func retryOne(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, p.Name()); err != nil {
 			return fmt.Errorf("lock checkpoint: %w", err)
 		}
-		var err error
-		if after, err = p.Apply(ctx, tx, []eventstore.RecordedEvent{e}); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM projection_parked WHERE projection = $1 AND event_id = $2`, p.Name(), pe.EventID); err != nil {
+		tag, err := tx.Exec(ctx, `DELETE FROM projection_parked WHERE projection = $1 AND event_id = $2`, p.Name(), pe.EventID)
+		if err != nil {
 			return fmt.Errorf("unpark: %w", err)
 		}
-		return nil
+		if tag.RowsAffected() == 0 {
+			return errRetriedElsewhere
+		}
+		after, err = p.Apply(ctx, tx, []eventstore.RecordedEvent{e})
+		return err
 	})
+	if errors.Is(err, errRetriedElsewhere) {
+		return false, err
+	}
 	if err == nil {
 		if after != nil {
 			after()

@@ -293,23 +293,33 @@ func TestRetryParked(t *testing.T) {
 	last := lastPosition(t, e.store)
 	waitUntil(t, "the checkpoint at the end of the log", func() bool { return projectionCheckpoint(t, e.pool, "tally") == last })
 
-	// The runner holds the lock: a retry waits for it.
-	_, err := projections.RetryParked(ctx, e.pool, e.store, p, projections.RetryOptions{LockWait: 1500 * time.Millisecond})
-	if !errors.Is(err, projections.ErrLocked) {
-		t.Fatalf("retry beside a running runner: %v, want it to wait for the lock until its deadline", err)
-	}
-	stop()
-
+	// The cause of the first failure is fixed; the runner keeps running: a
+	// retry goes between its batches. Two at once apply each event once.
 	if _, err := e.pool.Exec(ctx, `ALTER TABLE tally DROP CONSTRAINT tally_n`); err != nil {
 		t.Fatal(err)
 	}
-	res, err := projections.RetryParked(ctx, e.pool, e.store, p, projections.RetryOptions{})
-	if err != nil {
-		t.Fatal(err)
+	results := make(chan projections.RetryResult, 2)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			res, err := projections.RetryParked(ctx, e.pool, e.store, p, projections.RetryOptions{})
+			if err != nil {
+				t.Error(err)
+			}
+			results <- res
+		})
 	}
-	if res != (projections.RetryResult{Applied: 1, StillFailing: 1}) {
-		t.Errorf("retry: %+v, want 1 applied, 1 still failing", res)
+	wg.Wait()
+	close(results)
+	var res projections.RetryResult
+	for r := range results {
+		res.Applied += r.Applied
+		res.StillFailing += r.StillFailing
 	}
+	if res.Applied != 1 || res.StillFailing < 1 || res.StillFailing > 2 {
+		t.Errorf("two retries: %+v, want the fixed event applied once in all, the other still failing", res)
+	}
+	stop()
 	if got, want := e.tallied(t), without(ids, ids[4]); !slices.Equal(got, want) {
 		t.Errorf("tallied %v, want %v", got, want)
 	}
@@ -317,9 +327,9 @@ func TestRetryParked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(parked) != 1 || parked[0].EventID != ids[4] || parked[0].Attempts != 2 || !strings.Contains(parked[0].Error, "decode") ||
+	if len(parked) != 1 || parked[0].EventID != ids[4] || parked[0].Attempts != 1+res.StillFailing || !strings.Contains(parked[0].Error, "decode") ||
 		!parked[0].LastAttemptAt.After(parked[0].ParkedAt) {
-		t.Errorf("parked after the retry: %+v, want event %s with 2 attempts", parked, ids[4])
+		t.Errorf("parked after the retries: %+v, want event %s with %d attempts", parked, ids[4], 1+res.StillFailing)
 	}
 	if cp := projectionCheckpoint(t, e.pool, "tally"); cp != last {
 		t.Errorf("checkpoint %q after the retry, want it unmoved at %q", cp, last)

@@ -55,8 +55,8 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	case "parked":
 		summary = "Lists the events projections could not apply, oldest first, with the error of their last attempt."
 	case "retry":
-		summary = "Re-applies parked events in the order they were parked. It waits for the projection's lock, which every running herald serve " +
-			"that runs the projection holds: stop them first. A parked event is applied after the events that followed it, which is only " +
+		summary = "Re-applies parked events in the order they were parked, between the batches of any running herald serve. " +
+			"A parked event is applied after the events that followed it, which is only " +
 			"right for events whose effect does not depend on coming in order: look at them (herald projections parked) before retrying."
 	case "rebuild":
 		summary = "Rebuilds the named projection's tables from the start of the event log into new tables while the live ones keep " +
@@ -73,11 +73,7 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	if sub == "parked" {
 		fs.IntVar(&limit, "limit", 100, "list at most this many events")
 	}
-	wait := time.Duration(0)
-	if sub == "retry" {
-		fs.DurationVar(&wait, "wait", 10*time.Second, "how long to wait for each projection's lock; 0 waits until interrupted")
-	}
-	if sub != "status" {
+	if sub == "parked" {
 		settingsUsage := fs.Usage
 		fs.Usage = func() {
 			settingsUsage()
@@ -126,7 +122,7 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	case "parked":
 		return projectionsParked(ctx, pool, selected, limit, stdout)
 	default:
-		return projectionsRetry(ctx, pool, store, selected, wait, logger, stdout)
+		return projectionsRetry(ctx, pool, store, selected, logger, stdout)
 	}
 }
 
@@ -209,14 +205,10 @@ func projectionsParked(ctx context.Context, pool *pgxpool.Pool, ps []projections
 	return tw.Flush()
 }
 
-func projectionsRetry(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, wait time.Duration, logger *slog.Logger, stdout io.Writer) error {
+func projectionsRetry(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, logger *slog.Logger, stdout io.Writer) error {
 	var errs []error
 	for _, p := range ps {
-		res, err := projections.RetryParked(ctx, pool, store, p, projections.RetryOptions{LockWait: wait, Logger: logger})
-		if errors.Is(err, projections.ErrLocked) {
-			errs = append(errs, fmt.Errorf("%w: a herald serve runs %s; stop the instances that run it, or wait longer (--wait)", err, p.Name()))
-			continue
-		}
+		res, err := projections.RetryParked(ctx, pool, store, p, projections.RetryOptions{Logger: logger})
 		fmt.Fprintf(stdout, "%s: %d applied, %d still parked\n", p.Name(), res.Applied, res.StillFailing)
 		if err != nil {
 			errs = append(errs, err)
