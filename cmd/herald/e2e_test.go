@@ -487,3 +487,34 @@ func TestScopedMessagesEndToEnd(t *testing.T) {
 		t.Fatalf("carol has %d unread, want 1", n)
 	}
 }
+
+// A refused WebSocket handshake answers like a refused REST request: the
+// error envelope, its code, and WWW-Authenticate.
+func TestStreamRefusalIsTheErrorEnvelope(t *testing.T) {
+	h := startHerald(t)
+	for name, header := range map[string]string{"no token": "", "bad token": "Bearer not.a.token"} {
+		req, err := http.NewRequest(http.MethodGet, h.base+"/v1/stream", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} {
+			req.Header.Set(k, v)
+		}
+		if header != "" {
+			req.Header.Set("Authorization", header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&env)
+		resp.Body.Close()
+		want := map[string]string{"no token": "auth.missing_token", "bad token": "auth.invalid_token"}[name]
+		if resp.StatusCode != http.StatusUnauthorized || err != nil || env.Error.Code != want || resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: %d, code %q (%v), WWW-Authenticate %q; want 401 %s", name, resp.StatusCode, env.Error.Code, err, resp.Header.Get("WWW-Authenticate"), want)
+		}
+	}
+}

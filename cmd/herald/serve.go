@@ -106,7 +106,11 @@ func (a *app) run(ctx context.Context) error {
 		{Name: "jwks", Func: verifier.Ready},
 	}, logger)
 	api.SetReadWait(cfg.readWait())
-	hub := ws.NewHub(ws.Config{AllowedOrigins: splitList(cfg.AllowedOrigins)}, verifier, feed, logger)
+	hub := ws.NewHub(ws.Config{
+		AllowedOrigins: splitList(cfg.AllowedOrigins),
+		// A refused handshake answers like any refused REST request.
+		Refuse: func(w http.ResponseWriter, r *http.Request, err error) { herhttp.WriteError(w, r, logger, err) },
+	}, verifier, feed, logger)
 	mux := http.NewServeMux()
 	api.Register(mux)
 	mux.Handle("GET /v1/stream", hub)

@@ -40,6 +40,11 @@ type Config struct {
 	// BufferSize is how many frames may wait for one slow client before it
 	// is disconnected (it then reconnects and reads its inbox). Default 256.
 	BufferSize int
+	// Refuse answers a handshake without a valid token; err is the
+	// verifier's, an auth.missing_token or auth.invalid_token error. The
+	// REST transport's error writer fits, so that both answer alike; nil
+	// answers a plain-text 401.
+	Refuse func(w http.ResponseWriter, r *http.Request, err error)
 }
 
 // Session keys.
@@ -86,6 +91,7 @@ type Hub struct {
 	verifier *auth.Verifier
 	logger   *slog.Logger
 	allowed  []string
+	onRefuse func(w http.ResponseWriter, r *http.Request, err error)
 
 	mu    sync.RWMutex
 	rooms map[member]map[*melody.Session]struct{}
@@ -104,8 +110,8 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	}
 	h := &Hub{
 		m: m, verifier: verifier, logger: logger.With("component", "ws"),
-		allowed: cfg.AllowedOrigins,
-		rooms:   map[member]map[*melody.Session]struct{}{},
+		allowed: cfg.AllowedOrigins, onRefuse: cfg.Refuse,
+		rooms: map[member]map[*melody.Session]struct{}{},
 	}
 	m.Upgrader.CheckOrigin = h.checkOrigin
 	m.Upgrader.Subprotocols = []string{auth.Subprotocol}
@@ -130,8 +136,8 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	return h
 }
 
-// ServeHTTP authenticates and upgrades. A missing or bad token gets a plain
-// 401 and no upgrade.
+// ServeHTTP authenticates and upgrades. A missing or bad token gets a 401
+// (see Config.Refuse) and no upgrade.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, err := auth.BearerToken(r)
 	if err != nil {
@@ -140,18 +146,26 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		h.refuse(w, r, err)
 		return
 	}
 	p, err := h.verifier.Verify(r.Context(), token)
 	if err != nil {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		h.refuse(w, r, err)
 		return
 	}
 	keys := map[string]any{keyPrincipal: p, keyEvicted: new(atomic.Bool)}
 	if err := h.m.HandleRequestWithKeys(w, r, keys); err != nil {
 		h.logger.DebugContext(r.Context(), "websocket upgrade failed", "error", err)
 	}
+}
+
+func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	if h.onRefuse != nil {
+		h.onRefuse(w, r, err)
+		return
+	}
+	http.Error(w, "unauthorized", http.StatusUnauthorized)
 }
 
 func (h *Hub) checkOrigin(r *http.Request) bool {
