@@ -130,14 +130,7 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 		if len(payloads) == 0 {
 			return ChangeMembersResult{Position: cd.last}, nil
 		}
-		meta := domain.Metadata{
-			Tenant:        cmd.Tenant,
-			SchemaVersion: domain.SchemaVersion,
-			CorrelationID: cmd.CorrelationID,
-			Actor:         cmd.Actor,
-			Source:        &domain.Source{Kind: "http", RequestID: cmd.CorrelationID},
-			HandledAt:     c.now().UTC(),
-		}
+		meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.CorrelationID)
 		events := make([]eventstore.EventData, len(payloads))
 		for i, p := range payloads {
 			typ := domain.EventMemberJoined

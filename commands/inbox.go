@@ -79,14 +79,7 @@ func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotificatio
 			}
 			return ChangeResult{Changed: false, Position: token}, nil
 		}
-		meta := domain.Metadata{
-			Tenant:        cmd.Tenant,
-			SchemaVersion: domain.SchemaVersion,
-			CorrelationID: cmd.CorrelationID,
-			Actor:         cmd.RecipientID,
-			Source:        &domain.Source{Kind: "http", RequestID: cmd.CorrelationID},
-			HandledAt:     c.now().UTC(),
-		}
+		meta := c.requestMeta(cmd.Tenant, cmd.RecipientID, cmd.CorrelationID)
 		// The id names the version and the change, so a retried append is
 		// recognised while a different change at the same version conflicts.
 		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", typ, n.Version+1)), typ, payload, meta)
@@ -103,6 +96,19 @@ func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotificatio
 		// A concurrent identical change derives the same event; only the
 		// one that wrote it changed anything.
 		return ChangeResult{Changed: !r.Deduplicated, Position: r.Position}, nil
+	}
+}
+
+// requestMeta is the metadata of an event a user's API request caused; the
+// request id is its correlation id.
+func (c *Commands) requestMeta(tenant, actor, requestID string) domain.Metadata {
+	return domain.Metadata{
+		Tenant:        tenant,
+		SchemaVersion: domain.SchemaVersion,
+		CorrelationID: requestID,
+		Actor:         actor,
+		Source:        &domain.Source{Kind: "http", RequestID: requestID},
+		HandledAt:     c.now().UTC(),
 	}
 }
 
@@ -176,14 +182,7 @@ func (c *Commands) MarkAllRead(ctx context.Context, cmd MarkAllRead) (eventstore
 		if len(last) == 1 {
 			version = last[0].Version
 		}
-		meta := domain.Metadata{
-			Tenant:        cmd.Tenant,
-			SchemaVersion: domain.SchemaVersion,
-			CorrelationID: cmd.CorrelationID,
-			Actor:         cmd.RecipientID,
-			Source:        &domain.Source{Kind: "http", RequestID: cmd.CorrelationID},
-			HandledAt:     c.now().UTC(),
-		}
+		meta := c.requestMeta(cmd.Tenant, cmd.RecipientID, cmd.CorrelationID)
 		payload := domain.InboxMarkedRead{Tenant: cmd.Tenant, RecipientID: cmd.RecipientID, ReadAt: c.now().UTC()}
 		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", domain.EventInboxMarkedRead, version+1)), domain.EventInboxMarkedRead, payload, meta)
 		if err != nil {

@@ -138,10 +138,13 @@ func startHerald(t *testing.T) *herald {
 	}
 }
 
-func (h *herald) token(sub, tenant string) string {
+func (h *herald) token(sub, tenant string, permissions ...string) string {
 	h.t.Helper()
-	body := fmt.Sprintf(`{"sub":%q,"tenant":%q}`, sub, tenant)
-	resp, err := http.Post(h.base+"/dev/token", "application/json", strings.NewReader(body))
+	if permissions == nil {
+		permissions = []string{}
+	}
+	body, _ := json.Marshal(map[string]any{"sub": sub, "tenant": tenant, "permissions": permissions})
+	resp, err := http.Post(h.base+"/dev/token", "application/json", bytes.NewReader(body))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -393,24 +396,6 @@ func TestBadMessagesAreDeadLetteredAndDoNotBlock(t *testing.T) {
 	}
 }
 
-// adminToken is a dev token carrying notif.admin.
-func (h *herald) adminToken(sub, tenant string) string {
-	h.t.Helper()
-	body := fmt.Sprintf(`{"sub":%q,"tenant":%q,"permissions":["notif.admin"]}`, sub, tenant)
-	resp, err := http.Post(h.base+"/dev/token", "application/json", strings.NewReader(body))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Data struct{ Token string } `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Data.Token == "" {
-		h.t.Fatalf("dev token: %s, %v", resp.Status, err)
-	}
-	return out.Data.Token
-}
-
 // send makes an API request with a JSON body and returns its status.
 func (h *herald) send(method, path, token, body string) int {
 	h.t.Helper()
@@ -436,7 +421,7 @@ func TestScopedMessagesEndToEnd(t *testing.T) {
 		t.Skip("kcat not installed (.ci/run installs it)")
 	}
 	h := startHerald(t)
-	admin := h.adminToken("root", "org-1")
+	admin := h.token("root", "org-1", "notif.admin")
 	if code := h.send("POST", "/v1/directory/orgs/org-1/members", admin, `{"userIds":["alice","bob"]}`); code != http.StatusOK {
 		t.Fatalf("import: %d", code)
 	}

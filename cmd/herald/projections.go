@@ -96,16 +96,9 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 		return err
 	}
 	logger := cfg.logger()
-	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	pool, err := cfg.openPool(ctx, 4)
 	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
-		poolCfg.MaxConns = 4
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return err
 	}
 	defer pool.Close()
 	store, closeStore, err := openStore(cfg, pool, logger)

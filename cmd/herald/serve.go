@@ -53,19 +53,12 @@ func (a *app) run(ctx context.Context) error {
 	if _, err := migrations.Up(ctx, cfg.DatabaseURL, logger); err != nil {
 		return err
 	}
-	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	// pgx's default size (the larger of 4 and the CPU count) would be
+	// shared here by every partition handler, the group-commit writers, the
+	// projections and REST.
+	pool, err := cfg.openPool(ctx, defaultPoolConns)
 	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
-		// pgx's default (the larger of 4 and the CPU count) is shared here by
-		// every partition handler, the group-commit writers, the
-		// projection and REST; pool_max_conns in the URL overrides this.
-		poolCfg.MaxConns = defaultPoolConns
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return err
 	}
 	defer pool.Close()
 
@@ -155,6 +148,23 @@ func (a *app) run(ctx context.Context) error {
 		logger.Info("herald stopped")
 	}
 	return err
+}
+
+// openPool connects to HERALD_DATABASE_URL with a pool of conns
+// connections, unless the URL sets pool_max_conns itself.
+func (c config) openPool(ctx context.Context, conns int32) (*pgxpool.Pool, error) {
+	poolCfg, err := pgxpool.ParseConfig(c.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(c.DatabaseURL, "pool_max_conns") {
+		poolCfg.MaxConns = conns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	return pool, nil
 }
 
 // openStore opens the event store HERALD_EVENT_STORE names. The read model
