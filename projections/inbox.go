@@ -22,8 +22,11 @@ type Publisher interface {
 // inbox_unread_counts (unread notifications that are not archived). After
 // each committed batch it publishes the live deltas of what changed: one per
 // created notification and per real change of one (read, unread, archived,
-// unarchived), one per read-all that marked anything, and one unread count per
-// recipient whose count changed. Events that change nothing publish nothing.
+// unarchived), one per read-all that marked anything, and, for every
+// recipient whose count one of those moved, their current unread count
+// (even when the batch's moves cancel out, so that a batch boundary never
+// decides whether a client hears its count). Events that change nothing
+// publish nothing.
 //
 // Apply must see each event once, in log order, which the Runner guarantees:
 // a creation applied twice is recognised, but replaying read, unread,

@@ -30,6 +30,7 @@ func cannotApply(err error) bool {
 	switch {
 	case err == nil,
 		errors.Is(err, errMoved),
+		errors.Is(err, errPaused),
 		errors.Is(err, context.Canceled),
 		errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, eventstore.ErrUnavailable):
@@ -187,13 +188,14 @@ type RetryOptions struct {
 //
 // Footgun: a parked event is re-applied after the events that followed it
 // in the log, which were applied meanwhile. That is only correct when p's
-// Apply of that event is idempotent and tolerates coming late: for example
-// the inbox's creation of a notification (inserted if missing), but not an
-// event whose effect a later event of the same entity overrides, such as a
-// directory join re-applied after the leave that followed it (the member
-// would come back). Check what a parked event is before retrying it. Effects
-// that Apply returns run after each commit in this process: the live
-// deltas of a retried event reach only this process's publisher, if any.
+// Apply of that event does not depend on coming in order. It often does: a
+// directory join re-applied after the leave that followed it brings the
+// member back; an inbox creation re-applied late misses the reads, archives
+// and read-alls that came after it and found no row. When later events
+// depend on the parked one, fix the cause and rebuild the projection
+// (Rebuild) instead: it re-applies everything in order. Effects that Apply
+// returns run after each commit in this process: the live deltas of a
+// retried event reach only this process's publisher, if any.
 func RetryParked(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p Projection, opts RetryOptions) (RetryResult, error) {
 	logger := opts.Logger
 	if logger == nil {
@@ -217,6 +219,12 @@ func RetryParked(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store
 	}
 	for _, pe := range parked {
 		ok, err := retryOne(ctx, pool, store, p, pe)
+		for errors.Is(err, errPaused) {
+			if !sleepCtx(ctx, pausePoll) {
+				return res, ctx.Err()
+			}
+			ok, err = retryOne(ctx, pool, store, p, pe)
+		}
 		if errors.Is(err, errRetriedElsewhere) {
 			continue // applied, or parked anew, by another retry
 		}
@@ -248,8 +256,13 @@ func retryOne(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p
 	}
 	var after func()
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, p.Name()); err != nil {
+		var paused bool
+		err := tx.QueryRow(ctx, `SELECT coalesce(paused_until > now(), false) FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, p.Name()).Scan(&paused)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("lock checkpoint: %w", err)
+		}
+		if paused {
+			return errPaused // a rebuild is replacing the tables
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM projection_parked WHERE projection = $1 AND event_id = $2`, p.Name(), pe.EventID)
 		if err != nil {
@@ -313,5 +326,17 @@ func findEvent(ctx context.Context, store eventstore.Store, pe ParkedEvent) (eve
 			return eventstore.RecordedEvent{}, false, nil
 		}
 		from = evs[len(evs)-1].Version + 1
+	}
+}
+
+// sleepCtx waits d unless ctx ends first; false when it did.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

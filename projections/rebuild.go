@@ -18,6 +18,10 @@ import (
 // its projection's.
 const rebuildSuffix = ".rebuild"
 
+// pauseLease bounds how long a rebuild pauses the live projection to catch
+// up with it and swap; it needs milliseconds unless the database stalls.
+const pauseLease = 30 * time.Second
+
 // TablePair names one table of a projection and the table a rebuild fills
 // in its place.
 type TablePair struct {
@@ -50,13 +54,20 @@ type RebuildResult struct {
 //
 // The rebuild tables are created like the live ones and filled by the
 // projection's rebuild twin, never beyond the live projection's checkpoint.
-// To swap, Rebuild locks the live checkpoint row, which holds the live
-// runner's next batch; applies the last events up to that checkpoint; and,
-// in the same transaction, drops each live table, renames its rebuild twin
-// in its place (with the live index names), and hands the rebuild's parked
-// events to the live projection. Readers wait for the swap's short exclusive
-// lock and never see a half-built table; the live runner resumes from the
-// same checkpoint on the new tables, so no delta is lost or pushed twice.
+// To swap, Rebuild pauses the live projection (a lease on its checkpoint
+// row that its runners honour before each batch, so its checkpoint stops
+// moving), applies the last events up to that checkpoint, and then, in one
+// transaction that reads no events, drops each live table, renames its
+// rebuild twin in its place (with the live index names), hands the
+// rebuild's parked events to the live projection and ends the pause.
+// Readers wait for the swap's short exclusive locks and never see a
+// half-built table; the live runner resumes from the same checkpoint on the
+// new tables, so no delta is lost or pushed twice.
+//
+// No transaction of the rebuild holds a transaction id while it reads the
+// log: the gap-safe reader waits for every older transaction that has one,
+// and one held across a read would wait on itself, or on whatever waits on
+// it.
 //
 // Only one rebuild of a projection runs at a time (an advisory lock of its
 // own). A failed rebuild leaves the live tables untouched; the next one
@@ -98,49 +109,53 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p 
 		}
 	}
 
-	// Swap, holding the live checkpoint where it is. The live runner moves
-	// its checkpoint with SELECT … FOR UPDATE and UPDATE, which a table lock
-	// in EXCLUSIVE mode holds back while plain reads (consistency waits, the
-	// status command) go on. A row lock would not do: it gives this
-	// transaction an id, and the gap-safe log reader waits for every
-	// transaction with an id older than the events it returns, this one
-	// included. For the same reason the last events are read before this
-	// transaction writes anything.
+	// Pause the live projection. The UPDATE waits for a batch in flight
+	// (which holds the checkpoint row), and every later batch sees the pause
+	// and waits, so from here on the live checkpoint stays where it is. The
+	// pause is a lease: should this process die, it ends by itself.
+	if err := pause(ctx, pool, p.Name(), pauseLease); err != nil {
+		return res, err
+	}
+	defer func() {
+		// Ends the pause unless the swap did; harmless if it did.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := pool.Exec(uctx, `UPDATE projection_checkpoints SET paused_until = NULL WHERE name = $1`, p.Name()); err != nil {
+			logger.WarnContext(ctx, "could not end the pause; it ends with its lease", "error", err)
+		}
+	}()
+	live, err := liveCheckpoint(ctx, pool, p.Name())
+	if err != nil {
+		return res, err
+	}
+	// The last events, read as any reader would: this process holds no
+	// transaction that the gap-safe reader could wait for.
+	for {
+		n, next, err := r.applyUpTo(ctx, cur, live)
+		res.Events += n
+		cur = next
+		if err != nil {
+			return res, err
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if cur != live {
+		return res, fmt.Errorf("rebuild reached %q, not the live checkpoint %q", cur, live)
+	}
+
+	// Swap. Nothing in this transaction reads the log.
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `LOCK TABLE projection_checkpoints IN EXCLUSIVE MODE`); err != nil {
-			return fmt.Errorf("hold the live checkpoint: %w", err)
+		var now string
+		var paused bool
+		err := tx.QueryRow(ctx, `SELECT position, coalesce(paused_until > now(), false) FROM projection_checkpoints WHERE name = $1 FOR UPDATE`,
+			p.Name()).Scan(&now, &paused)
+		if err != nil {
+			return fmt.Errorf("lock live checkpoint: %w", err)
 		}
-		var live string
-		err := tx.QueryRow(ctx, `SELECT position FROM projection_checkpoints WHERE name = $1`, p.Name()).Scan(&live)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			// Never run: the new tables reflect nothing either, and the
-			// live runner will start from the start.
-			live = string(eventstore.Start)
-		case err != nil:
-			return fmt.Errorf("read live checkpoint: %w", err)
-		}
-		var gap []eventstore.RecordedEvent
-		for last := cur; ; {
-			events, err := r.eventsUpTo(ctx, last, eventstore.Position(live))
-			if err != nil {
-				return err
-			}
-			if len(events) == 0 {
-				break
-			}
-			gap = append(gap, events...)
-			last = events[len(events)-1].Position
-		}
-		if len(gap) > 0 {
-			if _, err := shadow.Apply(ctx, tx, gap); err != nil {
-				return fmt.Errorf("apply the last %d events: %w", len(gap), err)
-			}
-			res.Events += len(gap)
-			cur = gap[len(gap)-1].Position
-		}
-		if cur != eventstore.Position(live) {
-			return fmt.Errorf("rebuild reached %q, not the live checkpoint %q", cur, live)
+		if !paused || eventstore.Position(now) != live {
+			return fmt.Errorf("the live projection moved on (its pause of %s ran out): run the rebuild again", pauseLease)
 		}
 		for _, t := range tables {
 			if err := swapTable(ctx, tx, t); err != nil {
@@ -157,14 +172,13 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p 
 			{`DELETE FROM projection_parked WHERE projection = $1`, []any{p.Name()}},
 			{`UPDATE projection_parked SET projection = $1 WHERE projection = $2`, []any{p.Name(), shadow.Name()}},
 			{`DELETE FROM projection_checkpoints WHERE name = $1`, []any{shadow.Name()}},
-			{`INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
-				ON CONFLICT (name) DO UPDATE SET updated_at = now()`, []any{p.Name(), live}},
+			{`UPDATE projection_checkpoints SET paused_until = NULL, updated_at = now() WHERE name = $1`, []any{p.Name()}},
 		} {
 			if _, err := tx.Exec(ctx, stmt.sql, stmt.args...); err != nil {
 				return fmt.Errorf("hand over to the live projection: %w", err)
 			}
 		}
-		res.Checkpoint = eventstore.Position(live)
+		res.Checkpoint = live
 		return nil
 	})
 	if err != nil {
@@ -198,6 +212,18 @@ func prepareRebuild(ctx context.Context, pool *pgxpool.Pool, name string, tables
 		}
 		return nil
 	})
+}
+
+// pause pauses a projection's runners for lease, creating its checkpoint
+// at the start of the log if it never ran.
+func pause(ctx context.Context, pool *pgxpool.Pool, name string, lease time.Duration) error {
+	_, err := pool.Exec(ctx, `
+		INSERT INTO projection_checkpoints (name, position, paused_until) VALUES ($1, '', now() + $2::interval)
+		ON CONFLICT (name) DO UPDATE SET paused_until = EXCLUDED.paused_until`, name, lease.String())
+	if err != nil {
+		return fmt.Errorf("pause the live projection: %w", err)
+	}
+	return nil
 }
 
 // liveCheckpoint reads a projection's checkpoint; Start when it never ran.

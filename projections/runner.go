@@ -103,6 +103,12 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, p Projection, logger 
 // errMoved means another runner advanced the checkpoint under this one.
 var errMoved = errors.New("projection checkpoint moved")
 
+// errPaused means a rebuild paused the projection to swap its tables in.
+var errPaused = errors.New("projection paused by a rebuild")
+
+// pausePoll is how often a paused runner looks whether it may go on.
+const pausePoll = 50 * time.Millisecond
+
 const (
 	firstRetryDelay = 100 * time.Millisecond
 	maxRetryDelay   = 10 * time.Second
@@ -155,6 +161,18 @@ func (r *Runner) runOnce(ctx context.Context) (progressed bool, err error) {
 	r.logger.InfoContext(ctx, "projection running", "from", string(checkpoint))
 	err = r.store.Subscribe(ctx, checkpoint, func(ctx context.Context, events []eventstore.RecordedEvent) error {
 		next, err := r.applyBatch(ctx, checkpoint, events)
+		for errors.Is(err, errPaused) {
+			// A rebuild is swapping the tables in; the batch waits for it
+			// and then applies to the new tables.
+			t := time.NewTimer(pausePoll)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			next, err = r.applyBatch(ctx, checkpoint, events)
+		}
 		if next != checkpoint {
 			progressed = true
 		}
@@ -229,9 +247,14 @@ func (r *Runner) commit(ctx context.Context, from, to eventstore.Position, fn fu
 	var after func()
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		var cur string
-		err := tx.QueryRow(ctx, `SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, r.projection.Name()).Scan(&cur)
+		var paused bool
+		err := tx.QueryRow(ctx, `SELECT position, coalesce(paused_until > now(), false) FROM projection_checkpoints WHERE name = $1 FOR UPDATE`,
+			r.projection.Name()).Scan(&cur, &paused)
 		if err != nil {
 			return fmt.Errorf("lock checkpoint: %w", err)
+		}
+		if paused {
+			return errPaused
 		}
 		if eventstore.Position(cur) != from {
 			return errMoved

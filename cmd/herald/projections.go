@@ -57,7 +57,7 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	case "retry":
 		summary = "Re-applies parked events in the order they were parked, between the batches of any running herald serve. " +
 			"A parked event is applied after the events that followed it, which is only " +
-			"right for events whose effect does not depend on coming in order: look at them (herald projections parked) before retrying."
+			"right for events whose effect does not depend on coming in order: look at them (herald projections parked) before retrying; when later events depend on them (an inbox creation, a directory join), fix the cause and rebuild the projection instead."
 	case "rebuild":
 		summary = "Rebuilds the named projection's tables from the start of the event log into new tables while the live ones keep " +
 			"serving, then swaps them in atomically. A running herald serve goes on serving and pushing live changes throughout."
