@@ -171,6 +171,10 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 			cd.dir.Apply(p, cd.dir.Version+1)
 		}
 		cd.last = r.Position
+		if r.Deduplicated {
+			// Another handling of the same change wrote these very events.
+			return ChangeMembersResult{Position: r.Position}, nil
+		}
 		return ChangeMembersResult{Changed: len(payloads), Position: r.Position}, nil
 	}
 }

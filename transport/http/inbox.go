@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -54,8 +55,10 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, projection s
 	ctx, cancel := context.WithTimeout(r.Context(), s.readWait)
 	defer cancel()
 	delay := 2 * time.Millisecond
+	var readErr error
 	for {
 		cp, err := checkpoint(ctx)
+		readErr = err
 		if err == nil {
 			cmp, cerr := s.commands.ComparePositions(cp, token)
 			if cerr != nil {
@@ -72,6 +75,12 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, projection s
 			t.Stop()
 			if r.Context().Err() != nil {
 				return false // the client left
+			}
+			if readErr != nil && !errors.Is(readErr, context.DeadlineExceeded) {
+				// The checkpoint could not be read at all: the database,
+				// not the projection, is the trouble.
+				WriteError(w, r, s.logger, &domain.Error{Code: domain.CodeUnavailable, Message: "the read model is unavailable; retry later", Err: readErr})
+				return false
 			}
 			w.Header().Set("Retry-After", "1")
 			WriteError(w, r, s.logger, domain.Errorf(domain.CodeProjectionLagging, "the %s view has not caught up with your last write yet; retry", projection).
