@@ -52,7 +52,10 @@ func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotificatio
 		if err != nil {
 			return ChangeResult{}, err
 		}
-		if n.ID != "" && n.Tenant == cmd.Tenant && n.RecipientID == cmd.RecipientID && !n.Read {
+		// Only read and unread depend on the read state; archiving needs
+		// no look at the inbox stream.
+		readAction := cmd.Action == domain.ActionRead || cmd.Action == domain.ActionUnread
+		if readAction && n.ID != "" && n.Tenant == cmd.Tenant && n.RecipientID == cmd.RecipientID && !n.Read {
 			readAll, err := c.lastReadAll(ctx, cmd.Tenant, cmd.RecipientID)
 			if err != nil {
 				return ChangeResult{}, err
@@ -74,7 +77,7 @@ func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotificatio
 		}
 		if payload == nil {
 			token := st.last
-			if cmd.Action == domain.ActionRead || cmd.Action == domain.ActionUnread {
+			if readAction {
 				token = c.later(st.last, st.readState)
 			}
 			return ChangeResult{Changed: false, Position: token}, nil

@@ -69,8 +69,9 @@ func (p *Inbox) Rebuild() (Projection, []TablePair) {
 type recipientKey struct{ tenant, recipient string }
 
 type createdAt struct {
-	ev  domain.NotificationCreated
-	pos string
+	ev   domain.NotificationCreated
+	item domain.InboxItem // ev as the inbox shows it, encoded once for row and delta
+	pos  string
 }
 
 // stateEvent is a change of one notification's read or archive state.
@@ -135,7 +136,7 @@ func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Record
 		pos := string(e.Position)
 		switch ev := v.(type) {
 		case domain.NotificationCreated:
-			c := createdAt{ev, pos}
+			c := createdAt{ev: ev, item: ev.Item(), pos: pos}
 			seg.creates = append(seg.creates, c)
 			seg.order = append(seg.order, c)
 		case domain.NotificationRead:
@@ -212,7 +213,7 @@ func applySegment(ctx context.Context, tx pgx.Tx, t inboxTables, seg segment, co
 			}
 			delete(inserted, ev.ev.ID) // a repeated event counts once
 			counts.bump(recipientKey{ev.ev.Tenant, ev.ev.RecipientID}, 1, ev.pos)
-			deltas = append(deltas, live.Created(ev.ev.Item(), ev.ev.Tenant, ev.pos))
+			deltas = append(deltas, live.Created(ev.item, ev.ev.Tenant, ev.pos))
 		case stateEvent:
 			st, ok := states[ev.id]
 			if !ok {
@@ -354,7 +355,7 @@ func insertNotifications(ctx context.Context, tx pgx.Tx, t inboxTables, creates 
 	createdAts := make([]time.Time, n)
 	for i, c := range creates {
 		ev := c.ev
-		d := ev.Item().Data
+		d := c.item.Data
 		ch := ev.Channels
 		if ch == nil {
 			ch = []string{}

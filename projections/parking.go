@@ -328,15 +328,3 @@ func findEvent(ctx context.Context, store eventstore.Store, pe ParkedEvent) (eve
 		from = evs[len(evs)-1].Version + 1
 	}
 }
-
-// sleepCtx waits d unless ctx ends first; false when it did.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

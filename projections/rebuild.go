@@ -93,20 +93,11 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p 
 	logger.InfoContext(ctx, "rebuild started")
 
 	// Catch up to the live checkpoint, which keeps moving meanwhile.
-	for {
-		live, err := liveCheckpoint(ctx, pool, p.Name())
-		if err != nil {
-			return res, err
-		}
-		n, next, err := r.applyUpTo(ctx, cur, live)
-		res.Events += n
-		cur = next
-		if err != nil {
-			return res, err
-		}
-		if n == 0 {
-			break
-		}
+	liveNow := func(ctx context.Context) (eventstore.Position, error) { return liveCheckpoint(ctx, pool, p.Name()) }
+	cur, n, err := r.catchUp(ctx, cur, liveNow)
+	res.Events += n
+	if err != nil {
+		return res, err
 	}
 
 	// Pause the live projection. The UPDATE waits for a batch in flight
@@ -130,16 +121,10 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p 
 	}
 	// The last events, read as any reader would: this process holds no
 	// transaction that the gap-safe reader could wait for.
-	for {
-		n, next, err := r.applyUpTo(ctx, cur, live)
-		res.Events += n
-		cur = next
-		if err != nil {
-			return res, err
-		}
-		if n == 0 {
-			break
-		}
+	cur, n, err = r.catchUp(ctx, cur, func(context.Context) (eventstore.Position, error) { return live, nil })
+	res.Events += n
+	if err != nil {
+		return res, err
 	}
 	if cur != live {
 		return res, fmt.Errorf("rebuild reached %q, not the live checkpoint %q", cur, live)
@@ -239,37 +224,42 @@ func liveCheckpoint(ctx context.Context, pool *pgxpool.Pool, name string) (event
 	return eventstore.Position(p), nil
 }
 
-// applyUpTo applies the next batch of events after cur that are not past
-// limit, parking those it cannot apply; n is 0 when there are none.
-func (r *Runner) applyUpTo(ctx context.Context, cur, limit eventstore.Position) (n int, next eventstore.Position, err error) {
-	events, err := r.eventsUpTo(ctx, cur, limit)
-	if err != nil || len(events) == 0 {
-		return 0, cur, err
-	}
-	next, err = r.applyBatch(ctx, cur, events)
-	return len(events), next, err
-}
-
-// eventsUpTo reads the next batch of events after cur that are not past
-// limit.
-func (r *Runner) eventsUpTo(ctx context.Context, cur, limit eventstore.Position) ([]eventstore.RecordedEvent, error) {
-	if limit == eventstore.Start {
-		return nil, nil
-	}
-	events, err := r.store.ReadAll(ctx, cur, 2048)
-	if err != nil {
-		return nil, fmt.Errorf("read the log after %q: %w", cur, err)
-	}
-	for i, e := range events {
-		cmp, err := r.store.ComparePositions(e.Position, limit)
+// catchUp applies the events after cur, batch by batch, never past the
+// position limit gives (asked again before each batch), until none is left;
+// it returns the position reached and how many events it applied.
+func (r *Runner) catchUp(ctx context.Context, cur eventstore.Position, limit func(context.Context) (eventstore.Position, error)) (eventstore.Position, int, error) {
+	applied := 0
+	for {
+		upTo, err := limit(ctx)
+		if err != nil || upTo == eventstore.Start {
+			return cur, applied, err
+		}
+		events, err := r.store.ReadAll(ctx, cur, 2048)
 		if err != nil {
-			return nil, err
+			return cur, applied, fmt.Errorf("read the log after %q: %w", cur, err)
 		}
-		if cmp > 0 {
-			return events[:i], nil
+		for i, e := range events {
+			cmp, err := r.store.ComparePositions(e.Position, upTo)
+			if err != nil {
+				return cur, applied, err
+			}
+			if cmp > 0 {
+				events = events[:i]
+				break
+			}
+		}
+		if len(events) == 0 {
+			return cur, applied, nil
+		}
+		next, err := r.applyBatch(ctx, cur, events)
+		if next != cur {
+			applied += len(events)
+		}
+		cur = next
+		if err != nil {
+			return cur, applied, err
 		}
 	}
-	return events, nil
 }
 
 // swapTable replaces a live table by its rebuild twin within tx, giving the

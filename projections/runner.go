@@ -135,12 +135,8 @@ func (r *Runner) Run(ctx context.Context) error {
 			delay = firstRetryDelay
 		}
 		r.logger.ErrorContext(ctx, "projection stopped, restarting from its checkpoint", "error", err, "retry_in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, delay) {
 			return ctx.Err()
-		case <-t.C:
 		}
 		delay = min(delay*2, maxRetryDelay)
 	}
@@ -164,12 +160,8 @@ func (r *Runner) runOnce(ctx context.Context) (progressed bool, err error) {
 		for errors.Is(err, errPaused) {
 			// A rebuild is swapping the tables in; the batch waits for it
 			// and then applies to the new tables.
-			t := time.NewTimer(pausePoll)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleepCtx(ctx, pausePoll) {
 				return ctx.Err()
-			case <-t.C:
 			}
 			next, err = r.applyBatch(ctx, checkpoint, events)
 		}
@@ -313,13 +305,9 @@ func takeLock(ctx context.Context, pool *pgxpool.Pool, name string) (unlock func
 		}
 		// Polling rather than a blocking pg_advisory_lock keeps the wait
 		// cancellable by ctx.
-		t := time.NewTimer(lockPoll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, lockPoll) {
 			conn.Close(context.Background())
 			return nil, ctx.Err()
-		case <-t.C:
 		}
 	}
 }
@@ -505,4 +493,16 @@ func (r *Runner) lag(ctx context.Context) (behind bool, lag time.Duration, err e
 		return true, 0, nil
 	}
 	return true, max(0, time.Since(next[0].RecordedAt)), nil
+}
+
+// sleepCtx waits d unless ctx ends first; false when it did.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

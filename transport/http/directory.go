@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/domain"
-	"github.com/heraldhq/herald/queries"
 	"github.com/heraldhq/herald/transport/auth"
 )
 
@@ -122,15 +120,11 @@ func (s *Server) importMembers(w http.ResponseWriter, r *http.Request, p auth.Pr
 }
 
 func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, p auth.Principal, g domain.Group) {
-	limit := 0
-	if raw := r.URL.Query().Get("limit"); raw != "" {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > queries.MaxLimit {
-			WriteError(w, r, s.logger, domain.Errorf(domain.CodeValidationFailed, "invalid query parameters").
-				WithDetail("fields", map[string]any{"limit": "an integer between 1 and " + strconv.Itoa(queries.MaxLimit)}))
-			return
-		}
-		limit = n
+	limit, ok := limitParam(r.URL.Query())
+	if !ok {
+		WriteError(w, r, s.logger, domain.Errorf(domain.CodeValidationFailed, "invalid query parameters").
+			WithDetail("fields", map[string]any{"limit": limitProblem}))
+		return
 	}
 	if !s.consistent(w, r, "directory", s.directory.Checkpoint) {
 		return
@@ -140,14 +134,10 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, p auth.Prin
 		WriteError(w, r, s.logger, err)
 		return
 	}
-	meta := Meta{}
-	if page.NextCursor != "" {
-		meta.NextCursor = &page.NextCursor
-	}
 	if page.Members == nil {
 		page.Members = []string{}
 	}
-	WriteData(w, r, http.StatusOK, map[string]any{"group": g, "userIds": page.Members}, meta)
+	WriteData(w, r, http.StatusOK, map[string]any{"group": g, "userIds": page.Members}, pageMeta(page.NextCursor))
 }
 
 // decodeJSON reads one JSON object of at most limit bytes into dst, refusing

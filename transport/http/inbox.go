@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -92,17 +93,37 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, projection s
 	}
 }
 
+// limitProblem says what the limit query parameter must be.
+var limitProblem = "an integer between 1 and " + strconv.Itoa(queries.MaxLimit)
+
+// limitParam reads a page's limit query parameter: 0 when absent, ok false
+// when it is not an integer from 1 to queries.MaxLimit.
+func limitParam(q url.Values) (limit int, ok bool) {
+	raw := q.Get("limit")
+	if raw == "" {
+		return 0, true
+	}
+	n, err := strconv.Atoi(raw)
+	return n, err == nil && n >= 1 && n <= queries.MaxLimit
+}
+
+// pageMeta is the meta of a page that next, when not empty, continues.
+func pageMeta(next string) Meta {
+	if next == "" {
+		return Meta{}
+	}
+	return Meta{NextCursor: &next}
+}
+
 func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	q := r.URL.Query()
 	var v domain.ValidationError
 	l := queries.ListInbox{Tenant: p.Tenant, RecipientID: p.Subject, Cursor: q.Get("cursor"), Type: q.Get("type")}
-	if raw := q.Get("limit"); raw != "" {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > queries.MaxLimit {
-			v.Add("limit", "an integer between 1 and "+strconv.Itoa(queries.MaxLimit))
-		}
-		l.Limit = n
+	limit, ok := limitParam(q)
+	if !ok {
+		v.Add("limit", limitProblem)
 	}
+	l.Limit = limit
 	for name, dst := range map[string]*bool{"unread": &l.UnreadOnly, "archived": &l.Archived} {
 		if raw := q.Get(name); raw != "" {
 			b, err := strconv.ParseBool(raw)
@@ -134,14 +155,10 @@ func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p aut
 		WriteError(w, r, s.logger, err)
 		return
 	}
-	meta := Meta{}
-	if page.NextCursor != "" {
-		meta.NextCursor = &page.NextCursor
-	}
 	if page.Items == nil {
 		page.Items = []domain.InboxItem{}
 	}
-	WriteData(w, r, http.StatusOK, page.Items, meta)
+	WriteData(w, r, http.StatusOK, page.Items, pageMeta(page.NextCursor))
 }
 
 func (s *Server) getNotification(w http.ResponseWriter, r *http.Request, p auth.Principal) {
