@@ -33,39 +33,20 @@ const maxMultiAppend = 1000
 // Postgres store commits with two writers, so more would only queue.
 const chunkConcurrency = 2
 
-// ScopeResolver lists the members of a directory group, for org and merchant
-// scopes. The list is recorded in NotificationRequested, so it is read once
-// per request and never again for that request.
-type ScopeResolver interface {
-	Members(ctx context.Context, tenant string, g domain.Group) ([]string, error)
-}
-
-// Option configures Commands.
-type Option func(*Commands)
-
-// WithScopeResolver resolves org and merchant scopes with r. Without one,
-// such requests are refused with notification.scope_unsupported.
-func WithScopeResolver(r ScopeResolver) Option { return func(c *Commands) { c.resolver = r } }
-
 // Commands handles Herald's commands. It is safe for concurrent use.
 type Commands struct {
-	store    eventstore.Store
-	resolver ScopeResolver
-	now      func() time.Time
-	logger   *slog.Logger
-	dirs     directories
+	store  eventstore.Store
+	now    func() time.Time
+	logger *slog.Logger
+	dirs   directories
 }
 
 // New returns the command handlers over store.
-func New(store eventstore.Store, logger *slog.Logger, opts ...Option) *Commands {
+func New(store eventstore.Store, logger *slog.Logger) *Commands {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Commands{store: store, now: time.Now, logger: logger}
-	for _, o := range opts {
-		o(c)
-	}
-	return c
+	return &Commands{store: store, now: time.Now, logger: logger}
 }
 
 // RequestNotification asks for a notification to the recipients of Request.
@@ -108,10 +89,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 	}
 	var members []string
 	if g, ok := domain.ScopeGroup(req); ok {
-		if c.resolver == nil {
-			return RequestResult{}, domain.Errorf(domain.CodeScopeUnsupported, "recipient scope %q needs a directory, and none is configured", req.Scope)
-		}
-		if members, err = c.resolver.Members(ctx, req.Tenant, g); err != nil {
+		if members, err = c.groupMembers(ctx, req.Tenant, g); err != nil {
 			return RequestResult{}, fmt.Errorf("resolve scope %s: %w", g, err)
 		}
 	}

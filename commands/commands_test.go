@@ -161,13 +161,13 @@ func TestSameKeyDifferentRequestConflicts(t *testing.T) {
 	}
 }
 
-func TestUnsupportedScopeAndInvalidRequests(t *testing.T) {
+func TestInvalidRequests(t *testing.T) {
 	t.Parallel()
 	c := commands.New(newStore(t), nil)
-	org := request()
-	org.Request.Scope = domain.ScopeOrg
-	if _, err := c.RequestNotification(context.Background(), org); domain.ErrorCode(err) != domain.CodeScopeUnsupported {
-		t.Fatalf("org scope: %v", err)
+	stranger := request()
+	stranger.Request.Scope = "galaxy"
+	if _, err := c.RequestNotification(context.Background(), stranger); domain.ErrorCode(err) != domain.CodeValidationFailed {
+		t.Fatalf("unknown scope: %v", err)
 	}
 	bad := request("alice")
 	bad.Request.Tenant = ""

@@ -179,6 +179,22 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 	}
 }
 
+// groupMembers lists the members of g from the tenant's directory stream,
+// folded and caught up to the stream's current version at the time of the
+// call. A scope is never resolved from the directory projection: it lags, and
+// a member it has not applied yet would be left out of the recorded
+// recipient list for good. Every change this process or another made before
+// the call began is in the fold.
+func (c *Commands) groupMembers(ctx context.Context, tenant string, g domain.Group) ([]string, error) {
+	cd := c.dirs.get(tenant)
+	cd.mu.Lock()
+	defer cd.mu.Unlock()
+	if err := c.catchUp(ctx, domain.DirectoryStream(tenant), cd); err != nil {
+		return nil, err
+	}
+	return cd.dir.Members(g), nil
+}
+
 func memberOf(payload any) string {
 	switch p := payload.(type) {
 	case domain.MemberJoined:

@@ -2,10 +2,10 @@ package commands_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -15,27 +15,32 @@ import (
 	"github.com/heraldhq/herald/domain"
 )
 
-// mapResolver is a directory whose members a test sets directly, so that a
-// membership change between two deliveries is exact.
-type mapResolver struct {
-	mu      sync.Mutex
-	members map[domain.Group][]string
-	err     error
+// failingDirectory is a store whose directory streams cannot be read, as
+// when the database is down.
+type failingDirectory struct {
+	eventstore.Store
 }
 
-func (m *mapResolver) set(g domain.Group, users ...string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.members == nil {
-		m.members = map[domain.Group][]string{}
+func (f failingDirectory) ReadStream(ctx context.Context, stream string, from int64, limit int) ([]eventstore.RecordedEvent, error) {
+	if strings.HasPrefix(stream, "directory-") {
+		return nil, fmt.Errorf("read %s: %w", stream, eventstore.ErrUnavailable)
 	}
-	m.members[g] = users
+	return f.Store.ReadStream(ctx, stream, from, limit)
 }
 
-func (m *mapResolver) Members(_ context.Context, _ string, g domain.Group) ([]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.members[g]), m.err
+// join adds users to g of org-1's directory through c.
+func join(t *testing.T, c *commands.Commands, g domain.Group, users ...string) {
+	t.Helper()
+	if _, err := c.ChangeMembers(context.Background(), commands.ChangeMembers{Tenant: "org-1", Group: g, UserIDs: users}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func leave(t *testing.T, c *commands.Commands, g domain.Group, user string) {
+	t.Helper()
+	if _, err := c.ChangeMembers(context.Background(), commands.ChangeMembers{Tenant: "org-1", Group: g, UserIDs: []string{user}, Leave: true}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func scoped(scope domain.Scope, merchant, key string) commands.RequestNotification {
@@ -47,12 +52,11 @@ func scoped(scope domain.Scope, merchant, key string) commands.RequestNotificati
 func TestScopesResolveOnceAndAreRecorded(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	dir := &mapResolver{}
-	org := domain.Group{Kind: domain.GroupOrg, ID: "org-1"}
-	dir.set(org, "alice", "bob")
-	dir.set(domain.Group{Kind: domain.GroupMerchant, ID: "m-1"}, "carol")
-	c := commands.New(s, nil, commands.WithScopeResolver(dir))
+	c := commands.New(s, nil)
 	ctx := context.Background()
+	org := domain.Group{Kind: domain.GroupOrg, ID: "org-1"}
+	join(t, c, org, "bob", "alice")
+	join(t, c, domain.Group{Kind: domain.GroupMerchant, ID: "m-1"}, "carol")
 
 	first, err := c.RequestNotification(ctx, scoped(domain.ScopeOrg, "", "org-key"))
 	if err != nil || len(first.NotificationIDs) != 2 {
@@ -60,7 +64,8 @@ func TestScopesResolveOnceAndAreRecorded(t *testing.T) {
 	}
 	// Membership changes; the same message delivered again must notify
 	// exactly the people the first delivery resolved.
-	dir.set(org, "bob", "dave", "erin")
+	leave(t, c, org, "alice")
+	join(t, c, org, "dave", "erin")
 	again, err := c.RequestNotification(ctx, scoped(domain.ScopeOrg, "", "org-key"))
 	if err != nil || !again.Duplicate || !slices.Equal(again.NotificationIDs, first.NotificationIDs) {
 		t.Fatalf("redelivery: %+v, %v; first %+v", again, err, first)
@@ -83,15 +88,42 @@ func TestScopesResolveOnceAndAreRecorded(t *testing.T) {
 	}
 	v, err := domain.DecodeStored(recorded[0].Type, recorded[0].Metadata, recorded[0].Data)
 	if err != nil || !slices.Equal(v.(domain.NotificationRequested).Recipients, []string{"alice", "bob"}) {
-		t.Fatalf("recorded recipients: %+v, %v", v, err)
+		t.Fatalf("recorded recipients: %+v, %v; want them sorted", v, err)
 	}
 
 	// A directory that cannot be read is a transient failure, retried by
 	// the transports, never a decision about the message.
-	dir.err = errors.New("connection refused")
-	_, err = c.RequestNotification(ctx, scoped(domain.ScopeOrg, "", "later-key"))
-	if err == nil || domain.ErrorCode(err) != domain.CodeInternal {
-		t.Fatalf("resolver down: %v, want an unclassified (retryable) error", err)
+	down := commands.New(failingDirectory{s}, nil)
+	_, err = down.RequestNotification(ctx, scoped(domain.ScopeOrg, "", "later-key"))
+	if domain.ErrorCode(err) != domain.CodeUnavailable {
+		t.Fatalf("directory unreadable: %v, want %s", err, domain.CodeUnavailable)
+	}
+}
+
+// A scope is resolved from the directory stream as it is when the request is
+// handled, not from what this instance last folded: members another instance
+// added a moment before are recipients.
+func TestScopeSeesMembersAnotherInstanceAdded(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	admin, ingress := commands.New(s, nil), commands.New(s, nil)
+	ctx := context.Background()
+	org := domain.Group{Kind: domain.GroupOrg, ID: "org-1"}
+	join(t, admin, org, "user-0")
+	// The ingress instance folds the directory once, with one member.
+	if r, err := ingress.RequestNotification(ctx, scoped(domain.ScopeOrg, "", "warm")); err != nil || len(r.NotificationIDs) != 1 {
+		t.Fatalf("first request: %+v, %v", r, err)
+	}
+	for i := 1; i < 50; i++ {
+		join(t, admin, org, "user-"+strconv.Itoa(i))
+		r, err := ingress.RequestNotification(ctx, scoped(domain.ScopeOrg, "", "after-"+strconv.Itoa(i)))
+		if err != nil || len(r.NotificationIDs) != i+1 {
+			t.Fatalf("request after join %d: %d recipients, %v; want %d", i, len(r.NotificationIDs), err, i+1)
+		}
+	}
+	leave(t, admin, org, "user-0")
+	if r, err := ingress.RequestNotification(ctx, scoped(domain.ScopeOrg, "", "after-leave")); err != nil || len(r.NotificationIDs) != 49 {
+		t.Fatalf("request after a leave: %d recipients, %v; want 49", len(r.NotificationIDs), err)
 	}
 }
 

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -97,6 +98,19 @@ func (d *Directory) Apply(event any, version int64) {
 		}
 	}
 	d.Version = version
+}
+
+// Members returns the members of g, sorted by user id, as a new slice the
+// caller owns. Sorting makes the recorded recipient list of a scope the same
+// whichever instance folded the directory.
+func (d *Directory) Members(g Group) []string {
+	m := d.members[g]
+	out := make([]string, 0, len(m))
+	for u := range m {
+		out = append(out, u)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // IsMember reports whether user is in g.

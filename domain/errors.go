@@ -22,7 +22,6 @@ const (
 	CodeMissingToken        = "auth.missing_token"
 	CodeForbidden           = "auth.forbidden"
 	CodeNotificationMissing = "notification.not_found"
-	CodeScopeUnsupported    = "notification.scope_unsupported"
 	CodeIdempotencyConflict = "notification.idempotency_conflict"
 	CodeInvalidMessage      = "notification.invalid_message"
 	CodeProjectionLagging   = "projection.lagging"

@@ -90,10 +90,7 @@ func TestConcurrentRebuildsUnderTraffic(t *testing.T) {
 		_ = e.pool.QueryRow(ctx, `SELECT position FROM projection_checkpoints WHERE name = 'directory'`).Scan(&cp)
 		return cp == string(log[len(log)-1].Position)
 	})
-	members, err := dir.Members(ctx, tenant, domain.Group{Kind: domain.GroupMerchant, ID: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	members := allMembers(t, dir, tenant, domain.Group{Kind: domain.GroupMerchant, ID: "shop"})
 	if want := storetest.CountTypes(t, e.store)[domain.EventMemberJoined]; len(members) != want {
 		t.Fatalf("%d shop members after the rebuilds, %d joins in the log", len(members), want)
 	}

@@ -19,23 +19,6 @@ type Directory struct {
 // NewDirectory returns directory queries over pool.
 func NewDirectory(pool *pgxpool.Pool) *Directory { return &Directory{pool: pool} }
 
-// Members returns every member of g in tenant's directory, ordered by user
-// id. It resolves org and merchant scopes (commands.ScopeResolver).
-func (d *Directory) Members(ctx context.Context, tenant string, g domain.Group) ([]string, error) {
-	rows, err := d.pool.Query(ctx, `
-		SELECT user_id FROM directory_members
-		WHERE tenant = $1 AND kind = $2 AND group_id = $3
-		ORDER BY user_id`, tenant, string(g.Kind), g.ID)
-	if err != nil {
-		return nil, fmt.Errorf("read directory: %w", err)
-	}
-	members, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("read directory: %w", err)
-	}
-	return members, nil
-}
-
 // MembersPage is one page of a group's members.
 type MembersPage struct {
 	Members    []string

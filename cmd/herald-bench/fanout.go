@@ -22,7 +22,6 @@ import (
 	"github.com/heraldhq/herald/commands/eventstore/postgres"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/projections"
-	"github.com/heraldhq/herald/queries"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -70,8 +69,7 @@ func runFanOut(ctx context.Context, opts options, dbs *databases, logger, quiet 
 	}
 	defer pool.Close()
 	store := postgres.New(pool, postgres.Options{Logger: quiet})
-	directory := queries.NewDirectory(pool)
-	cmds := commands.New(store, quiet, commands.WithScopeResolver(directory))
+	cmds := commands.New(store, quiet)
 
 	members := make([]string, fanOutMembers)
 	for i := range members {

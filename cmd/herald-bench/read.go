@@ -412,7 +412,7 @@ func serveHerald(ctx context.Context, pool *pgxpool.Pool, issuer *auth.DevIssuer
 		return "", nil, err
 	}
 	directory := queries.NewDirectory(pool)
-	cmds := commands.New(postgres.New(pool, postgres.Options{Logger: quiet}), quiet, commands.WithScopeResolver(directory))
+	cmds := commands.New(postgres.New(pool, postgres.Options{Logger: quiet}), quiet)
 	api := herhttp.NewServer(cmds, queries.NewInbox(pool), directory, verifier, []herhttp.Check{
 		{Name: "database", Func: pool.Ping},
 		{Name: "jwks", Func: verifier.Ready},

@@ -68,7 +68,7 @@ func (a *app) run(ctx context.Context) error {
 	}
 	defer closeStore()
 	directory := queries.NewDirectory(pool)
-	cmds := commands.New(store, logger, commands.WithScopeResolver(directory))
+	cmds := commands.New(store, logger)
 	feed := live.NewHub()
 
 	// The verifier's background refresh must outlive the HTTP drain.

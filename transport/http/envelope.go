@@ -81,8 +81,6 @@ func statusOf(code string) int {
 		return http.StatusMethodNotAllowed
 	case domain.CodeIdempotencyConflict:
 		return http.StatusConflict
-	case domain.CodeScopeUnsupported:
-		return http.StatusUnprocessableEntity
 	case domain.CodeUnavailable, domain.CodeProjectionLagging:
 		return http.StatusServiceUnavailable
 	default:

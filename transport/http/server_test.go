@@ -65,7 +65,7 @@ func newEnv(t *testing.T) *env {
 	pool := pgtest.NewPool(t)
 	store := postgres.New(pool, postgres.Options{PollInterval: 50 * time.Millisecond})
 	directory := queries.NewDirectory(pool)
-	cmds := commands.New(store, nil, commands.WithScopeResolver(directory))
+	cmds := commands.New(store, nil)
 	feed := live.NewHub()
 
 	issuer := mustIssuer(t, issuerName)

@@ -65,12 +65,19 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// Requester records notification requests: *commands.Commands. It is an
+// interface so that a test can stand a failing or panicking handler in its
+// place behind a real broker.
+type Requester interface {
+	RequestNotification(context.Context, commands.RequestNotification) (commands.RequestResult, error)
+}
+
 // Ingress consumes the activity topic. Offsets are committed only after the
 // command succeeded, or after a permanently bad message was dead-lettered.
 type Ingress struct {
 	cfg      Config
 	tls      *tls.Config
-	commands *commands.Commands
+	commands Requester
 	logger   *slog.Logger
 
 	metrics   *metrics
@@ -81,7 +88,7 @@ type Ingress struct {
 }
 
 // NewIngress returns an ingress that hands messages to cmds.
-func NewIngress(cfg Config, cmds *commands.Commands, logger *slog.Logger) (*Ingress, error) {
+func NewIngress(cfg Config, cmds Requester, logger *slog.Logger) (*Ingress, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("kafka: no brokers configured (set HERALD_KAFKA_BROKERS)")
 	}
@@ -212,7 +219,6 @@ func (in *Ingress) Run(ctx context.Context) error {
 var permanentCodes = map[string]bool{
 	domain.CodeInvalidMessage:      true,
 	domain.CodeValidationFailed:    true,
-	domain.CodeScopeUnsupported:    true,
 	domain.CodeIdempotencyConflict: true,
 }
 

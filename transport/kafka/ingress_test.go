@@ -54,7 +54,7 @@ func startIngress(t *testing.T, cfg kafka.Config, store eventstore.Store) *runni
 }
 
 // startIngressOf is startIngress over the given command handlers.
-func startIngressOf(t *testing.T, cfg kafka.Config, cmds *commands.Commands) *running {
+func startIngressOf(t *testing.T, cfg kafka.Config, cmds kafka.Requester) *running {
 	t.Helper()
 	r := &running{reg: prometheus.NewRegistry(), done: make(chan struct{})}
 	cfg.Registerer = r.reg
@@ -311,7 +311,7 @@ func TestBadMessagesGoToTheDeadLetterTopic(t *testing.T) {
 	client, store, addr := setup(t)
 	produce(t, client, "k", `this is not json`)
 	produce(t, client, "k", `{"eventType":"PAYMENT_SUCCESS","recipientScope":"users","recipientIds":["alice"],"occurredAt":"2026-11-01T09:00:00Z"}`)
-	produce(t, client, "k", `{"eventType":"X","recipientScope":"org","organizerId":"org-1","occurredAt":"2026-11-01T09:00:00Z"}`)
+	produce(t, client, "k", `{"eventType":"X","recipientScope":"galaxy","organizerId":"org-1","occurredAt":"2026-11-01T09:00:00Z"}`)
 	produce(t, client, "k", validMessage)
 	waitFor(t, "the valid message", func() bool { return storetest.CountTypes(t, store)[domain.EventNotificationCreated] == 2 })
 
@@ -319,7 +319,7 @@ func TestBadMessagesGoToTheDeadLetterTopic(t *testing.T) {
 	if len(dead) != 3 {
 		t.Fatalf("dead letters: %d, want 3", len(dead))
 	}
-	wantCodes := map[string]bool{domain.CodeInvalidMessage: false, domain.CodeValidationFailed: false, domain.CodeScopeUnsupported: false}
+	wantCodes := map[string]bool{domain.CodeInvalidMessage: false, domain.CodeValidationFailed: false}
 	for _, r := range dead {
 		h := headers(r)
 		if h["reason_poisoned"] == "" || h[kafka.HeaderOriginalTopic] != kafka.TopicActivity || h[kafka.HeaderOriginalOffset] == "" {

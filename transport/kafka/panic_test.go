@@ -12,12 +12,15 @@ import (
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
-// panickingDirectory stands for a bug reached by one kind of message: every
-// org scope it is asked to resolve panics.
-type panickingDirectory struct{}
+// panickingOrgs stands for a bug reached by one kind of message: every org
+// scope it is asked to handle panics; other requests go to the real handlers.
+type panickingOrgs struct{ *commands.Commands }
 
-func (panickingDirectory) Members(context.Context, string, domain.Group) ([]string, error) {
-	panic("directory bug")
+func (p panickingOrgs) RequestNotification(ctx context.Context, cmd commands.RequestNotification) (commands.RequestResult, error) {
+	if cmd.Request.Scope == domain.ScopeOrg {
+		panic("org scope bug")
+	}
+	return p.Commands.RequestNotification(ctx, cmd)
 }
 
 // A message that makes the handler panic is dead-lettered, with the
@@ -28,7 +31,7 @@ func TestPanickingMessageIsDeadLettered(t *testing.T) {
 	addr := startBroker(t)
 	store := postgres.New(pgtest.NewPool(t), postgres.Options{})
 	client := producer(t, addr)
-	in := startIngressOf(t, kafka.Config{Brokers: []string{addr}}, commands.New(store, nil, commands.WithScopeResolver(panickingDirectory{})))
+	in := startIngressOf(t, kafka.Config{Brokers: []string{addr}}, panickingOrgs{commands.New(store, nil)})
 
 	bad := produce(t, client, "k", `{"eventType":"ORG_NEWS","recipientScope":"org","organizerId":"org-1","occurredAt":"2026-11-01T09:00:00Z"}`)
 	next := produce(t, client, "k", validMessage)
