@@ -6,8 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"math"
 	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -383,7 +388,7 @@ func TestUnreachableStore(t *testing.T) {
 func TestConformance(t *testing.T) {
 	url := os.Getenv("HERALD_TEST_ESDB_URL")
 	if url == "" {
-		t.Skip("HERALD_TEST_ESDB_URL is not set: no EventStoreDB/KurrentDB server to run the conformance suite against")
+		t.Skip("HERALD_TEST_ESDB_URL is not set: no EventStoreDB/KurrentDB server to run the conformance suite against (see `go tool task test:esdb`)")
 	}
 	storetest.Run(t, func(t *testing.T) eventstore.Store {
 		ns := namespace(t)
@@ -417,18 +422,40 @@ func namespace(t *testing.T) string {
 // namespaced gives a test an empty log of its own on a shared server: its
 // streams are ns+name on the server, and its Store's log holds only streams
 // with prefix ns. Stream names go in with the prefix and come back without.
+//
+// It declares every method of eventstore.Store, even those that name no
+// stream: a method left to the embedded *Store would reach the server
+// without the prefix, and TestNamespacedDeclaresEveryMethod catches that.
 type namespaced struct {
 	*Store
 	ns string
 }
 
+var _ eventstore.Store = namespaced{}
+
 func (n namespaced) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
 	res, err := n.Store.Append(ctx, n.ns+stream, expected, events...)
+	return res, n.unprefix(err)
+}
+
+func (n namespaced) AppendMulti(ctx context.Context, appends []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
+	// A copy: the caller's appends keep their names.
+	prefixed := make([]eventstore.StreamAppend, len(appends))
+	for i, a := range appends {
+		a.Stream = n.ns + a.Stream
+		prefixed[i] = a
+	}
+	res, err := n.Store.AppendMulti(ctx, prefixed)
+	return res, n.unprefix(err)
+}
+
+// unprefix gives the stream of a VersionError in err the name the test used.
+func (n namespaced) unprefix(err error) error {
 	var ve *eventstore.VersionError
 	if errors.As(err, &ve) {
 		ve.Stream = strings.TrimPrefix(ve.Stream, n.ns)
 	}
-	return res, err
+	return err
 }
 
 func (n namespaced) ReadStream(ctx context.Context, stream string, from int64, limit int) ([]eventstore.RecordedEvent, error) {
@@ -446,6 +473,18 @@ func (n namespaced) ReadAll(ctx context.Context, after eventstore.Position, limi
 	return n.strip(evs), err
 }
 
+// Head names no stream: the Store's StreamPrefixes already keep the log to
+// the namespace.
+func (n namespaced) Head(ctx context.Context) (eventstore.Position, error) {
+	return n.Store.Head(ctx)
+}
+
+// ComparePositions names no stream: positions are the server's, whatever the
+// namespace.
+func (n namespaced) ComparePositions(a, b eventstore.Position) (int, error) {
+	return n.Store.ComparePositions(a, b)
+}
+
 func (n namespaced) Subscribe(ctx context.Context, after eventstore.Position, handle func(context.Context, []eventstore.RecordedEvent) error) error {
 	return n.Store.Subscribe(ctx, after, func(ctx context.Context, evs []eventstore.RecordedEvent) error {
 		return handle(ctx, n.strip(evs))
@@ -457,4 +496,56 @@ func (n namespaced) strip(evs []eventstore.RecordedEvent) []eventstore.RecordedE
 		evs[i].StreamID = strings.TrimPrefix(evs[i].StreamID, n.ns)
 	}
 	return evs
+}
+
+// TestNamespacedDeclaresEveryMethod fails when namespaced leaves a method of
+// the port to its embedded *Store. Such a method is promoted: it compiles,
+// satisfies eventstore.Store and runs on the server's streams without the
+// test's prefix, so the conformance suite would test something other than
+// it says (AppendMulti did until it was declared). The port's methods come
+// from reflection, so a method added to the port is checked too. Reflection
+// does not say whether a method is promoted (the compiler generates one for
+// each), so the declarations are read from the package's source, which go
+// test runs beside.
+func TestNamespacedDeclaresEveryMethod(t *testing.T) {
+	wrapper := reflect.TypeOf(namespaced{}).Name()
+	declared := declaredMethods(t, wrapper)
+	port := reflect.TypeOf((*eventstore.Store)(nil)).Elem()
+	for i := range port.NumMethod() {
+		if name := port.Method(i).Name; !declared[name] {
+			t.Errorf("%s does not declare %s: the embedded *Store's method is promoted and bypasses the test's namespace", wrapper, name)
+		}
+	}
+}
+
+// declaredMethods returns the names of the methods declared on type typ (or
+// *typ) in the Go files of the current directory.
+func declaredMethods(t *testing.T, typ string) map[string]bool {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files beside the test (%v)", err)
+	}
+	declared := map[string]bool{}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Recv == nil || len(fn.Recv.List) != 1 {
+				continue
+			}
+			recv := fn.Recv.List[0].Type
+			if star, ok := recv.(*ast.StarExpr); ok {
+				recv = star.X
+			}
+			if id, ok := recv.(*ast.Ident); ok && id.Name == typ {
+				declared[fn.Name.Name] = true
+			}
+		}
+	}
+	return declared
 }
