@@ -19,9 +19,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/heraldhq/herald/commands"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
-	"github.com/heraldhq/herald/projections"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -246,30 +243,16 @@ func runBaseline(ctx context.Context, opts options, addr, dbURL string, logger, 
 	})
 }
 
-// runHerald times Herald's pipeline as cmd/herald wires it: the postgres
-// store, the command handlers, the Kafka ingress and the inbox projection.
+// runHerald times Herald's pipeline as herald serve runs it, built by the
+// one composition root: Kafka ingress, commands, event store, projections
+// (and the idle HTTP server beside them).
 func runHerald(ctx context.Context, opts options, addr, dbURL string, logger, quiet *slog.Logger) (e2eRun, error) {
-	pool, err := newPool(ctx, dbURL, e2ePoolConns)
+	a, err := buildHerald(ctx, dbURL, []string{addr}, quiet)
 	if err != nil {
 		return e2eRun{}, err
 	}
-	defer pool.Close()
-	store := postgres.New(pool, postgres.Options{Logger: quiet})
-	ingress, err := kafka.NewIngress(kafka.Config{
-		Brokers: []string{addr}, ClientID: "herald-bench", GroupID: "herald-bench-" + randomHex(4),
-	}, commands.New(store, quiet), quiet)
-	if err != nil {
-		return e2eRun{}, err
-	}
-	runner := projections.NewRunner(pool, store, projections.NewInbox(nil), quiet)
-	return timePipeline(ctx, opts, dbURL, `SELECT count(*) FROM inbox_notifications`, logger,
-		ingress.Run,
-		func(ctx context.Context) error {
-			if err := runner.Run(ctx); err != nil {
-				return fmt.Errorf("inbox projection: %w", err)
-			}
-			return nil
-		})
+	defer a.Close()
+	return timePipeline(ctx, opts, dbURL, `SELECT count(*) FROM inbox_notifications`, logger, a.Run)
 }
 
 // timePipeline starts the parts of a pipeline and polls countSQL until it

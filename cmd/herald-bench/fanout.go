@@ -19,9 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/heraldhq/herald/commands"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
 	"github.com/heraldhq/herald/domain"
-	"github.com/heraldhq/herald/projections"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -63,13 +61,11 @@ func runFanOut(ctx context.Context, opts options, dbs *databases, logger, quiet 
 	if err != nil {
 		return res, err
 	}
-	pool, err := newPool(ctx, dbURL, e2ePoolConns)
+	a, err := buildHerald(ctx, dbURL, []string{broker.Addr()}, quiet)
 	if err != nil {
 		return res, err
 	}
-	defer pool.Close()
-	store := postgres.New(pool, postgres.Options{Logger: quiet})
-	cmds := commands.New(store, quiet)
+	pool, cmds := a.Pool, a.Commands
 
 	members := make([]string, fanOutMembers)
 	for i := range members {
@@ -89,17 +85,10 @@ func runFanOut(ctx context.Context, opts options, dbs *databases, logger, quiet 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	g, gctx := errgroup.WithContext(runCtx)
-	ingress, err := kafka.NewIngress(kafka.Config{
-		Brokers: []string{broker.Addr()}, ClientID: "herald-bench", GroupID: "herald-bench-fanout-" + randomHex(4),
-	}, cmds, quiet)
-	if err != nil {
-		return res, err
-	}
-	g.Go(func() error { return ingress.Run(gctx) })
-	for _, p := range []projections.Projection{projections.NewInbox(nil), projections.NewDirectory()} {
-		runner := projections.NewRunner(pool, store, p, quiet)
-		g.Go(func() error { return runner.Run(gctx) })
-	}
+	g.Go(func() error {
+		defer a.Close()
+		return a.Run(gctx)
+	})
 	g.Go(func() error { return runFanOutBaseline(gctx, broker.Addr(), pool, quiet) })
 
 	producer, err := kgo.NewClient(kgo.SeedBrokers(broker.Addr()))
@@ -108,7 +97,8 @@ func runFanOut(ctx context.Context, opts options, dbs *databases, logger, quiet 
 	}
 	defer producer.Close()
 
-	// Scopes resolve from the projected directory: wait for all of it.
+	// The baseline resolves its rows from the projected directory: wait for
+	// all of it.
 	if err := waitCount(gctx, mon, `SELECT count(*) FROM directory_members`, fanOutMembers, fanOutWarmWait); err != nil {
 		stop()
 		return res, errors.Join(fmt.Errorf("directory projection: %w", err), g.Wait())

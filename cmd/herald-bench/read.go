@@ -24,11 +24,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/heraldhq/herald/commands"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/queries"
 	"github.com/heraldhq/herald/transport/auth"
-	herhttp "github.com/heraldhq/herald/transport/http"
 )
 
 // The read measurement: GET /v1/notifications?limit=20 by readClients
@@ -40,18 +38,15 @@ const (
 	readClients       = 64
 	readLimit         = 20
 	readTenant        = "org-read"
-	// readPoolConns is herald serve's default pool size (defaultPoolConns
-	// in cmd/herald), so the API runs as deployed; the baseline shares the
-	// pool.
-	readPoolConns = 24
+	// readPoolConns is herald serve's default pool size, which the API
+	// gets as deployed; the baseline gets a pool of the same size.
+	readPoolConns = app.DefaultPoolConns
 	// readTokenTTL outlives any run; tokens are signed before the
 	// measurement so that signing is not measured.
 	readTokenTTL = time.Hour
 	// readSpacing spreads the notifications' created_at over about six
 	// months, the newest now.
 	readSpacing = 15 * time.Second
-	readIssuer  = "herald-bench"
-	readAud     = "herald"
 	// readRateGoal and readP99Goal are the read goals, both to be met.
 	readRateGoal = 5_000
 	readP99Goal  = 20 * time.Millisecond
@@ -128,23 +123,25 @@ func runRead(ctx context.Context, opts options, dbs *databases, logger, quiet *s
 	// The seed's dirty pages must not be written out during a measurement.
 	dbs.checkpoint(ctx)
 
-	issuer, err := auth.NewDevIssuer(readIssuer, readAud, "")
+	h, err := buildHerald(ctx, dbURL, nil, quiet)
 	if err != nil {
 		return res, err
 	}
+	heraldURL := h.URL()
+	stopHerald := startHerald(ctx, h)
+	defer func() {
+		if serr := stopHerald(); serr != nil {
+			logger.WarnContext(ctx, "herald stopped with an error", "error", serr)
+		}
+	}()
 	logger.InfoContext(ctx, "signing tokens", "users", readUsers)
-	tokens, err := issueTokens(issuer)
+	tokens, err := issueTokens(h.Issuer)
 	if err != nil {
 		return res, err
 	}
 
 	srvCtx, stopServers := context.WithCancel(ctx)
 	defer stopServers()
-	heraldURL, stopHerald, err := serveHerald(srvCtx, pool, issuer, quiet)
-	if err != nil {
-		return res, err
-	}
-	defer stopHerald()
 	baselineURL, stopBaseline, err := serveBaseline(srvCtx, pool, pageQ)
 	if err != nil {
 		return res, err
@@ -396,31 +393,6 @@ func issueTokens(issuer *auth.DevIssuer) ([]string, error) {
 		})
 	}
 	return tokens, g.Wait()
-}
-
-// serveHerald serves Herald's REST API as herald serve wires it, with its
-// JWKS on the same server as dev mode does, and returns its base URL.
-func serveHerald(ctx context.Context, pool *pgxpool.Pool, issuer *auth.DevIssuer, quiet *slog.Logger) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, fmt.Errorf("listen: %w", err)
-	}
-	base := "http://" + ln.Addr().String()
-	verifier, err := auth.NewVerifier(ctx, auth.Config{JWKSURL: base + "/dev/jwks.json", Issuer: readIssuer, Audience: readAud})
-	if err != nil {
-		_ = ln.Close()
-		return "", nil, err
-	}
-	directory := queries.NewDirectory(pool)
-	cmds := commands.New(postgres.New(pool, postgres.Options{Logger: quiet}), quiet)
-	api := herhttp.NewServer(cmds, queries.NewInbox(pool), directory, verifier, []herhttp.Check{
-		{Name: "database", Func: pool.Ping},
-		{Name: "jwks", Func: verifier.Ready},
-	}, quiet)
-	mux := http.NewServeMux()
-	api.Register(mux)
-	api.RegisterDevIdentity(mux, issuer)
-	return base, serve(ctx, ln, herhttp.Middleware(quiet, mux)), nil
 }
 
 // serveBaseline serves the least a page can cost over HTTP: the page query

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/heraldhq/herald/cmd/herald/app"
 )
 
 // clientFlags are the flags of the dev-mode clients.
@@ -50,7 +52,7 @@ func parseClientFlags(name, summary string, args []string, stderr io.Writer) (cl
 
 // devToken asks a running herald dev for a token.
 func devToken(ctx context.Context, f clientFlags) (string, error) {
-	body, _ := json.Marshal(map[string]any{"sub": f.sub, "tenant": f.tenant, "permissions": splitList(f.permissions)})
+	body, _ := json.Marshal(map[string]any{"sub": f.sub, "tenant": f.tenant, "permissions": app.SplitList(f.permissions)})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(f.url, "/")+"/dev/token", bytes.NewReader(body))
 	if err != nil {
 		return "", err

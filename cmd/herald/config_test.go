@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,103 +16,6 @@ import (
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/transport/kafka"
 )
-
-func TestEventStoreSelection(t *testing.T) {
-	for value, esdb := range map[string]bool{
-		"postgres":                        false,
-		"esdb://127.0.0.1:2113?tls=false": true,
-		"kurrentdb://db:2113":             true,
-		"esdb+discover://cluster:2113":    true,
-	} {
-		c := config{EventStore: value, LogLevel: "info", LogFormat: "text", ReadWait: "2s"}
-		if err := c.validate(); err != nil {
-			t.Fatalf("%s refused: %v", value, err)
-		}
-		if c.usesESDB() != esdb {
-			t.Fatalf("%s: usesESDB %v", value, c.usesESDB())
-		}
-	}
-	c := config{EventStore: "mysql://x", LogLevel: "info", LogFormat: "text", ReadWait: "2s"}
-	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "HERALD_EVENT_STORE") {
-		t.Fatalf("unknown event store: %v", err)
-	}
-	for _, wait := range []string{"", "soon", "0s", "-1s", "2m"} {
-		c := config{EventStore: "postgres", LogLevel: "info", LogFormat: "text", ReadWait: wait}
-		if err := c.validate(); err == nil || !strings.Contains(err.Error(), "HERALD_READ_WAIT") {
-			t.Fatalf("HERALD_READ_WAIT=%q: %v", wait, err)
-		}
-	}
-}
-
-func TestServeNamesWhatIsMissing(t *testing.T) {
-	c := config{EventStore: "postgres", LogLevel: "info", LogFormat: "text", KafkaBrokers: "k:9092"}
-	err := c.validateServe()
-	if err == nil || !strings.Contains(err.Error(), "HERALD_JWKS_URL") || strings.Contains(err.Error(), "HERALD_KAFKA_BROKERS") {
-		t.Fatalf("got %v", err)
-	}
-}
-
-// serveConfig is a configuration validateServe accepts, Kafka options
-// aside.
-func serveConfig() config {
-	var c config
-	for _, s := range c.settings() {
-		*s.dest = s.def
-	}
-	c.KafkaBrokers, c.JWKSURL, c.JWTIssuer, c.JWTAudience = "k:9092", "https://idp/jwks", "idp", "herald"
-	return c
-}
-
-func TestKafkaSettingsAreChecked(t *testing.T) {
-	dir := t.TempDir()
-	pemFile := filepath.Join(dir, "not-a-cert.pem")
-	if err := os.WriteFile(pemFile, []byte("not a certificate"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	missing := filepath.Join(dir, "missing.pem")
-	for _, c := range []struct {
-		name string
-		set  func(*config)
-		want string // "" when valid
-	}{
-		{"defaults", func(*config) {}, ""},
-		{"SCRAM", func(c *config) {
-			c.KafkaSASLMechanism, c.KafkaSASLUsername, c.KafkaSASLPassword = "SCRAM-SHA-512", "u", "p"
-		}, ""},
-		{"TLS with the system roots", func(c *config) { c.KafkaTLS = "true" }, ""},
-		{"unknown mechanism", func(c *config) {
-			c.KafkaSASLMechanism, c.KafkaSASLUsername, c.KafkaSASLPassword = "OAUTHBEARER", "u", "p"
-		}, `HERALD_KAFKA_SASL_MECHANISM="OAUTHBEARER": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`},
-		{"lower-case mechanism", func(c *config) {
-			c.KafkaSASLMechanism, c.KafkaSASLUsername, c.KafkaSASLPassword = "plain", "u", "p"
-		}, `HERALD_KAFKA_SASL_MECHANISM="plain"`},
-		{"mechanism without username", func(c *config) { c.KafkaSASLMechanism, c.KafkaSASLPassword = "PLAIN", "p" },
-			"HERALD_KAFKA_SASL_MECHANISM=PLAIN needs HERALD_KAFKA_SASL_USERNAME and HERALD_KAFKA_SASL_PASSWORD"},
-		{"mechanism without password", func(c *config) { c.KafkaSASLMechanism, c.KafkaSASLUsername = "SCRAM-SHA-256", "u" },
-			"needs HERALD_KAFKA_SASL_USERNAME and HERALD_KAFKA_SASL_PASSWORD"},
-		{"username without mechanism", func(c *config) { c.KafkaSASLUsername = "u" }, "HERALD_KAFKA_SASL_MECHANISM is empty"},
-		{"TLS not a boolean", func(c *config) { c.KafkaTLS = "yes please" }, `HERALD_KAFKA_TLS="yes please": want true or false`},
-		{"CA file with TLS off", func(c *config) { c.KafkaTLSCAFile = pemFile }, "HERALD_KAFKA_TLS_CA_FILE is set, but HERALD_KAFKA_TLS is not true"},
-		{"unreadable CA file", func(c *config) { c.KafkaTLS, c.KafkaTLSCAFile = "true", missing }, "HERALD_KAFKA_TLS_CA_FILE: open " + missing},
-		{"CA file without a certificate", func(c *config) { c.KafkaTLS, c.KafkaTLSCAFile = "true", pemFile }, "holds no PEM certificate"},
-		{"certificate without key", func(c *config) { c.KafkaTLS, c.KafkaTLSCertFile = "true", pemFile },
-			"HERALD_KAFKA_TLS_CERT_FILE and HERALD_KAFKA_TLS_KEY_FILE go together"},
-		{"unreadable key file", func(c *config) { c.KafkaTLS, c.KafkaTLSCertFile, c.KafkaTLSKeyFile = "true", pemFile, missing },
-			"HERALD_KAFKA_TLS_KEY_FILE: open " + missing},
-		{"bad key pair", func(c *config) { c.KafkaTLS, c.KafkaTLSCertFile, c.KafkaTLSKeyFile = "true", pemFile, pemFile },
-			"HERALD_KAFKA_TLS: kafka: TLS client certificate"},
-	} {
-		cfg := serveConfig()
-		c.set(&cfg)
-		err := cfg.validateServe()
-		switch {
-		case c.want == "" && err != nil:
-			t.Errorf("%s: refused: %v", c.name, err)
-		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
-			t.Errorf("%s: %v; want an error saying %q", c.name, err, c.want)
-		}
-	}
-}
 
 func TestServeHelpListsTheKafkaSettings(t *testing.T) {
 	var out strings.Builder

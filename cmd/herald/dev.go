@@ -2,24 +2,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
+	"os"
+	"strings"
 	"text/template"
 
-	"github.com/heraldhq/herald/migrations"
-	"github.com/heraldhq/herald/transport/auth"
-	herhttp "github.com/heraldhq/herald/transport/http"
+	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/transport/kafka"
-)
-
-// The dev identity provider's issuer and audience.
-const (
-	devIssuer   = "herald-dev"
-	devAudience = "herald"
-	// devPartitions is the partition count of the dev broker's topics.
-	devPartitions = 3
 )
 
 var banner = template.Must(template.New("banner").Parse(`
@@ -40,50 +29,24 @@ var banner = template.Must(template.New("banner").Parse(`
 `))
 
 func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := settingsFlags("dev", "Runs Herald with an embedded Kafka broker and a dev identity provider, on the local PostgreSQL\n(the database is created and migrated when missing). For development only.", stderr)
+	fs := settingsFlags("dev", "Runs Herald with an embedded Kafka broker and a dev identity provider, on the local PostgreSQL\n(the database is created and migrated when missing). For development only.", app.PartStorage|app.PartServe|app.PartDev, stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := loadConfig()
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	logger := cfg.logger()
-
-	// Listen first: the verifier fetches its keys from this very server.
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http: %w", err)
-	}
-	defer ln.Close()
-	base := "http://" + ln.Addr().String()
-	broker, err := kafka.StartDevBroker(cfg.DevKafkaAddr, devPartitions, kafka.TopicActivity, kafka.TopicActivity+kafka.DLQSuffix)
+	cfg := app.Load(os.LookupEnv)
+	cfg.Dev = true
+	// The embedded broker is the only one dev mode consumes from.
+	cfg.Kafka.Brokers = nil
+	a, err := app.Build(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	issuer, err := auth.NewDevIssuer(devIssuer, devAudience, cfg.JWTTenantClaim)
-	if err != nil {
-		return err
-	}
-	cfg.KafkaBrokers = broker.Addr()
-	// The embedded broker speaks plain Kafka: security meant for a real
-	// cluster in the environment must not reach it.
-	cfg.KafkaSASLMechanism, cfg.KafkaSASLUsername, cfg.KafkaSASLPassword = "", "", ""
-	cfg.KafkaTLS, cfg.KafkaTLSCAFile, cfg.KafkaTLSCertFile, cfg.KafkaTLSKeyFile, cfg.KafkaTLSServerName = "false", "", "", "", ""
-	cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience = base+"/dev/jwks.json", devIssuer, devAudience
-	if err := migrations.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
-		return err
-	}
+	defer a.Close()
 	err = banner.Execute(stdout, map[string]string{
-		"HTTP": base, "Kafka": broker.Addr(), "Topic": kafka.TopicActivity, "DB": redactURL(cfg.DatabaseURL),
+		"HTTP": a.URL(), "Kafka": strings.Join(a.KafkaBrokers(), ","), "Topic": kafka.TopicActivity, "DB": redactURL(cfg.DatabaseURL),
 	})
 	if err != nil {
 		return err
 	}
-	a := &app{
-		cfg: cfg, logger: logger, listener: ln,
-		extraRoutes: func(mux *http.ServeMux, api *herhttp.Server) { api.RegisterDevIdentity(mux, issuer) },
-	}
-	return a.run(ctx)
+	return a.Run(ctx)
 }

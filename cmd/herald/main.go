@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 
+	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/migrations"
 )
 
@@ -70,38 +72,61 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// settingsFlags is a flag set whose --help also lists the HERALD_ settings.
-func settingsFlags(name, summary string, stderr io.Writer) *flag.FlagSet {
+// settingsFlags is a flag set whose --help also lists the HERALD_ settings
+// of parts.
+func settingsFlags(name, summary string, parts app.Part, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: herald %s\n\n%s\n\nSettings come from the environment:\n\n", name, summary)
-		printSettings(stderr)
+		printSettings(stderr, parts)
 	}
 	return fs
 }
 
+// printSettings lists the settings of parts with their defaults, for --help.
+func printSettings(w io.Writer, parts app.Part) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENVIRONMENT\tDEFAULT\tMEANING")
+	for _, s := range app.Settings() {
+		if s.Part&parts == 0 {
+			continue
+		}
+		def := s.Default
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, def, s.Help)
+	}
+	_ = tw.Flush()
+}
+
 func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := settingsFlags("serve", "Runs Herald against external Kafka, PostgreSQL and identity provider.", stderr)
+	fs := settingsFlags("serve", "Runs Herald against external Kafka, PostgreSQL and identity provider.", app.PartStorage|app.PartServe, stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := loadConfig()
-	if err := cfg.validateServe(); err != nil {
+	return runApp(ctx, app.Load(os.LookupEnv))
+}
+
+// runApp builds Herald from cfg and runs it until ctx ends.
+func runApp(ctx context.Context, cfg app.Config) error {
+	a, err := app.Build(ctx, cfg)
+	if err != nil {
 		return err
 	}
-	a := &app{cfg: cfg, logger: cfg.logger()}
-	return a.run(ctx)
+	defer a.Close()
+	return a.Run(ctx)
 }
 
 func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := settingsFlags("migrate", "Applies pending migrations to HERALD_DATABASE_URL and exits.", stderr)
+	fs := settingsFlags("migrate", "Applies pending migrations to HERALD_DATABASE_URL and exits.", app.PartStorage, stderr)
 	create := fs.Bool("create-database", false, "create the database first when it does not exist")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := loadConfig()
-	if err := cfg.validate(); err != nil {
+	cfg := app.Load(os.LookupEnv)
+	if err := cfg.ValidateStorage(); err != nil {
 		return err
 	}
 	if *create {
@@ -109,7 +134,7 @@ func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 	}
-	v, err := migrations.Up(ctx, cfg.DatabaseURL, cfg.logger())
+	v, err := migrations.Up(ctx, cfg.DatabaseURL, cfg.NewLogger())
 	if err != nil {
 		return err
 	}

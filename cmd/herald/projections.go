@@ -3,16 +3,17 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/projections"
 )
@@ -33,13 +34,6 @@ Commands:
 
 Run "herald projections <command> --help" for a command's flags.
 `
-
-// runnableProjections are the projections serve runs, in the order status
-// lists them. Effects that Apply returns (the inbox's live deltas) go
-// nowhere here: this process serves no WebSocket.
-func runnableProjections() []projections.Projection {
-	return []projections.Projection{projections.NewInbox(nil), projections.NewDirectory()}
-}
 
 // projectionsCommand is `herald projections status|parked|retry|rebuild [name]`.
 func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,7 +62,7 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprint(stderr, projectionsUsage)
 		return fmt.Errorf("projections: unknown command %q", sub)
 	}
-	fs := settingsFlags("projections "+sub+" [name]", summary, stderr)
+	fs := settingsFlags("projections "+sub+" [name]", summary, app.PartStorage, stderr)
 	limit := 0
 	if sub == "parked" {
 		fs.IntVar(&limit, "limit", 100, "list at most this many events")
@@ -84,28 +78,26 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
-	selected, err := selectProjections(fs)
+	if fs.NArg() > 1 {
+		return fmt.Errorf("projections: at most one projection name, got %q", fs.Args())
+	}
+	// Effects that Apply returns (the inbox's live deltas) go nowhere here:
+	// this process serves no WebSocket.
+	selected, err := selectProjections(app.Projections(nil), fs.Arg(0))
 	if err != nil {
 		return err
 	}
 	if sub == "rebuild" && fs.NArg() != 1 {
 		return fmt.Errorf("projections: rebuild needs the name of the projection to rebuild (%s)", strings.Join(projectionNames(selected), ", "))
 	}
-	cfg := loadConfig()
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	logger := cfg.logger()
-	pool, err := cfg.openPool(ctx, 4)
+	cfg := app.Load(os.LookupEnv)
+	cfg.PoolConns = 4
+	st, err := app.OpenStorage(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, closeStore, err := openStore(cfg, pool, logger)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
+	defer st.Close()
+	pool, store, logger := st.Pool, st.Store, st.Logger
 
 	switch sub {
 	case "rebuild":
@@ -119,24 +111,18 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 }
 
-// selectProjections is the projection fs's argument names, or all of them.
-func selectProjections(fs *flag.FlagSet) ([]projections.Projection, error) {
-	all := runnableProjections()
-	switch fs.NArg() {
-	case 0:
+// selectProjections is the projection of all named name, or all of them when
+// name is empty.
+func selectProjections(all []projections.Projection, name string) ([]projections.Projection, error) {
+	if name == "" {
 		return all, nil
-	case 1:
-		var names []string
-		for _, p := range all {
-			if p.Name() == fs.Arg(0) {
-				return []projections.Projection{p}, nil
-			}
-			names = append(names, p.Name())
-		}
-		return nil, fmt.Errorf("projections: unknown projection %q (known: %s)", fs.Arg(0), strings.Join(names, ", "))
-	default:
-		return nil, fmt.Errorf("projections: at most one projection name, got %q", fs.Args())
 	}
+	for _, p := range all {
+		if p.Name() == name {
+			return []projections.Projection{p}, nil
+		}
+	}
+	return nil, fmt.Errorf("projections: unknown projection %q (known: %s)", name, strings.Join(projectionNames(all), ", "))
 }
 
 func projectionNames(ps []projections.Projection) []string {

@@ -1,0 +1,310 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/commands/eventstore/esdb"
+	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/migrations"
+	"github.com/heraldhq/herald/projections"
+	"github.com/heraldhq/herald/projections/live"
+	"github.com/heraldhq/herald/queries"
+	"github.com/heraldhq/herald/transport/auth"
+	herhttp "github.com/heraldhq/herald/transport/http"
+	"github.com/heraldhq/herald/transport/kafka"
+	"github.com/heraldhq/herald/transport/ws"
+)
+
+// The dev identity provider's issuer and audience, and the partition count
+// of the embedded broker's topics.
+const (
+	DevIssuer     = "herald-dev"
+	DevAudience   = "herald"
+	devPartitions = 3
+)
+
+// shutdownTimeout bounds the drain of HTTP requests and WebSocket sessions.
+const shutdownTimeout = 30 * time.Second
+
+// Storage is Herald's database and event store, opened and migrated: all
+// that the maintenance commands (herald projections …) need, and what App
+// builds on. Close releases it.
+type Storage struct {
+	Logger *slog.Logger
+	Pool   *pgxpool.Pool
+	Store  eventstore.Store
+	closes []func()
+}
+
+// OpenStorage opens the database of cfg and the event store, as they are:
+// it neither creates nor migrates the database, which is herald migrate's
+// and Build's work. It checks only the storage settings
+// (Config.ValidateStorage).
+func OpenStorage(ctx context.Context, cfg Config) (*Storage, error) {
+	if err := cfg.ValidateStorage(); err != nil {
+		return nil, err
+	}
+	return openStorage(ctx, cfg, cfg.NewLogger(), false)
+}
+
+// openStorage opens the storage of cfg; with migrate, it first creates the
+// database (in dev mode) and applies pending migrations.
+func openStorage(ctx context.Context, cfg Config, logger *slog.Logger, migrate bool) (s *Storage, err error) {
+	s = &Storage{Logger: logger}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if migrate && cfg.Dev {
+		if err := migrations.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
+			return nil, err
+		}
+	}
+	if migrate {
+		if _, err := migrations.Up(ctx, cfg.DatabaseURL, logger); err != nil {
+			return nil, err
+		}
+	}
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		poolCfg.MaxConns = DefaultPoolConns
+		if cfg.PoolConns > 0 {
+			poolCfg.MaxConns = cfg.PoolConns
+		}
+	}
+	if s.Pool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	s.closes = append(s.closes, s.Pool.Close)
+	if !cfg.UsesESDB() {
+		s.Store = postgres.New(s.Pool, postgres.Options{Logger: logger})
+		return s, nil
+	}
+	es, err := esdb.Open(cfg.EventStore, esdb.Options{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	logger.Info("event store: EventStoreDB / KurrentDB")
+	s.Store = es
+	s.closes = append(s.closes, func() {
+		if err := es.Close(); err != nil {
+			logger.Warn("closing the event store", "error", err)
+		}
+	})
+	return s, nil
+}
+
+// Projections are the projections Herald runs, in the order status lists
+// them. The inbox publishes its live deltas to feed; nil drops them, for a
+// process that serves no WebSocket.
+func Projections(feed *live.Hub) []projections.Projection {
+	var publisher projections.Publisher
+	if feed != nil {
+		publisher = feed
+	}
+	return []projections.Projection{projections.NewInbox(publisher), projections.NewDirectory()}
+}
+
+// Close closes the event store, then the pool.
+func (s *Storage) Close() {
+	for i := len(s.closes) - 1; i >= 0; i-- {
+		s.closes[i]()
+	}
+	s.closes = nil
+}
+
+// App is one Herald, assembled: what herald serve and herald dev run, and
+// what benchmarks and end-to-end tests measure. Build it, Run it until its
+// context ends, then Close it. Its fields are for callers that drive or
+// inspect a running Herald (benchmarks, tests); they must not be replaced.
+type App struct {
+	*Storage
+	Commands *commands.Commands
+	// Registry holds every metric served at GET /metrics.
+	Registry *prometheus.Registry
+	// Issuer signs dev-mode tokens; nil outside dev mode.
+	Issuer *auth.DevIssuer
+
+	cfg       Config
+	listener  net.Listener
+	broker    *kafka.DevBroker
+	runners   []*projections.Runner
+	ingress   *kafka.Ingress
+	server    *http.Server
+	hub       *ws.Hub
+	stopAuth  context.CancelFunc
+	kafkaAddr []string
+}
+
+// Build checks cfg (Config.Validate), migrates the database, opens the HTTP
+// listener and wires every part of Herald; nothing is served until Run. On
+// error, whatever was opened is closed again.
+func Build(ctx context.Context, cfg Config) (a *App, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.NewLogger()
+	a = &App{cfg: cfg, stopAuth: func() {}}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	// Listen first: in dev mode the verifier fetches its keys from this
+	// very server.
+	if a.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	a.kafkaAddr = cfg.Kafka.Brokers
+	authCfg := auth.Config{
+		JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience,
+		TenantClaim: cfg.Auth.TenantClaim, ClientID: cfg.Auth.ClientID,
+	}
+	kafkaCfg := kafka.Config{
+		Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID, GroupID: cfg.Kafka.GroupID,
+		SASL: cfg.Kafka.SASL, TLS: cfg.Kafka.TLS,
+	}
+	if cfg.Dev {
+		if len(cfg.Kafka.Brokers) == 0 {
+			if a.broker, err = kafka.StartDevBroker(cfg.DevKafkaAddr, devPartitions, kafka.TopicActivity, kafka.TopicActivity+kafka.DLQSuffix); err != nil {
+				return nil, err
+			}
+			a.kafkaAddr = []string{a.broker.Addr()}
+			// The embedded broker speaks plain Kafka: security meant for
+			// a real cluster must not reach it.
+			kafkaCfg = kafka.Config{Brokers: a.kafkaAddr, ClientID: cfg.Kafka.ClientID, GroupID: cfg.Kafka.GroupID}
+		}
+		if a.Issuer, err = auth.NewDevIssuer(DevIssuer, DevAudience, cfg.Auth.TenantClaim); err != nil {
+			return nil, err
+		}
+		authCfg = auth.Config{JWKSURL: a.URL() + "/dev/jwks.json", Issuer: DevIssuer, Audience: DevAudience, TenantClaim: cfg.Auth.TenantClaim}
+	}
+	if a.Storage, err = openStorage(ctx, cfg, logger, true); err != nil {
+		return nil, err
+	}
+
+	a.Registry = prometheus.NewRegistry()
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.Commands = commands.New(a.Store, logger)
+	feed := live.NewHub()
+	for _, p := range Projections(feed) {
+		a.runners = append(a.runners, projections.NewRunner(a.Pool, a.Store, p, logger, projections.WithMetrics(a.Registry)))
+	}
+	kafkaCfg.Registerer = a.Registry
+	if a.ingress, err = kafka.NewIngress(kafkaCfg, a.Commands, logger); err != nil {
+		return nil, err
+	}
+
+	// The verifier's background refresh must outlive the HTTP drain, so it
+	// stops at Close, not with Run's context.
+	authCtx, stopAuth := context.WithCancel(context.Background())
+	a.stopAuth = stopAuth
+	verifier, err := auth.NewVerifier(authCtx, authCfg)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	api := herhttp.NewServer(a.Commands, queries.NewInbox(a.Pool), queries.NewDirectory(a.Pool), verifier, []herhttp.Check{
+		{Name: "database", Func: a.Pool.Ping},
+		{Name: "jwks", Func: verifier.Ready},
+	}, logger)
+	api.SetReadWait(cfg.ReadWait)
+	a.hub = ws.NewHub(ws.Config{
+		AllowedOrigins: cfg.AllowedOrigins,
+		// A refused handshake answers like any refused REST request.
+		Refuse: func(w http.ResponseWriter, r *http.Request, err error) { herhttp.WriteError(w, r, logger, err) },
+	}, verifier, feed, logger)
+	mux := http.NewServeMux()
+	api.Register(mux)
+	mux.Handle("GET /v1/stream", a.hub)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}))
+	if a.Issuer != nil {
+		api.RegisterDevIdentity(mux, a.Issuer)
+	}
+	a.server = &http.Server{
+		Handler:           herhttp.Middleware(logger, mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	return a, nil
+}
+
+// URL is the base URL Herald serves REST and WebSocket on.
+func (a *App) URL() string { return "http://" + a.listener.Addr().String() }
+
+// KafkaBrokers are the brokers Herald consumes from: the configured ones, or
+// the embedded broker's address in dev mode.
+func (a *App) KafkaBrokers() []string { return a.kafkaAddr }
+
+// Run serves HTTP and WebSocket, runs the projections and consumes Kafka
+// until ctx ends or a part fails; then it drains HTTP and closes the
+// WebSocket sessions. It returns nil after a clean stop. Run once.
+func (a *App) Run(ctx context.Context) error {
+	logger := a.Logger
+	logger.InfoContext(ctx, "herald serving", "http", a.URL(), "kafka", a.kafkaAddr)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := a.server.Serve(a.listener); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	for _, r := range a.runners {
+		g.Go(func() error { return ignoreCanceled(r.Run(gctx)) })
+	}
+	g.Go(func() error { return ignoreCanceled(a.ingress.Run(gctx)) })
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("herald shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		err := a.server.Shutdown(sctx)
+		return errors.Join(err, a.hub.Close(sctx))
+	})
+	err := g.Wait()
+	if err == nil {
+		logger.Info("herald stopped")
+	}
+	return err
+}
+
+// Close releases what Build opened: the listener (when Run never served
+// it), the event store and database pool, the embedded broker and the
+// verifier's background refresh. Call it after Run has returned.
+func (a *App) Close() {
+	a.stopAuth()
+	if a.listener != nil {
+		_ = a.listener.Close() // already closed once Run has served it
+	}
+	if a.Storage != nil {
+		a.Storage.Close()
+	}
+	if a.broker != nil {
+		a.broker.Close()
+	}
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

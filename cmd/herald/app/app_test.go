@@ -1,0 +1,201 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/cmd/herald/app"
+	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/migrations/pgtest"
+	"github.com/heraldhq/herald/transport/kafka"
+)
+
+// start builds a dev-mode Herald on a fresh database and runs it until the
+// test ends.
+func start(t *testing.T) *app.App {
+	t.Helper()
+	cfg := app.Defaults()
+	cfg.Dev = true
+	cfg.DatabaseURL = pgtest.NewDatabase(t)
+	cfg.HTTPAddr, cfg.DevKafkaAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := app.Build(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(45 * time.Second):
+			t.Error("herald did not stop")
+		}
+		a.Close()
+	})
+	return a
+}
+
+func eventually(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (last error: %v)", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Members added over REST just before an org message are its recipients,
+// however far behind the directory projection is: here it is paused for the
+// whole test, so the directory_members table it feeds stays empty. A scope
+// resolved from that table would record a request for no one.
+func TestScopeIncludesMembersTheProjectionHasNotApplied(t *testing.T) {
+	t.Parallel()
+	a := start(t)
+	ctx := context.Background()
+	const tenant, members = "org-race", 200
+
+	eventually(t, "the directory projection's checkpoint", func() (bool, error) {
+		tag, err := a.Pool.Exec(ctx, `UPDATE projection_checkpoints SET paused_until = now() + interval '1 hour' WHERE name = 'directory'`)
+		return err == nil && tag.RowsAffected() == 1, err
+	})
+	admin, err := a.Issuer.Issue("admin", tenant, []string{"notif.admin"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	want := make([]string, members)
+	for i := range want {
+		want[i] = fmt.Sprintf("user-%03d", i)
+		req, err := http.NewRequest(http.MethodPut, a.URL()+"/v1/directory/orgs/"+tenant+"/members/"+want[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT member %d: %s", i, resp.Status)
+		}
+	}
+
+	producer, err := kgo.NewClient(kgo.SeedBrokers(a.KafkaBrokers()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	msg := `{"eventType":"ORG_NEWS","recipientScope":"org","organizerId":"` + tenant + `","occurredAt":"2026-11-01T09:00:00Z"}`
+	rec := &kgo.Record{Topic: kafka.TopicActivity, Value: []byte(msg), Headers: []kgo.RecordHeader{{Key: kafka.IdempotencyKeyHd, Value: []byte("race")}}}
+	if err := producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	stream := domain.RequestStream(domain.RequestID(tenant, "race"))
+	var recipients []string
+	eventually(t, "the request to be recorded", func() (bool, error) {
+		evs, err := a.Store.ReadStream(ctx, stream, 0, 1)
+		if err != nil || len(evs) == 0 {
+			return false, err
+		}
+		v, err := domain.DecodeStored(evs[0].Type, evs[0].Metadata, evs[0].Data)
+		if err != nil {
+			return false, err
+		}
+		recipients = v.(domain.NotificationRequested).Recipients
+		return true, nil
+	})
+	var projected int
+	if err := a.Pool.QueryRow(ctx, `SELECT count(*) FROM directory_members`).Scan(&projected); err != nil {
+		t.Fatal(err)
+	}
+	if projected != 0 {
+		t.Fatalf("the paused directory projection applied %d members; the test needs it behind", projected)
+	}
+	if !slices.Equal(recipients, want) {
+		t.Fatalf("recorded %d recipients, want all %d members added before the message (first missing: %s)", len(recipients), members, firstMissing(want, recipients))
+	}
+}
+
+func firstMissing(want, got []string) string {
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			return w
+		}
+	}
+	return "none"
+}
+
+// A configuration with bad settings is refused before anything is opened,
+// with every problem named; a port already taken fails Build and releases
+// what it had opened.
+func TestBuildRefusesBadConfigurationAndCleansUp(t *testing.T) {
+	t.Parallel()
+	cfg := app.Defaults()
+	cfg.ReadWait = 0
+	_, err := app.Build(context.Background(), cfg)
+	var se *app.SettingsError
+	if !errors.As(err, &se) || se.Problems["HERALD_READ_WAIT"] == "" || se.Problems["HERALD_KAFKA_BROKERS"] == "" {
+		t.Fatalf("Build: %v; want a SettingsError naming HERALD_READ_WAIT and HERALD_KAFKA_BROKERS", err)
+	}
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	broker, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokerAddr := broker.Addr().String()
+	_ = broker.Close()
+	cfg = app.Defaults()
+	cfg.Dev = true
+	cfg.DatabaseURL = pgtest.NewDatabase(t)
+	cfg.HTTPAddr, cfg.DevKafkaAddr = taken.Addr().String(), brokerAddr
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	if _, err := app.Build(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Build on a taken port: %v", err)
+	}
+	// Nothing of the failed Build holds the broker's address.
+	cfg.HTTPAddr = "127.0.0.1:0"
+	a, err := app.Build(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Build after a failed one: %v", err)
+	}
+	if got := a.KafkaBrokers(); len(got) != 1 || got[0] != brokerAddr {
+		t.Errorf("brokers %v, want the embedded one at %s", got, brokerAddr)
+	}
+	if _, err := strconv.Atoi(a.URL()[strings.LastIndex(a.URL(), ":")+1:]); err != nil {
+		t.Errorf("URL %q has no port", a.URL())
+	}
+	a.Close()
+}

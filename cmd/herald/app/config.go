@@ -1,0 +1,416 @@
+package app
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/transport/kafka"
+)
+
+// Config is Herald's configuration, typed. Load fills it from HERALD_
+// environment variables; a benchmark or test may build one in code. Validate
+// checks it whole, so a start-up that fails names every bad setting at once.
+type Config struct {
+	HTTPAddr    string
+	DatabaseURL string
+	// EventStore is "postgres", or an esdb:// or kurrentdb:// connection
+	// string for EventStoreDB / KurrentDB.
+	EventStore     string
+	Kafka          KafkaConfig
+	Auth           AuthConfig
+	AllowedOrigins []string
+	// ReadWait bounds how long a read carrying X-Consistency-Token waits
+	// for its projection.
+	ReadWait  time.Duration
+	LogLevel  slog.Level
+	LogFormat string // "text" or "json"
+	// DevKafkaAddr is where dev mode's embedded broker listens.
+	DevKafkaAddr string
+
+	// Dev runs Herald for a laptop, a test or a benchmark: the database is
+	// created when missing, a dev identity provider signs tokens at
+	// /dev/token and publishes its keys at /dev/jwks.json (Auth is
+	// ignored), and, unless Kafka.Brokers names one, an embedded broker
+	// listens on DevKafkaAddr. Never set in production.
+	Dev bool
+	// PoolConns is the database pool's size unless DatabaseURL sets
+	// pool_max_conns; 0 means DefaultPoolConns.
+	PoolConns int32
+	// Logger, when set, is used instead of one built from LogLevel and
+	// LogFormat on standard error.
+	Logger *slog.Logger
+
+	// problems are the settings Load could not parse, by variable.
+	problems map[string]string
+}
+
+// KafkaConfig is how Herald reaches its Kafka cluster.
+type KafkaConfig struct {
+	Brokers  []string
+	ClientID string
+	GroupID  string
+	SASL     kafka.SASL
+	TLS      kafka.TLS
+}
+
+// AuthConfig is how access tokens are verified (DESIGN §9).
+type AuthConfig struct {
+	JWKSURL     string
+	Issuer      string
+	Audience    string
+	TenantClaim string
+	// ClientID is the Keycloak client whose resource_access roles become
+	// permissions; with no Audience, tokens must name it in azp instead.
+	ClientID string
+}
+
+// DefaultPoolConns is the database pool size unless the URL sets one. pgx's
+// own default (the larger of 4 and the CPU count) would be shared here by
+// every partition handler, the group-commit writers, the projections and
+// REST.
+const DefaultPoolConns = 24
+
+// Part names what a setting configures, so that each command lists and
+// checks only the settings it reads.
+type Part int
+
+// The parts of Herald a setting can belong to.
+const (
+	// PartStorage is the database and event store: every command that
+	// opens them reads it.
+	PartStorage Part = 1 << iota
+	// PartServe is the running service: HTTP, Kafka, tokens.
+	PartServe
+	// PartDev is dev mode only.
+	PartDev
+)
+
+// Setting is one HERALD_ environment variable.
+type Setting struct {
+	Name    string
+	Default string
+	Help    string
+	Part    Part
+	set     func(c *Config, v string) error
+}
+
+// Settings lists every environment variable Herald reads, in the order
+// help prints them.
+func Settings() []Setting {
+	str := func(dst func(*Config) *string) func(*Config, string) error {
+		return func(c *Config, v string) error { *dst(c) = v; return nil }
+	}
+	return []Setting{
+		{"HERALD_HTTP_ADDR", "127.0.0.1:8080", "address of the REST and WebSocket server", PartServe,
+			str(func(c *Config) *string { return &c.HTTPAddr })},
+		{"HERALD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/herald?sslmode=disable", "PostgreSQL of the event store and read model", PartStorage,
+			func(c *Config, v string) error {
+				if _, err := pgxpool.ParseConfig(v); err != nil {
+					return fmt.Errorf("not a PostgreSQL connection string: %s", firstLine(err))
+				}
+				c.DatabaseURL = v
+				return nil
+			}},
+		{"HERALD_EVENT_STORE", "postgres", "event store: postgres, or an esdb:// or kurrentdb:// connection string", PartStorage,
+			func(c *Config, v string) error {
+				if v != "postgres" && !isESDB(v) {
+					return fmt.Errorf("want postgres, or an esdb:// or kurrentdb:// connection string")
+				}
+				c.EventStore = v
+				return nil
+			}},
+		{"HERALD_KAFKA_BROKERS", "", "comma-separated Kafka brokers (required by serve)", PartServe,
+			func(c *Config, v string) error { c.Kafka.Brokers = SplitList(v); return nil }},
+		{"HERALD_KAFKA_CLIENT_ID", kafka.DefaultClientID, "Kafka client id", PartServe,
+			str(func(c *Config) *string { return &c.Kafka.ClientID })},
+		{"HERALD_KAFKA_GROUP_ID", kafka.DefaultGroupID, "Kafka consumer group", PartServe,
+			str(func(c *Config) *string { return &c.Kafka.GroupID })},
+		{"HERALD_KAFKA_SASL_MECHANISM", "", "Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none", PartServe,
+			func(c *Config, v string) error {
+				switch v {
+				case "", kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScramSHA512:
+					c.Kafka.SASL.Mechanism = v
+					return nil
+				}
+				return fmt.Errorf("%q: want %s, %s or %s, or empty for none", v, kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScramSHA512)
+			}},
+		{"HERALD_KAFKA_SASL_USERNAME", "", "Kafka SASL username", PartServe,
+			str(func(c *Config) *string { return &c.Kafka.SASL.Username })},
+		{"HERALD_KAFKA_SASL_PASSWORD", "", "Kafka SASL password", PartServe,
+			str(func(c *Config) *string { return &c.Kafka.SASL.Password })},
+		{"HERALD_KAFKA_TLS", "false", "true to connect to Kafka over TLS", PartServe,
+			func(c *Config, v string) error {
+				on, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("%q: want true or false", v)
+				}
+				c.Kafka.TLS.Enable = on
+				return nil
+			}},
+		{"HERALD_KAFKA_TLS_CA_FILE", "", "PEM file of the CAs of Kafka's certificates; empty for the system roots", PartServe,
+			str(func(c *Config) *string { return &c.Kafka.TLS.CAFile })},
+		{"HERALD_KAFKA_TLS_CERT_FILE", "", "PEM client certificate for Kafka (with HERALD_KAFKA_TLS_KEY_FILE)", PartServe,
+			str(func(c *Config) *string { return &c.Kafka.TLS.CertFile })},
+		{"HERALD_KAFKA_TLS_KEY_FILE", "", "PEM key of the client certificate", PartServe,
+			str(func(c *Config) *string { return &c.Kafka.TLS.KeyFile })},
+		{"HERALD_KAFKA_TLS_SERVER_NAME", "", "name Kafka's certificates must carry; empty for each broker's host", PartServe,
+			str(func(c *Config) *string { return &c.Kafka.TLS.ServerName })},
+		{"HERALD_JWKS_URL", "", "JWKS URL of the identity provider (required by serve)", PartServe,
+			func(c *Config, v string) error {
+				if u, err := url.Parse(v); v != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+					return fmt.Errorf("%q: want an absolute http or https URL", v)
+				}
+				c.Auth.JWKSURL = v
+				return nil
+			}},
+		{"HERALD_JWT_ISSUER", "", "required token issuer (iss) (required by serve)", PartServe,
+			str(func(c *Config) *string { return &c.Auth.Issuer })},
+		{"HERALD_JWT_AUDIENCE", "", "required token audience (aud); serve needs it or HERALD_JWT_CLIENT_ID", PartServe,
+			str(func(c *Config) *string { return &c.Auth.Audience })},
+		{"HERALD_JWT_TENANT_CLAIM", "organizer_id", "claim holding the caller's tenant", PartServe,
+			str(func(c *Config) *string { return &c.Auth.TenantClaim })},
+		{"HERALD_JWT_CLIENT_ID", "", "Keycloak client whose resource_access roles are permissions; without HERALD_JWT_AUDIENCE, tokens must carry it as azp", PartServe,
+			str(func(c *Config) *string { return &c.Auth.ClientID })},
+		{"HERALD_WS_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed on /v1/stream", PartServe,
+			func(c *Config, v string) error { c.AllowedOrigins = SplitList(v); return nil }},
+		{"HERALD_READ_WAIT", "2s", "how long a read carrying X-Consistency-Token waits for the projection before 503 projection.lagging", PartServe,
+			func(c *Config, v string) error {
+				d, err := time.ParseDuration(v)
+				if err != nil || d < time.Millisecond || d > time.Minute {
+					return fmt.Errorf("%q: want a duration from 1ms to 1m, such as 2s", v)
+				}
+				c.ReadWait = d
+				return nil
+			}},
+		{"HERALD_LOG_LEVEL", "info", "debug, info, warn or error", PartStorage | PartServe,
+			func(c *Config, v string) error {
+				if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+					return fmt.Errorf("%q: want debug, info, warn or error", v)
+				}
+				return nil
+			}},
+		{"HERALD_LOG_FORMAT", "text", "text or json", PartStorage | PartServe,
+			func(c *Config, v string) error {
+				if v != "text" && v != "json" {
+					return fmt.Errorf("%q: want text or json", v)
+				}
+				c.LogFormat = v
+				return nil
+			}},
+		{"HERALD_DEV_KAFKA_ADDR", "127.0.0.1:9092", "address of the embedded Kafka broker (dev only)", PartDev,
+			str(func(c *Config) *string { return &c.DevKafkaAddr })},
+	}
+}
+
+// Load reads every setting from lookup (os.LookupEnv), an empty value
+// counting as unset. Values it cannot parse are kept as problems that
+// Validate reports, together with everything else wrong, naming each
+// variable.
+func Load(lookup func(string) (string, bool)) Config {
+	var c Config
+	for _, s := range Settings() {
+		v := s.Default
+		if got, ok := lookup(s.Name); ok && got != "" {
+			v = got
+		}
+		if err := s.set(&c, v); err != nil {
+			if c.problems == nil {
+				c.problems = map[string]string{}
+			}
+			c.problems[s.Name] = err.Error()
+			// The default stands in, so that one bad value does not
+			// also show as a missing one.
+			_ = s.set(&c, s.Default)
+		}
+	}
+	return c
+}
+
+// Defaults is the configuration with no environment at all.
+func Defaults() Config {
+	return Load(func(string) (string, bool) { return "", false })
+}
+
+// SettingsError lists every bad setting of a configuration.
+type SettingsError struct {
+	// Problems maps each bad variable to what is wrong with it.
+	Problems map[string]string
+}
+
+func (e *SettingsError) Error() string {
+	names := make([]string, 0, len(e.Problems))
+	for n := range e.Problems {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	lines := make([]string, len(names))
+	for i, n := range names {
+		lines[i] = n + ": " + e.Problems[n]
+	}
+	if len(lines) == 1 {
+		return "configuration: " + lines[0]
+	}
+	return "configuration has " + strconv.Itoa(len(lines)) + " problems:\n  " + strings.Join(lines, "\n  ")
+}
+
+// Validate checks everything Build needs: the settings of every part.
+func (c Config) Validate() error { return c.validate(PartStorage | PartServe | PartDev) }
+
+// ValidateStorage checks only what opening the database and the event store
+// needs, for commands that do nothing else.
+func (c Config) ValidateStorage() error { return c.validate(PartStorage) }
+
+func (c Config) validate(parts Part) error {
+	problems := map[string]string{}
+	add := func(name, problem string) {
+		if _, ok := problems[name]; !ok {
+			problems[name] = problem
+		}
+	}
+	for _, s := range Settings() {
+		if p, ok := c.problems[s.Name]; ok && s.Part&parts != 0 {
+			add(s.Name, p)
+		}
+	}
+	if parts&PartStorage != 0 {
+		if c.DatabaseURL == "" {
+			add("HERALD_DATABASE_URL", "required")
+		}
+		if c.EventStore != "postgres" && !isESDB(c.EventStore) {
+			add("HERALD_EVENT_STORE", "want postgres, or an esdb:// or kurrentdb:// connection string")
+		}
+		if c.LogFormat != "text" && c.LogFormat != "json" && c.Logger == nil {
+			add("HERALD_LOG_FORMAT", "want text or json")
+		}
+	}
+	if parts&PartServe != 0 {
+		if c.HTTPAddr == "" {
+			add("HERALD_HTTP_ADDR", "required")
+		}
+		if c.ReadWait < time.Millisecond || c.ReadWait > time.Minute {
+			add("HERALD_READ_WAIT", "want a duration from 1ms to 1m, such as 2s")
+		}
+		if !c.Dev {
+			c.validateKafka(add)
+			c.validateAuth(add)
+		}
+	}
+	if parts&PartDev != 0 && c.Dev && len(c.Kafka.Brokers) == 0 && c.DevKafkaAddr == "" {
+		add("HERALD_DEV_KAFKA_ADDR", "required in dev mode")
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return &SettingsError{Problems: problems}
+}
+
+// validateKafka checks the broker options serve connects with; dev mode's
+// embedded broker uses none of them.
+func (c Config) validateKafka(add func(name, problem string)) {
+	k := c.Kafka
+	if len(k.Brokers) == 0 {
+		add("HERALD_KAFKA_BROKERS", "required by serve")
+	}
+	switch {
+	case k.SASL.Mechanism == "" && (k.SASL.Username != "" || k.SASL.Password != ""):
+		add("HERALD_KAFKA_SASL_MECHANISM", "empty, but HERALD_KAFKA_SASL_USERNAME or HERALD_KAFKA_SASL_PASSWORD is set")
+	case k.SASL.Mechanism != "" && (k.SASL.Username == "" || k.SASL.Password == ""):
+		add("HERALD_KAFKA_SASL_MECHANISM", k.SASL.Mechanism+" needs HERALD_KAFKA_SASL_USERNAME and HERALD_KAFKA_SASL_PASSWORD")
+	}
+	files := []struct{ name, path string }{
+		{"HERALD_KAFKA_TLS_CA_FILE", k.TLS.CAFile},
+		{"HERALD_KAFKA_TLS_CERT_FILE", k.TLS.CertFile},
+		{"HERALD_KAFKA_TLS_KEY_FILE", k.TLS.KeyFile},
+	}
+	fileProblem := false
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if !k.TLS.Enable {
+			add(f.name, "set, but HERALD_KAFKA_TLS is not true")
+			fileProblem = true
+			continue
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			add(f.name, err.Error())
+			fileProblem = true
+		}
+	}
+	if !k.TLS.Enable && k.TLS.ServerName != "" {
+		add("HERALD_KAFKA_TLS_SERVER_NAME", "set, but HERALD_KAFKA_TLS is not true")
+		fileProblem = true
+	}
+	if (k.TLS.CertFile == "") != (k.TLS.KeyFile == "") {
+		add("HERALD_KAFKA_TLS_CERT_FILE", "goes with HERALD_KAFKA_TLS_KEY_FILE: set both or neither")
+		fileProblem = true
+	}
+	if !fileProblem {
+		if _, err := k.TLS.Load(); err != nil {
+			add("HERALD_KAFKA_TLS", err.Error())
+		}
+	}
+}
+
+// validateAuth checks what serve needs to verify tokens: a Keycloak access
+// token often has no aud, and then its azp must name the client instead.
+func (c Config) validateAuth(add func(name, problem string)) {
+	if c.Auth.JWKSURL == "" {
+		add("HERALD_JWKS_URL", "required by serve")
+	}
+	if c.Auth.Issuer == "" {
+		add("HERALD_JWT_ISSUER", "required by serve")
+	}
+	if c.Auth.Audience == "" && c.Auth.ClientID == "" {
+		add("HERALD_JWT_AUDIENCE", "required by serve unless HERALD_JWT_CLIENT_ID is set (tokens then carry it as azp)")
+	}
+}
+
+// UsesESDB reports whether the event store is EventStoreDB / KurrentDB.
+func (c Config) UsesESDB() bool { return isESDB(c.EventStore) }
+
+func isESDB(s string) bool {
+	for _, scheme := range []string{"esdb://", "esdb+discover://", "kurrentdb://", "kurrentdb+discover://"} {
+		if strings.HasPrefix(s, scheme) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewLogger is the logger LogLevel and LogFormat describe, on standard error,
+// or Logger when it is set.
+func (c Config) NewLogger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// SplitList splits a comma-separated setting, dropping blanks.
+func SplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
