@@ -357,12 +357,18 @@ var notificationData = map[string]any{"payment": map[string]any{"subject": "Orde
 
 func (e *env) notify(tenant, key string, occurredAt time.Time, recipients ...string) commands.RequestResult {
 	e.t.Helper()
+	return e.notifyWith(tenant, key, occurredAt, notificationData, recipients...)
+}
+
+// notifyWith is notify with the request's data.
+func (e *env) notifyWith(tenant, key string, occurredAt time.Time, data map[string]any, recipients ...string) commands.RequestResult {
+	e.t.Helper()
 	res, err := e.cmds.RequestNotification(context.Background(), commands.RequestNotification{
 		Request: domain.Request{
 			Tenant: tenant, EventType: "PAYMENT_SUCCESS", Scope: domain.ScopeUsers,
 			RecipientIDs: recipients,
 			Actor:        domain.Actor{ID: "u-9", Name: "Alice"},
-			Data:         notificationData,
+			Data:         data,
 			OccurredAt:   occurredAt,
 		},
 		IdempotencyKey: key,
