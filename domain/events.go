@@ -334,6 +334,7 @@ type Metadata struct {
 	CorrelationID string    `json:"correlationId,omitempty"`
 	CausationID   string    `json:"causationId,omitempty"`
 	Actor         string    `json:"actor,omitempty"`
+	ActorName     string    `json:"actorName,omitempty"` // for people reading the history; Actor is the identity
 	Source        *Source   `json:"source,omitempty"`
 	RecordedBy    string    `json:"recordedBy,omitempty"`
 	HandledAt     time.Time `json:"handledAt"`

@@ -922,7 +922,7 @@ func TestVerifyChecksAuthorizedPartyWithoutAudience(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify refused seed 004's token: %v", err)
 	}
-	if p.Subject != "99b2ca6d-b179-4161-9c25-ad84ab7ca438" || p.Tenant != "org-7" {
+	if p.Subject != "99b2ca6d-b179-4161-9c25-ad84ab7ca438" || p.Tenant != "org-7" || p.Username != "+79516519741" {
 		t.Errorf("principal = %+v", p)
 	}
 	if want := []string{"email", "offline_access", "profile", "user"}; !slices.Equal(p.Permissions, want) {
@@ -955,6 +955,49 @@ func TestVerifyChecksAuthorizedPartyWithoutAudience(t *testing.T) {
 				t.Fatalf("Verify accepted the token: %+v", p)
 			}
 			requireInvalid(t, err, "wrong authorized party")
+		})
+	}
+}
+
+// preferred_username names the caller for people; a value that cannot serve
+// as a name is left out and the token still accepted, since nothing is
+// authorised by it.
+func TestVerifyReadsPreferredUsername(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	const limit = 256 // bytes, pinned here on purpose
+	atLimit := strings.Repeat("é", limit/2)
+	cases := []struct {
+		name  string
+		value any // nil: claim absent
+		want  string
+	}{
+		{"a name", "alice", "alice"},
+		{"a phone number, as seed 004", "+79516519741", "+79516519741"},
+		{"absent", nil, ""},
+		{"empty", "", ""},
+		{"a number", 79516519741, ""},
+		{"an object", map[string]any{"name": "alice"}, ""},
+		{"at the limit", atLimit, atLimit},
+		{"over the limit", atLimit + "x", ""},
+		{"holding NUL", "ali\x00ce", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := keycloakClaims()
+			delete(claims, "preferred_username")
+			if tc.value != nil {
+				claims["preferred_username"] = tc.value
+			}
+			p, err := v.Verify(t.Context(), signRaw(t, key, claims))
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if p.Username != tc.want {
+				t.Errorf("Username = %q, want %q", p.Username, tc.want)
+			}
 		})
 	}
 }

@@ -31,6 +31,11 @@ const (
 	// Config.Leeway is zero.
 	DefaultLeeway = 30 * time.Second
 
+	// MaxUsernameBytes bounds Principal.Username. A longer
+	// preferred_username is no name anyone reads, and it would be copied
+	// into the metadata of every event the caller causes.
+	MaxUsernameBytes = 256
+
 	// MaxTokenBytes bounds the tokens Verify will look at. Real access tokens
 	// are a few KiB; anything larger is refused before parsing so that a
 	// hostile client cannot make us decode megabytes of base64 and JSON.
@@ -529,9 +534,24 @@ func (v *Verifier) principal(tok jwt.Token) (Principal, error) {
 	return Principal{
 		Subject:     tok.Subject(),
 		Tenant:      tenant,
+		Username:    username(tok),
 		Permissions: permissions,
 		ExpiresAt:   tok.Expiration(),
 	}, nil
+}
+
+// username reads preferred_username. Unlike the claims that decide access,
+// a malformed one does not refuse the token: the name only labels the
+// caller's actions, so one that cannot serve is left out. That is a value
+// that is not a string, is longer than MaxUsernameBytes, or holds NUL, which
+// PostgreSQL cannot store in an event's metadata.
+func username(tok jwt.Token) string {
+	value, _ := tok.Get("preferred_username")
+	name, _ := value.(string)
+	if len(name) > MaxUsernameBytes || strings.ContainsRune(name, 0) {
+		return ""
+	}
+	return name
 }
 
 // permissions collects the union of the permission-bearing claims. A claim
