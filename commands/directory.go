@@ -79,6 +79,7 @@ type ChangeMembers struct {
 	// Leave makes the single user of UserIDs leave the group instead.
 	Leave         bool
 	Actor         string
+	ActorName     string // the caller's name, recorded in the events' metadata; empty when unknown
 	CorrelationID string
 }
 
@@ -130,7 +131,7 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 		if len(payloads) == 0 {
 			return ChangeMembersResult{Position: cd.last}, nil
 		}
-		meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.CorrelationID)
+		meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID)
 		events := make([]eventstore.EventData, len(payloads))
 		for i, p := range payloads {
 			typ := domain.EventMemberJoined

@@ -21,6 +21,7 @@ type ChangeNotification struct {
 	RecipientID    string
 	NotificationID string
 	Action         domain.Action
+	ActorName      string // the caller's name, recorded in the event's metadata; empty when unknown
 	CorrelationID  string
 }
 
@@ -82,7 +83,7 @@ func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotificatio
 			}
 			return ChangeResult{Changed: false, Position: token}, nil
 		}
-		meta := c.requestMeta(cmd.Tenant, cmd.RecipientID, cmd.CorrelationID)
+		meta := c.requestMeta(cmd.Tenant, cmd.RecipientID, cmd.ActorName, cmd.CorrelationID)
 		// The id names the version and the change, so a retried append is
 		// recognised while a different change at the same version conflicts.
 		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", typ, n.Version+1)), typ, payload, meta)
@@ -104,12 +105,13 @@ func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotificatio
 
 // requestMeta is the metadata of an event a user's API request caused; the
 // request id is its correlation id.
-func (c *Commands) requestMeta(tenant, actor, requestID string) domain.Metadata {
+func (c *Commands) requestMeta(tenant, actor, actorName, requestID string) domain.Metadata {
 	return domain.Metadata{
 		Tenant:        tenant,
 		SchemaVersion: domain.SchemaVersion,
 		CorrelationID: requestID,
 		Actor:         actor,
+		ActorName:     actorName,
 		Source:        &domain.Source{Kind: "http", RequestID: requestID},
 		HandledAt:     c.now().UTC(),
 	}
@@ -167,6 +169,7 @@ func (c *Commands) lastReadAll(ctx context.Context, tenant, recipient string) (e
 type MarkAllRead struct {
 	Tenant        string
 	RecipientID   string
+	ActorName     string // the caller's name, recorded in the event's metadata; empty when unknown
 	CorrelationID string
 }
 
@@ -185,7 +188,7 @@ func (c *Commands) MarkAllRead(ctx context.Context, cmd MarkAllRead) (eventstore
 		if len(last) == 1 {
 			version = last[0].Version
 		}
-		meta := c.requestMeta(cmd.Tenant, cmd.RecipientID, cmd.CorrelationID)
+		meta := c.requestMeta(cmd.Tenant, cmd.RecipientID, cmd.ActorName, cmd.CorrelationID)
 		payload := domain.InboxMarkedRead{Tenant: cmd.Tenant, RecipientID: cmd.RecipientID, ReadAt: c.now().UTC()}
 		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", domain.EventInboxMarkedRead, version+1)), domain.EventInboxMarkedRead, payload, meta)
 		if err != nil {

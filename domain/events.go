@@ -3,6 +3,7 @@ package domain
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"time"
 )
 
@@ -53,16 +54,18 @@ type NotificationRequested struct {
 
 // NotificationCreated is one recipient's notification.
 type NotificationCreated struct {
-	ID          string         `json:"id"`
-	RequestID   string         `json:"requestId"`
-	Tenant      string         `json:"tenant"`
-	RecipientID string         `json:"recipientId"`
-	Type        string         `json:"type"`
-	Content     string         `json:"content"`
-	ActionURL   string         `json:"actionUrl,omitempty"`
-	Data        map[string]any `json:"data"`
-	Channels    []string       `json:"channels"`
-	CreatedAt   time.Time      `json:"createdAt"`
+	ID          string `json:"id"`
+	RequestID   string `json:"requestId"`
+	Tenant      string `json:"tenant"`
+	RecipientID string `json:"recipientId"`
+	Type        string `json:"type"`
+	Content     string `json:"content"`
+	// ActionURL is the link the notification leads to, taken out of the
+	// request's data (see actionURL); empty when it has none.
+	ActionURL string         `json:"actionUrl,omitempty"`
+	Data      map[string]any `json:"data"`
+	Channels  []string       `json:"channels"`
+	CreatedAt time.Time      `json:"createdAt"`
 }
 
 // NotificationRead records that the recipient read the notification.
@@ -139,8 +142,12 @@ func NewNotificationRequested(req Request, key string, recipients []string) Noti
 // (the first, or a retry after a crash) produces the same notifications. A
 // notification is dated by when its activity occurred: that is what the
 // recipient reads it for, and it keeps the derivation free of the clock.
+//
+// A request carries no link of its own (seed 001's message has no such field),
+// so the link a notification leads to comes from its data: see actionURL.
 func (e NotificationRequested) Notifications() []NotificationCreated {
-	content := Content(e.EventType, e.Actor, e.Data)
+	link, data := actionURL(e.Data)
+	content := Content(e.EventType, e.Actor, data)
 	out := make([]NotificationCreated, len(e.Recipients))
 	for i, r := range e.Recipients {
 		out[i] = NotificationCreated{
@@ -150,12 +157,60 @@ func (e NotificationRequested) Notifications() []NotificationCreated {
 			RecipientID: r,
 			Type:        e.EventType,
 			Content:     content,
-			Data:        e.Data,
+			ActionURL:   link,
+			Data:        data,
 			Channels:    e.Channels,
 			CreatedAt:   e.OccurredAt,
 		}
 	}
 	return out
+}
+
+// MaxActionURLBytes bounds an action URL: a longer value is more likely a
+// payload than a link, and some browsers and proxies refuse URLs past about
+// 2 KB.
+const MaxActionURLBytes = 2048
+
+// actionURLKeys are the data keys a notification's link is read from, in
+// order of preference: the camelCase of seed 001's payloads, then the
+// snake_case of producers that write it that way.
+var actionURLKeys = []string{"actionUrl", "action_url"}
+
+// actionURL finds the link of a notification in a request's data: the value
+// of the first of data.actionUrl and data.action_url that is an absolute http
+// or https URL of at most MaxActionURLBytes bytes. It returns that URL and the
+// data without its key, so the link is not shown twice (nor quoted in the
+// generated content). Any other value (relative, javascript: or another
+// scheme, not a string, too long) is not a link a client may follow blindly:
+// it is left in data and the URL is empty. data itself is never modified, as
+// the recorded request shares it with every recipient's notification.
+func actionURL(data map[string]any) (string, map[string]any) {
+	for _, key := range actionURLKeys {
+		link, ok := data[key].(string)
+		if !ok || !isActionURL(link) {
+			continue
+		}
+		rest := make(map[string]any, len(data)-1)
+		for k, v := range data {
+			if k != key {
+				rest[k] = v
+			}
+		}
+		return link, rest
+	}
+	return "", data
+}
+
+// isActionURL reports whether s is a link a client can open as it is.
+func isActionURL(s string) bool {
+	if len(s) > MaxActionURLBytes {
+		return false
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return false
+	}
+	return (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // Notification is the write-side state of one notification, folded from its
@@ -279,6 +334,7 @@ type Metadata struct {
 	CorrelationID string    `json:"correlationId,omitempty"`
 	CausationID   string    `json:"causationId,omitempty"`
 	Actor         string    `json:"actor,omitempty"`
+	ActorName     string    `json:"actorName,omitempty"` // for people reading the history; Actor is the identity
 	Source        *Source   `json:"source,omitempty"`
 	RecordedBy    string    `json:"recordedBy,omitempty"`
 	HandledAt     time.Time `json:"handledAt"`

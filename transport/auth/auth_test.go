@@ -844,7 +844,8 @@ func TestNewVerifierValidatesConfig(t *testing.T) {
 		{"missing JWKS URL", func(c *auth.Config) { c.JWKSURL = "" }, "jwks_url"},
 		{"relative JWKS URL", func(c *auth.Config) { c.JWKSURL = "/certs" }, "jwks_url"},
 		{"missing issuer", func(c *auth.Config) { c.Issuer = "" }, "issuer"},
-		{"missing audience", func(c *auth.Config) { c.Audience = "" }, "audience"},
+		{"neither audience nor client id (audience named)", func(c *auth.Config) { c.Audience, c.ClientID = "", "" }, "audience"},
+		{"neither audience nor client id (client id named)", func(c *auth.Config) { c.Audience, c.ClientID = "", "" }, "client_id"},
 		{"negative leeway", func(c *auth.Config) { c.Leeway = -time.Second }, "leeway"},
 		{"HS256 allowed", func(c *auth.Config) { c.Algorithms = []string{"RS256", "HS256"} }, "algorithms"},
 		{"none allowed", func(c *auth.Config) { c.Algorithms = []string{"none"} }, "algorithms"},
@@ -870,6 +871,152 @@ func TestNewVerifierValidatesConfig(t *testing.T) {
 	if _, err := auth.NewVerifier(t.Context(), base); err != nil {
 		t.Errorf("NewVerifier rejected a valid config: %v", err)
 	}
+	for name, change := range map[string]func(*auth.Config){
+		"audience only":  func(c *auth.Config) { c.ClientID = "" },
+		"client id only": func(c *auth.Config) { c.Audience = "" },
+	} {
+		cfg := base
+		change(&cfg)
+		if _, err := auth.NewVerifier(t.Context(), cfg); err != nil {
+			t.Errorf("%s: NewVerifier rejected the config: %v", name, err)
+		}
+	}
+}
+
+// seed004Claims are the claims of the access token seed 004 shows, as its
+// Keycloak issues it: no aud (only azp names the client), client roles under
+// resource_access, a realm role, and preferred_username. organizer_id is
+// the tenant claim Herald needs on top.
+func seed004Claims() map[string]any {
+	now := time.Now().Unix()
+	return map[string]any{
+		"exp":                now + 300,
+		"iat":                now,
+		"jti":                "6d29c45d-1f63-4b0f-a3fc-22cc9d8db25c",
+		"iss":                testIssuer,
+		"sub":                "99b2ca6d-b179-4161-9c25-ad84ab7ca438",
+		"typ":                "Bearer",
+		"azp":                testClientID,
+		"session_state":      "9b1a9973-b270-4e27-b83e-3284b867e4f1",
+		"acr":                "1",
+		"realm_access":       map[string]any{"roles": []string{"offline_access"}},
+		"resource_access":    map[string]any{testClientID: map[string]any{"roles": []string{"user"}}},
+		"scope":              "email profile",
+		"sid":                "9b1a9973-b270-4e27-b83e-3284b867e4f1",
+		"email_verified":     true,
+		"preferred_username": "+79516519741",
+		"organizer_id":       "org-7",
+	}
+}
+
+// With no audience configured, Keycloak tokens without aud are accepted
+// when their azp is the configured client, and refused otherwise.
+func TestVerifyChecksAuthorizedPartyWithoutAudience(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	cfg := testConfig(srv.URL)
+	cfg.Audience = ""
+	v := newVerifier(t, cfg)
+
+	p, err := v.Verify(t.Context(), signRaw(t, key, seed004Claims()))
+	if err != nil {
+		t.Fatalf("Verify refused seed 004's token: %v", err)
+	}
+	if p.Subject != "99b2ca6d-b179-4161-9c25-ad84ab7ca438" || p.Tenant != "org-7" || p.Username != "+79516519741" {
+		t.Errorf("principal = %+v", p)
+	}
+	if want := []string{"email", "offline_access", "profile", "user"}; !slices.Equal(p.Permissions, want) {
+		t.Errorf("permissions = %q, want %q", p.Permissions, want)
+	}
+
+	// An aud, had the token one, decides nothing here.
+	withAud := seed004Claims()
+	withAud["aud"] = "some-other-api"
+	if _, err := v.Verify(t.Context(), signRaw(t, key, withAud)); err != nil {
+		t.Errorf("Verify refused a token with azp right and an unrelated aud: %v", err)
+	}
+
+	for name, change := range map[string]func(map[string]any){
+		"other azp":           func(c map[string]any) { c["azp"] = "account" },
+		"azp of another case": func(c map[string]any) { c["azp"] = strings.ToUpper(testClientID) },
+		"azp missing":         func(c map[string]any) { delete(c, "azp") },
+		"azp empty":           func(c map[string]any) { c["azp"] = "" },
+		"azp not a string":    func(c map[string]any) { c["azp"] = []string{testClientID} },
+		"client only in aud": func(c map[string]any) {
+			delete(c, "azp")
+			c["aud"] = testClientID
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			claims := seed004Claims()
+			change(claims)
+			p, err := v.Verify(t.Context(), signRaw(t, key, claims))
+			if err == nil {
+				t.Fatalf("Verify accepted the token: %+v", p)
+			}
+			requireInvalid(t, err, "wrong authorized party")
+		})
+	}
+}
+
+// preferred_username names the caller for people; a value that cannot serve
+// as a name is left out and the token still accepted, since nothing is
+// authorised by it.
+func TestVerifyReadsPreferredUsername(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	const limit = 256 // bytes, pinned here on purpose
+	atLimit := strings.Repeat("é", limit/2)
+	cases := []struct {
+		name  string
+		value any // nil: claim absent
+		want  string
+	}{
+		{"a name", "alice", "alice"},
+		{"a phone number, as seed 004", "+79516519741", "+79516519741"},
+		{"absent", nil, ""},
+		{"empty", "", ""},
+		{"a number", 79516519741, ""},
+		{"an object", map[string]any{"name": "alice"}, ""},
+		{"at the limit", atLimit, atLimit},
+		{"over the limit", atLimit + "x", ""},
+		{"holding NUL", "ali\x00ce", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := keycloakClaims()
+			delete(claims, "preferred_username")
+			if tc.value != nil {
+				claims["preferred_username"] = tc.value
+			}
+			p, err := v.Verify(t.Context(), signRaw(t, key, claims))
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if p.Username != tc.want {
+				t.Errorf("Username = %q, want %q", p.Username, tc.want)
+			}
+		})
+	}
+}
+
+// With an audience configured, aud decides as before and azp is not looked
+// at: a client of the realm may ask for a token meant for Herald.
+func TestVerifyIgnoresAuthorizedPartyWithAudience(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+
+	claims := keycloakClaims()
+	claims["azp"] = "another-frontend"
+	if _, err := v.Verify(t.Context(), signRaw(t, key, claims)); err != nil {
+		t.Fatalf("Verify refused a token for our audience from another client: %v", err)
+	}
+	claims = seed004Claims() // azp right, no aud
+	_, err := v.Verify(t.Context(), signRaw(t, key, claims))
+	requireInvalid(t, err, "wrong audience")
 }
 
 func TestBearerToken(t *testing.T) {

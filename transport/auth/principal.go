@@ -14,6 +14,12 @@ type Principal struct {
 	// Tenant is the organizer the caller acts for, read from the configured
 	// tenant claim.
 	Tenant string
+	// Username is the token's "preferred_username", the name people know
+	// the caller by (a login, or seed 004's phone number). It labels what
+	// the caller did and authorises nothing; empty when the claim is absent
+	// or unusable (not a string, longer than MaxUsernameBytes, or holding
+	// NUL).
+	Username string
 	// Permissions is sorted and free of duplicates.
 	Permissions []string
 	// ExpiresAt is the token's "exp"; long-lived connections (WebSocket) use

@@ -31,6 +31,11 @@ const (
 	// Config.Leeway is zero.
 	DefaultLeeway = 30 * time.Second
 
+	// MaxUsernameBytes bounds Principal.Username. A longer
+	// preferred_username is no name anyone reads, and it would be copied
+	// into the metadata of every event the caller causes.
+	MaxUsernameBytes = 256
+
 	// MaxTokenBytes bounds the tokens Verify will look at. Real access tokens
 	// are a few KiB; anything larger is refused before parsing so that a
 	// hostile client cannot make us decode megabytes of base64 and JSON.
@@ -72,7 +77,10 @@ type Config struct {
 	JWKSURL string
 	// Issuer must equal the token's "iss" exactly. Required.
 	Issuer string
-	// Audience must be one of the token's "aud" values. Required.
+	// Audience, when set, must be one of the token's "aud" values. When it
+	// is empty, the token's "azp" must equal ClientID instead: Keycloak
+	// access tokens often carry no "aud", but always name the client they
+	// were issued to. One of Audience and ClientID is required.
 	Audience string
 	// TenantClaim names the string claim holding the tenant; defaults to
 	// DefaultTenantClaim.
@@ -81,7 +89,8 @@ type Config struct {
 	// ES256. Only asymmetric algorithms are accepted.
 	Algorithms []string
 	// ClientID is the Keycloak client whose resource_access roles become
-	// permissions; empty means resource_access is ignored.
+	// permissions; empty means resource_access is ignored. With no Audience,
+	// it is also the "azp" every token must carry.
 	ClientID string
 	// HTTPClient fetches the JWKS; defaults to a client with a 10 s timeout.
 	HTTPClient *http.Client
@@ -156,8 +165,9 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Issuer == "" {
 		problems.Add("issuer", "required")
 	}
-	if cfg.Audience == "" {
-		problems.Add("audience", "required")
+	if cfg.Audience == "" && cfg.ClientID == "" {
+		problems.Add("audience", "required unless client_id is set")
+		problems.Add("client_id", "required unless audience is set")
 	}
 	if cfg.Leeway < 0 {
 		problems.Add("leeway", "must not be negative")
@@ -444,6 +454,10 @@ func (v *Verifier) lookupKey(ctx context.Context, kid string) (jwk.Key, error) {
 // library treats a missing (or zero) exp as "never expires"; iss and aud are
 // required by the validators themselves, which fail on a missing claim.
 //
+// With no audience configured, aud is not checked and azp must name the
+// configured client (DESIGN §9): without either check, a token the realm
+// issued to any of its clients would be accepted.
+//
 // nbf is checked when present but not required, although DESIGN §9 lists it:
 // Keycloak 10 and later issue access tokens without nbf (older versions wrote
 // "nbf": 0, which means the same), so requiring it would refuse every
@@ -457,13 +471,16 @@ func (v *Verifier) validate(tok jwt.Token) error {
 	if tok.Expiration().Unix() <= 0 {
 		return invalid("token expired", nil)
 	}
-	err := jwt.Validate(tok,
-		jwt.WithIssuer(v.issuer),
-		jwt.WithAudience(v.audience),
-		jwt.WithAcceptableSkew(v.leeway),
-	)
+	options := []jwt.ValidateOption{jwt.WithIssuer(v.issuer), jwt.WithAcceptableSkew(v.leeway)}
+	if v.audience != "" {
+		options = append(options, jwt.WithAudience(v.audience))
+	}
+	err := jwt.Validate(tok, options...)
 	switch {
 	case err == nil:
+		if v.audience == "" {
+			return v.checkAuthorizedParty(tok)
+		}
 		return nil
 	case errors.Is(err, jwt.ErrTokenExpired()):
 		return invalid("token expired", err)
@@ -478,6 +495,19 @@ func (v *Verifier) validate(tok jwt.Token) error {
 	default:
 		return invalid("invalid claims", err)
 	}
+}
+
+// checkAuthorizedParty requires the token's azp to be the configured client,
+// compared exactly as aud is.
+func (v *Verifier) checkAuthorizedParty(tok jwt.Token) error {
+	value, ok := tok.Get("azp")
+	if !ok {
+		return invalid("wrong authorized party", errors.New("auth: no azp claim"))
+	}
+	if azp, isString := value.(string); !isString || azp != v.clientID {
+		return invalid("wrong authorized party", fmt.Errorf("auth: azp %v, want %q", value, v.clientID))
+	}
+	return nil
 }
 
 // principal maps verified claims to a Principal.
@@ -504,9 +534,24 @@ func (v *Verifier) principal(tok jwt.Token) (Principal, error) {
 	return Principal{
 		Subject:     tok.Subject(),
 		Tenant:      tenant,
+		Username:    username(tok),
 		Permissions: permissions,
 		ExpiresAt:   tok.Expiration(),
 	}, nil
+}
+
+// username reads preferred_username. Unlike the claims that decide access,
+// a malformed one does not refuse the token: the name only labels the
+// caller's actions, so one that cannot serve is left out. That is a value
+// that is not a string, is longer than MaxUsernameBytes, or holds NUL, which
+// PostgreSQL cannot store in an event's metadata.
+func username(tok jwt.Token) string {
+	value, _ := tok.Get("preferred_username")
+	name, _ := value.(string)
+	if len(name) > MaxUsernameBytes || strings.ContainsRune(name, 0) {
+		return ""
+	}
+	return name
 }
 
 // permissions collects the union of the permission-bearing claims. A claim

@@ -1,10 +1,12 @@
 package http_test
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +14,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/eventstore/postgres"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/queries"
@@ -227,4 +231,71 @@ func TestReadinessFollowsJWKS(t *testing.T) {
 	k.setDown(true)
 	ready(http.StatusOK, "ok")
 	e.do(http.MethodGet, members, admin, nil).data(t, http.StatusOK, nil)
+}
+
+// The caller's preferred_username is recorded as the actor's name in the
+// metadata of every event a REST write appends, next to the actor's id.
+func TestRESTWritesRecordTheActorsName(t *testing.T) {
+	t.Parallel()
+	k := newKeycloak(t)
+	pool := pgtest.NewPool(t)
+	store := postgres.New(pool, postgres.Options{})
+	directory := queries.NewDirectory(pool)
+	cmds := commands.New(store, nil, commands.WithScopeResolver(directory))
+	e := serveAPI(t, herhttp.NewServer(cmds, queries.NewInbox(pool), directory, k.verifier(t), nil, nil))
+	e.cmds = cmds
+	id := e.notify("org-1", "k-actor", occurred, "alice").NotificationIDs[0]
+
+	named := func(name string, permissions ...string) string {
+		return k.token(t, "org-1", func(c map[string]any) {
+			c["preferred_username"] = name
+			c["scope"] = strings.Join(append([]string{"openid"}, permissions...), " ")
+		})
+	}
+	alice := named("+79516519741")
+	e.do(http.MethodPost, "/v1/notifications/"+id+"/read", alice, nil).data(t, http.StatusOK, nil)
+	e.do(http.MethodPost, "/v1/notifications/read-all", alice, nil).data(t, http.StatusOK, nil)
+	e.do(http.MethodPut, "/v1/directory/orgs/org-1/members/bob", named("Alice Admin", herhttp.PermissionAdmin), nil).
+		data(t, http.StatusOK, nil)
+	// A token without the claim records no name.
+	e.do(http.MethodPost, "/v1/notifications/"+id+"/unread", k.token(t, "org-1", func(map[string]any) {}), nil).
+		data(t, http.StatusOK, nil)
+
+	cases := []struct {
+		stream, typ, actorName string
+	}{
+		{domain.NotificationStream(id), domain.EventNotificationRead, "+79516519741"},
+		{domain.InboxStream("org-1", "alice"), domain.EventInboxMarkedRead, "+79516519741"},
+		{domain.DirectoryStream("org-1"), domain.EventMemberJoined, "Alice Admin"},
+		{domain.NotificationStream(id), domain.EventNotificationUnread, ""},
+	}
+	for _, c := range cases {
+		evs, err := store.ReadStream(context.Background(), c.stream, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, ev := range evs {
+			if ev.Type != c.typ {
+				continue
+			}
+			found = true
+			var meta struct {
+				Actor     string `json:"actor"`
+				ActorName string `json:"actorName"`
+			}
+			if err := json.Unmarshal(ev.Metadata, &meta); err != nil {
+				t.Fatal(err)
+			}
+			if meta.Actor != "alice" || meta.ActorName != c.actorName {
+				t.Errorf("%s metadata: actor %q, actorName %q; want alice, %q", c.typ, meta.Actor, meta.ActorName, c.actorName)
+			}
+			if has := strings.Contains(string(ev.Metadata), `"actorName"`); has != (c.actorName != "") {
+				t.Errorf("%s metadata %s: actorName present %v", c.typ, ev.Metadata, has)
+			}
+		}
+		if !found {
+			t.Errorf("no %s on %s", c.typ, c.stream)
+		}
+	}
 }

@@ -80,7 +80,7 @@ type membership struct {
 
 func (s *Server) change(w http.ResponseWriter, r *http.Request, p auth.Principal, g domain.Group, users []string, leave bool) {
 	res, err := s.commands.ChangeMembers(r.Context(), commands.ChangeMembers{
-		Tenant: p.Tenant, Group: g, UserIDs: users, Leave: leave, Actor: p.Subject, CorrelationID: RequestID(r),
+		Tenant: p.Tenant, Group: g, UserIDs: users, Leave: leave, Actor: p.Subject, ActorName: p.Username, CorrelationID: RequestID(r),
 	})
 	if err != nil {
 		WriteError(w, r, s.logger, err)

@@ -121,8 +121,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // Middleware gives each request an id (the caller's X-Request-Id when it
-// sent a sane one), logs it, and turns a panic into a 500 envelope.
-func Middleware(logger *slog.Logger, next http.Handler) http.Handler {
+// sent a sane one), logs it, and turns a panic into a 500 envelope. With
+// WithMetrics it also counts and times each request.
+func Middleware(logger *slog.Logger, next http.Handler, opts ...MiddlewareOption) http.Handler {
+	var o middlewareOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
 		if id == "" || len(id) > 128 {
@@ -135,12 +140,19 @@ func Middleware(logger *slog.Logger, next http.Handler) http.Handler {
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler { //nolint:errorlint // sentinel compared as the net/http docs do
+					// The server drops the connection: there is no
+					// answer to count.
 					panic(p)
 				}
 				logger.ErrorContext(r.Context(), "panic serving request", "panic", p, "path", r.URL.Path, "request_id", id)
 				if !sw.wrote {
 					WriteError(sw, r, logger, errors.New("panic"))
 				}
+			}
+			if o.metrics != nil {
+				// r is the request the mux was given, so it now carries
+				// the matched pattern.
+				o.metrics.observe(r, sw.status, time.Since(start))
 			}
 			logger.DebugContext(r.Context(), "http request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start), "request_id", id)
 		}()

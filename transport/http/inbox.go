@@ -190,7 +190,7 @@ func (s *Server) changeNotification(action domain.Action) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		id := r.PathValue("id")
 		res, err := s.commands.ChangeNotification(r.Context(), commands.ChangeNotification{
-			Tenant: p.Tenant, RecipientID: p.Subject, NotificationID: id, Action: action, CorrelationID: RequestID(r),
+			Tenant: p.Tenant, RecipientID: p.Subject, NotificationID: id, Action: action, ActorName: p.Username, CorrelationID: RequestID(r),
 		})
 		if err != nil {
 			WriteError(w, r, s.logger, err)
@@ -209,7 +209,7 @@ func (s *Server) changeNotification(action domain.Action) authedHandler {
 }
 
 func (s *Server) readAll(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	pos, err := s.commands.MarkAllRead(r.Context(), commands.MarkAllRead{Tenant: p.Tenant, RecipientID: p.Subject, CorrelationID: RequestID(r)})
+	pos, err := s.commands.MarkAllRead(r.Context(), commands.MarkAllRead{Tenant: p.Tenant, RecipientID: p.Subject, ActorName: p.Username, CorrelationID: RequestID(r)})
 	if err != nil {
 		WriteError(w, r, s.logger, err)
 		return

@@ -1,6 +1,7 @@
 package http_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -197,5 +198,59 @@ func TestConsistencyTokenBounds(t *testing.T) {
 			t.Fatalf("%s: Retry-After %q, details %v", path, r.header.Get("Retry-After"), env.Error.Details)
 		}
 		e.do(http.MethodGet, path, alice, nil, herhttp.HeaderConsistencyToken, "not-a-position").error(t, http.StatusBadRequest, domain.CodeValidationFailed)
+	}
+}
+
+// A link in the request's data becomes the notification's actionUrl; a value
+// that is not an absolute http(s) URL stays in data and actionUrl is null.
+func TestActionURLFromRequestData(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	alice := e.token("alice", "org-1")
+	linked := e.notifyWith("org-1", "k-link", occurred, map[string]any{
+		"actionUrl": "https://app.example.com/orders/42",
+		"payment":   map[string]any{"subject": "Order #42"},
+	}, "alice").NotificationIDs[0]
+	snake := e.notifyWith("org-1", "k-snake", occurred.Add(time.Minute), map[string]any{
+		"action_url": "http://app.example.com/orders/43",
+	}, "alice").NotificationIDs[0]
+	last := e.notifyWith("org-1", "k-script", occurred.Add(2*time.Minute), map[string]any{
+		"actionUrl": "javascript:alert(1)",
+	}, "alice")
+	script := last.NotificationIDs[0]
+
+	var items []map[string]any
+	e.do(http.MethodGet, "/v1/notifications", alice, nil, herhttp.HeaderConsistencyToken, string(last.Position)).
+		data(t, http.StatusOK, &items)
+	byID := map[string]map[string]any{}
+	for _, it := range items {
+		byID[it["id"].(string)] = it
+	}
+	if len(byID) != 3 {
+		t.Fatalf("inbox %v", items)
+	}
+	cases := []struct {
+		id, name string
+		url      any
+		data     string
+	}{
+		{linked, "actionUrl", "https://app.example.com/orders/42", `{"payment":{"subject":"Order #42"}}`},
+		{snake, "action_url", "http://app.example.com/orders/43", `{}`},
+		{script, "javascript:", nil, `{"actionUrl":"javascript:alert(1)"}`},
+	}
+	for _, c := range cases {
+		it := byID[c.id]
+		if it["actionUrl"] != c.url {
+			t.Errorf("%s: actionUrl %#v, want %#v", c.name, it["actionUrl"], c.url)
+		}
+		if got, _ := json.Marshal(it["data"]); string(got) != c.data {
+			t.Errorf("%s: data %s, want %s", c.name, got, c.data)
+		}
+	}
+	// The single read answers the same.
+	var one map[string]any
+	e.do(http.MethodGet, "/v1/notifications/"+linked, alice, nil).data(t, http.StatusOK, &one)
+	if one["actionUrl"] != "https://app.example.com/orders/42" {
+		t.Errorf("GET one: actionUrl %#v", one["actionUrl"])
 	}
 }

@@ -45,6 +45,9 @@ func NewServer(cmds *commands.Commands, inbox *queries.Inbox, directory *queries
 // envelope from Middleware.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", s.healthz)
+	// Seed 003's services are probed at /health; answering there too lets
+	// their monitors and load balancers check Herald unchanged.
+	mux.HandleFunc("GET /health", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/openapi.json", s.openAPI)
 	s.registerInbox(mux)
