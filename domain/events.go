@@ -146,8 +146,8 @@ func NewNotificationRequested(req Request, key string, recipients []string) Noti
 // A request carries no link of its own (seed 001's message has no such field),
 // so the link a notification leads to comes from its data: see actionURL.
 func (e NotificationRequested) Notifications() []NotificationCreated {
-	link, data := actionURL(e.Data)
-	content := Content(e.EventType, e.Actor, data)
+	link, rest := actionURL(e.Data)
+	content := Content(e.EventType, e.Actor, rest)
 	out := make([]NotificationCreated, len(e.Recipients))
 	for i, r := range e.Recipients {
 		out[i] = NotificationCreated{
@@ -158,7 +158,7 @@ func (e NotificationRequested) Notifications() []NotificationCreated {
 			Type:        e.EventType,
 			Content:     content,
 			ActionURL:   link,
-			Data:        data,
+			Data:        e.Data,
 			Channels:    e.Channels,
 			CreatedAt:   e.OccurredAt,
 		}
@@ -179,11 +179,12 @@ var actionURLKeys = []string{"actionUrl", "action_url"}
 // actionURL finds the link of a notification in a request's data: the value
 // of the first of data.actionUrl and data.action_url that is an absolute http
 // or https URL of at most MaxActionURLBytes bytes. It returns that URL and the
-// data without its key, so the link is not shown twice (nor quoted in the
-// generated content). Any other value (relative, javascript: or another
-// scheme, not a string, too long) is not a link a client may follow blindly:
-// it is left in data and the URL is empty. data itself is never modified, as
-// the recorded request shares it with every recipient's notification.
+// data without its key, for the generated content, which need not quote the
+// link; the notification keeps data as sent, so clients that read the link
+// from data go on finding it. Any other value (relative, javascript: or
+// another scheme, not a string, too long) is not a link a client may follow
+// blindly, and the URL is empty. data itself is never modified, as the
+// recorded request shares it with every recipient's notification.
 func actionURL(data map[string]any) (string, map[string]any) {
 	for _, key := range actionURLKeys {
 		link, ok := data[key].(string)

@@ -234,8 +234,8 @@ func TestActionURLFromRequestData(t *testing.T) {
 		url      any
 		data     string
 	}{
-		{linked, "actionUrl", "https://app.example.com/orders/42", `{"payment":{"subject":"Order #42"}}`},
-		{snake, "action_url", "http://app.example.com/orders/43", `{}`},
+		{linked, "actionUrl", "https://app.example.com/orders/42", `{"actionUrl":"https://app.example.com/orders/42","payment":{"subject":"Order #42"}}`},
+		{snake, "action_url", "http://app.example.com/orders/43", `{"action_url":"http://app.example.com/orders/43"}`},
 		{script, "javascript:", nil, `{"actionUrl":"javascript:alert(1)"}`},
 	}
 	for _, c := range cases {
