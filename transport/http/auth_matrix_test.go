@@ -241,7 +241,7 @@ func TestRESTWritesRecordTheActorsName(t *testing.T) {
 	pool := pgtest.NewPool(t)
 	store := postgres.New(pool, postgres.Options{})
 	directory := queries.NewDirectory(pool)
-	cmds := commands.New(store, nil, commands.WithScopeResolver(directory))
+	cmds := commands.New(store, nil)
 	e := serveAPI(t, herhttp.NewServer(cmds, queries.NewInbox(pool), directory, k.verifier(t), nil, nil))
 	e.cmds = cmds
 	id := e.notify("org-1", "k-actor", occurred, "alice").NotificationIDs[0]

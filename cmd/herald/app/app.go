@@ -158,21 +158,31 @@ type App struct {
 // Build checks cfg (Config.Validate), migrates the database, opens the HTTP
 // listener and wires every part of Herald; nothing is served until Run. On
 // error, whatever was opened is closed again.
-func Build(ctx context.Context, cfg Config) (a *App, err error) {
+func Build(ctx context.Context, cfg Config) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	logger := cfg.NewLogger()
-	a = &App{cfg: cfg, stopAuth: func() {}}
+	a := &App{cfg: cfg, stopAuth: func() {}}
+	built := false
 	defer func() {
-		if err != nil {
+		if !built {
 			a.Close()
 		}
 	}()
+	if err := a.build(ctx, cfg.NewLogger()); err != nil {
+		return nil, err
+	}
+	built = true
+	return a, nil
+}
+
+// build opens and wires the parts of a; Build closes them should it fail.
+func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
+	cfg := a.cfg
 	// Listen first: in dev mode the verifier fetches its keys from this
 	// very server.
 	if a.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("http: %w", err)
+		return fmt.Errorf("http: %w", err)
 	}
 	a.kafkaAddr = cfg.Kafka.Brokers
 	authCfg := auth.Config{
@@ -186,7 +196,7 @@ func Build(ctx context.Context, cfg Config) (a *App, err error) {
 	if cfg.Dev {
 		if len(cfg.Kafka.Brokers) == 0 {
 			if a.broker, err = kafka.StartDevBroker(cfg.DevKafkaAddr, devPartitions, kafka.TopicActivity, kafka.TopicActivity+kafka.DLQSuffix); err != nil {
-				return nil, err
+				return err
 			}
 			a.kafkaAddr = []string{a.broker.Addr()}
 			// The embedded broker speaks plain Kafka: security meant for
@@ -194,12 +204,12 @@ func Build(ctx context.Context, cfg Config) (a *App, err error) {
 			kafkaCfg = kafka.Config{Brokers: a.kafkaAddr, ClientID: cfg.Kafka.ClientID, GroupID: cfg.Kafka.GroupID}
 		}
 		if a.Issuer, err = auth.NewDevIssuer(DevIssuer, DevAudience, cfg.Auth.TenantClaim); err != nil {
-			return nil, err
+			return err
 		}
 		authCfg = auth.Config{JWKSURL: a.URL() + "/dev/jwks.json", Issuer: DevIssuer, Audience: DevAudience, TenantClaim: cfg.Auth.TenantClaim}
 	}
 	if a.Storage, err = openStorage(ctx, cfg, logger, true); err != nil {
-		return nil, err
+		return err
 	}
 
 	a.Registry = prometheus.NewRegistry()
@@ -211,7 +221,7 @@ func Build(ctx context.Context, cfg Config) (a *App, err error) {
 	}
 	kafkaCfg.Registerer = a.Registry
 	if a.ingress, err = kafka.NewIngress(kafkaCfg, a.Commands, logger); err != nil {
-		return nil, err
+		return err
 	}
 
 	// The verifier's background refresh must outlive the HTTP drain, so it
@@ -220,7 +230,7 @@ func Build(ctx context.Context, cfg Config) (a *App, err error) {
 	a.stopAuth = stopAuth
 	verifier, err := auth.NewVerifier(authCtx, authCfg)
 	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
+		return fmt.Errorf("auth: %w", err)
 	}
 	api := herhttp.NewServer(a.Commands, queries.NewInbox(a.Pool), queries.NewDirectory(a.Pool), verifier, []herhttp.Check{
 		{Name: "database", Func: a.Pool.Ping},
@@ -239,12 +249,16 @@ func Build(ctx context.Context, cfg Config) (a *App, err error) {
 	if a.Issuer != nil {
 		api.RegisterDevIdentity(mux, a.Issuer)
 	}
+	httpMetrics, err := herhttp.NewMetrics(a.Registry)
+	if err != nil {
+		return err
+	}
 	a.server = &http.Server{
-		Handler:           herhttp.Middleware(logger, mux),
+		Handler:           herhttp.Middleware(logger, mux, herhttp.WithMetrics(httpMetrics)),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	return a, nil
+	return nil
 }
 
 // URL is the base URL Herald serves REST and WebSocket on.
