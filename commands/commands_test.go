@@ -12,14 +12,16 @@ import (
 
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/eventstore"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/memory"
 	"github.com/heraldhq/herald/commands/eventstore/storetest"
 	"github.com/heraldhq/herald/domain"
-	"github.com/heraldhq/herald/migrations/pgtest"
 )
 
-func newStore(t *testing.T) *postgres.Store {
-	return postgres.New(pgtest.NewPool(t), postgres.Options{})
+// newStore is an empty event store. The handlers are tested on the
+// in-memory adapter, which passes the same conformance suite as PostgreSQL;
+// the adapters' own tests cover SQL.
+func newStore(*testing.T) *memory.Store {
+	return memory.New()
 }
 
 func request(recipients ...string) commands.RequestNotification {

@@ -136,7 +136,7 @@ func serveAPI(t *testing.T, api *herhttp.Server) *env {
 func newDirectoryAPI(t *testing.T, k *keycloak) *env {
 	t.Helper()
 	directory := queries.NewDirectory(pgtest.NewPool(t))
-	return serveAPI(t, herhttp.NewServer(nil, nil, directory, k.verifier(t), nil, nil))
+	return serveAPI(t, herhttp.NewServer(herhttp.Deps{Directory: directory, Verifier: k.verifier(t)}))
 }
 
 func TestKeycloakRolesGrantDirectoryAdmin(t *testing.T) {
@@ -195,7 +195,7 @@ func TestReadinessFollowsJWKS(t *testing.T) {
 	k.setDown(true)
 	v := k.verifier(t)
 	directory := queries.NewDirectory(pgtest.NewPool(t))
-	e := serveAPI(t, herhttp.NewServer(nil, nil, directory, v, []herhttp.Check{{Name: "jwks", Func: v.Ready}}, nil))
+	e := serveAPI(t, herhttp.NewServer(herhttp.Deps{Directory: directory, Verifier: v, Checks: []herhttp.Check{{Name: "jwks", Func: v.Ready}}}))
 	admin := k.token(t, "org-1", func(c map[string]any) { c["scope"] = "openid " + herhttp.PermissionAdmin })
 	const members = "/v1/directory/orgs/org-1/members"
 
@@ -242,7 +242,7 @@ func TestRESTWritesRecordTheActorsName(t *testing.T) {
 	store := postgres.New(pool, postgres.Options{})
 	directory := queries.NewDirectory(pool)
 	cmds := commands.New(store, nil)
-	e := serveAPI(t, herhttp.NewServer(cmds, queries.NewInbox(pool), directory, k.verifier(t), nil, nil))
+	e := serveAPI(t, herhttp.NewServer(herhttp.Deps{Commands: cmds, Inbox: queries.NewInbox(pool), Directory: directory, Verifier: k.verifier(t)}))
 	e.cmds = cmds
 	id := e.notify("org-1", "k-actor", occurred, "alice").NotificationIDs[0]
 

@@ -190,7 +190,7 @@ func TestConsistencyTokenBounds(t *testing.T) {
 	e := newEnv(t)
 	e.api.SetReadWait(100 * time.Millisecond)
 	alice := e.token("alice", "org-1")
-	future := "99999999999-1" // a well-formed position the log will not reach
+	future := "99999999999" // a well-formed position the log will not reach
 	for _, path := range []string{"/v1/notifications", "/v1/notifications/unread-count"} {
 		r := e.do(http.MethodGet, path, alice, nil, herhttp.HeaderConsistencyToken, future)
 		env := r.error(t, http.StatusServiceUnavailable, domain.CodeProjectionLagging)

@@ -62,7 +62,7 @@ func TestHTTPMetricsLabelRequestsByRouteTemplate(t *testing.T) {
 	mux := http.NewServeMux()
 	// No token is sent, so the authenticated routes answer 401 before
 	// touching the missing verifier, commands or queries.
-	herhttp.NewServer(nil, nil, nil, nil, nil, nil).Register(mux)
+	herhttp.NewServer(herhttp.Deps{}).Register(mux)
 	srv := httptest.NewServer(herhttp.Middleware(slog.New(slog.DiscardHandler), mux, herhttp.WithMetrics(m)))
 	t.Cleanup(srv.Close)
 

@@ -680,7 +680,7 @@ var servedOutsideServer = []string{"GET /v1/stream", "GET /metrics"}
 func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	t.Parallel()
 	s := openAPI(t)
-	api := herhttp.NewServer(nil, nil, nil, nil, nil, nil)
+	api := herhttp.NewServer(herhttp.Deps{})
 	plain := http.NewServeMux()
 	api.Register(plain)
 	full := http.NewServeMux()
@@ -737,7 +737,7 @@ func TestOpenAPIServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	herhttp.NewServer(nil, nil, nil, nil, nil, nil).Register(mux)
+	herhttp.NewServer(herhttp.Deps{}).Register(mux)
 	srv := httptest.NewServer(herhttp.Middleware(slog.New(slog.DiscardHandler), mux))
 	t.Cleanup(srv.Close)
 	e := &env{t: t, srv: srv}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/queries"
 	"github.com/heraldhq/herald/transport/auth"
@@ -21,24 +22,71 @@ type Check struct {
 	Func func(context.Context) error
 }
 
+// Commands is the write side the API drives (*commands.Commands).
+type Commands interface {
+	ChangeNotification(context.Context, commands.ChangeNotification) (commands.ChangeResult, error)
+	MarkAllRead(context.Context, commands.MarkAllRead) (eventstore.Position, error)
+	NotificationHistory(ctx context.Context, tenant, recipient, id string) ([]commands.HistoryEntry, error)
+	ChangeMembers(context.Context, commands.ChangeMembers) (commands.ChangeMembersResult, error)
+	// ComparePositions orders two consistency tokens, as the event store
+	// does.
+	ComparePositions(a, b string) (int, error)
+}
+
+// Inbox reads the inbox read model (*queries.Inbox).
+type Inbox interface {
+	List(context.Context, queries.ListInbox) (queries.Page, error)
+	Get(ctx context.Context, tenant, recipientID, id string) (domain.InboxItem, error)
+	UnreadCount(ctx context.Context, tenant, recipientID string) (int64, error)
+	Checkpoint(context.Context) (string, error)
+}
+
+// Directory reads the directory read model (*queries.Directory).
+type Directory interface {
+	ListMembers(ctx context.Context, tenant string, g domain.Group, cursor string, limit int) (queries.MembersPage, error)
+	Checkpoint(context.Context) (string, error)
+}
+
+// Verifier turns a bearer token into its principal (*auth.Verifier).
+type Verifier interface {
+	Verify(ctx context.Context, token string) (auth.Principal, error)
+}
+
+// Deps are what the API serves from. Each is the few methods the API calls,
+// so that a test assembles only what it exercises: the commands over the
+// in-memory event store where no SQL is under test, no read model for a
+// route that reads none. A route whose dependency is nil must not be called.
+type Deps struct {
+	Commands  Commands
+	Inbox     Inbox
+	Directory Directory
+	Verifier  Verifier
+	// Checks decide GET /readyz.
+	Checks []Check
+	Logger *slog.Logger
+}
+
 // Server serves the REST API. It is safe for concurrent use.
 type Server struct {
-	commands  *commands.Commands
-	inbox     *queries.Inbox
-	directory *queries.Directory
-	verifier  *auth.Verifier
+	commands  Commands
+	inbox     Inbox
+	directory Directory
+	verifier  Verifier
 	checks    []Check
 	logger    *slog.Logger
 	readWait  time.Duration
 }
 
-// NewServer returns the REST API over the given commands and queries; checks
-// decide /readyz.
-func NewServer(cmds *commands.Commands, inbox *queries.Inbox, directory *queries.Directory, verifier *auth.Verifier, checks []Check, logger *slog.Logger) *Server {
+// NewServer returns the REST API over d.
+func NewServer(d Deps) *Server {
+	logger := d.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{commands: cmds, inbox: inbox, directory: directory, verifier: verifier, checks: checks, logger: logger, readWait: DefaultReadWait}
+	return &Server{
+		commands: d.Commands, inbox: d.Inbox, directory: d.Directory, verifier: d.Verifier,
+		checks: d.Checks, logger: logger, readWait: DefaultReadWait,
+	}
 }
 
 // Register adds the API's routes to mux. Unknown routes get the error

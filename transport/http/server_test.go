@@ -25,7 +25,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"github.com/heraldhq/herald/commands"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/memory"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/projections"
@@ -63,7 +63,9 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	pool := pgtest.NewPool(t)
-	store := postgres.New(pool, postgres.Options{PollInterval: 50 * time.Millisecond})
+	// The event store is the in-memory adapter: the read model is the SQL
+	// under test here, as it would be beside EventStoreDB.
+	store := memory.New()
 	directory := queries.NewDirectory(pool)
 	cmds := commands.New(store, nil)
 	feed := live.NewHub()
@@ -88,10 +90,11 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := herhttp.NewServer(cmds, queries.NewInbox(pool), directory, verifier, []herhttp.Check{
-		{Name: "database", Func: pool.Ping},
-		{Name: "jwks", Func: verifier.Ready},
-	}, logger)
+	api := herhttp.NewServer(herhttp.Deps{
+		Commands: cmds, Inbox: queries.NewInbox(pool), Directory: directory, Verifier: verifier,
+		Checks: []herhttp.Check{{Name: "database", Func: pool.Ping}, {Name: "jwks", Func: verifier.Ready}},
+		Logger: logger,
+	})
 	api.Register(mux)
 	api.RegisterDevIdentity(mux, issuer)
 
@@ -701,10 +704,10 @@ func TestRoutesHealthAndReadiness(t *testing.T) {
 func TestReadinessFailing(t *testing.T) {
 	t.Parallel()
 	mux := http.NewServeMux()
-	herhttp.NewServer(nil, nil, nil, nil, []herhttp.Check{
+	herhttp.NewServer(herhttp.Deps{Checks: []herhttp.Check{
 		{Name: "database", Func: func(context.Context) error { return errors.New("connection refused to 10.0.0.1") }},
 		{Name: "jwks", Func: func(context.Context) error { return nil }},
-	}, nil).Register(mux)
+	}}).Register(mux)
 	srv := httptest.NewServer(herhttp.Middleware(slog.New(slog.DiscardHandler), mux))
 	t.Cleanup(srv.Close)
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/readyz", nil)

@@ -11,10 +11,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/memory"
 	"github.com/heraldhq/herald/commands/eventstore/storetest"
 	"github.com/heraldhq/herald/domain"
-	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -25,7 +24,7 @@ import (
 func TestBadInputIsDeadLetteredAndThePartitionGoesOn(t *testing.T) {
 	t.Parallel()
 	addr := startBroker(t)
-	store := postgres.New(pgtest.NewPool(t), postgres.Options{})
+	store := memory.New()
 	client := producer(t, addr)
 	in := startIngress(t, kafka.Config{Brokers: []string{addr}}, store)
 
@@ -104,7 +103,7 @@ func TestBadInputIsDeadLetteredAndThePartitionGoesOn(t *testing.T) {
 func TestDeadLetterTooLargeForItsTopicIsKeptWithoutItsBody(t *testing.T) {
 	t.Parallel()
 	addr := startBroker(t)
-	store := postgres.New(pgtest.NewPool(t), postgres.Options{})
+	store := memory.New()
 	client := producer(t, addr)
 	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
 	res := kmsg.NewIncrementalAlterConfigsRequestResource()

@@ -25,9 +25,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/heraldhq/herald/commands"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/memory"
 	"github.com/heraldhq/herald/domain"
-	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -73,7 +72,7 @@ func TestIngestsWithEachSASLMechanism(t *testing.T) {
 			t.Parallel()
 			addr := startCluster(t, kfake.EnableSASL(), kfake.Superuser(mechanism, "herald", "s3cret"))
 			client := producer(t, addr, kgo.SASL(franzMechanism(mechanism, "herald", "s3cret")))
-			store := postgres.New(pgtest.NewPool(t), postgres.Options{})
+			store := memory.New()
 			in := startIngress(t, kafka.Config{
 				Brokers: []string{addr},
 				SASL:    kafka.SASL{Mechanism: mechanism, Username: "herald", Password: "s3cret"},
@@ -87,7 +86,7 @@ func TestIngestsWithEachSASLMechanism(t *testing.T) {
 // error.
 func runFailing(t *testing.T, cfg kafka.Config) error {
 	t.Helper()
-	in, err := kafka.NewIngress(cfg, commands.New(postgres.New(pgtest.NewPool(t), postgres.Options{}), nil), logger(t))
+	in, err := kafka.NewIngress(cfg, commands.New(memory.New(), nil), logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +227,7 @@ func TestIngestsOverTLS(t *testing.T) {
 	in := startIngress(t, kafka.Config{
 		Brokers: []string{addr},
 		TLS:     kafka.TLS{Enable: true, CAFile: caFile},
-	}, postgres.New(pgtest.NewPool(t), postgres.Options{}))
+	}, memory.New())
 	ingestOne(t, client, in)
 }
 
@@ -257,7 +256,7 @@ func TestIngestsOverTLSWithClientCertificateAndSASL(t *testing.T) {
 		Brokers: []string{addr},
 		TLS:     kafka.TLS{Enable: true, CAFile: caFile, CertFile: certFile, KeyFile: keyFile, ServerName: "kafka.test"},
 		SASL:    kafka.SASL{Mechanism: kafka.SASLScramSHA512, Username: "herald", Password: "s3cret"},
-	}, postgres.New(pgtest.NewPool(t), postgres.Options{}))
+	}, memory.New())
 	ingestOne(t, client, in)
 }
 

@@ -16,10 +16,9 @@ import (
 
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/eventstore"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/memory"
 	"github.com/heraldhq/herald/commands/eventstore/storetest"
 	"github.com/heraldhq/herald/domain"
-	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -154,7 +153,7 @@ func (r *running) metric(t *testing.T, name string, labels ...string) *dto.Metri
 func setup(t *testing.T) (*kgo.Client, eventstore.Store, string) {
 	t.Helper()
 	addr := startBroker(t)
-	store := postgres.New(pgtest.NewPool(t), postgres.Options{})
+	store := memory.New()
 	startIngress(t, kafka.Config{Brokers: []string{addr}}, store)
 	return producer(t, addr), store, addr
 }

@@ -6,9 +6,8 @@ import (
 	"testing"
 
 	"github.com/heraldhq/herald/commands"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/memory"
 	"github.com/heraldhq/herald/domain"
-	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -29,7 +28,7 @@ func (p panickingOrgs) RequestNotification(ctx context.Context, cmd commands.Req
 func TestPanickingMessageIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	addr := startBroker(t)
-	store := postgres.New(pgtest.NewPool(t), postgres.Options{})
+	store := memory.New()
 	client := producer(t, addr)
 	in := startIngressOf(t, kafka.Config{Brokers: []string{addr}}, panickingOrgs{commands.New(store, nil)})
 

@@ -12,10 +12,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/commands/eventstore"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/memory"
 	"github.com/heraldhq/herald/commands/eventstore/storetest"
 	"github.com/heraldhq/herald/domain"
-	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -79,7 +78,7 @@ func (s *faultyStore) attemptTimes() []time.Time {
 func TestPermanentErrorIsDeadLetteredAfterOneAttempt(t *testing.T) {
 	t.Parallel()
 	addr := startBroker(t)
-	store := &faultyStore{Store: postgres.New(pgtest.NewPool(t), postgres.Options{}), tenant: "org-k"}
+	store := &faultyStore{Store: memory.New(), tenant: "org-k"}
 	client := producer(t, addr)
 	in := startIngress(t, kafka.Config{Brokers: []string{addr}}, store)
 
@@ -150,7 +149,7 @@ func TestPermanentErrorIsDeadLetteredAfterOneAttempt(t *testing.T) {
 func TestTransientErrorIsRetriedNotDeadLettered(t *testing.T) {
 	t.Parallel()
 	addr := startBroker(t)
-	store := &faultyStore{Store: postgres.New(pgtest.NewPool(t), postgres.Options{}), tenant: "org-down"}
+	store := &faultyStore{Store: memory.New(), tenant: "org-down"}
 	store.down.Store(true)
 	client := producer(t, addr)
 	// Two retries in place, then redeliveries: both kinds of retry within

@@ -17,7 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/heraldhq/herald/commands"
-	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/commands/eventstore/memory"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/projections"
@@ -67,7 +67,7 @@ func newStack(t *testing.T, cfg ws.Config) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	herhttp.NewServer(nil, nil, nil, verifier, nil, logger).RegisterDevIdentity(mux, issuer)
+	herhttp.NewServer(herhttp.Deps{Verifier: verifier, Logger: logger}).RegisterDevIdentity(mux, issuer)
 	feed := live.NewHub()
 	hub := ws.NewHub(cfg, verifier, feed, logger)
 	t.Cleanup(func() {
@@ -268,7 +268,7 @@ func TestStreamPushesToRecipientOnly(t *testing.T) {
 	s := newStack(t, ws.Config{})
 
 	pool := pgtest.NewPool(t)
-	store := postgres.New(pool, postgres.Options{PollInterval: 50 * time.Millisecond})
+	store := memory.New()
 	cmds := commands.New(store, nil)
 	runner := projections.NewRunner(pool, store, projections.NewInbox(s.feed), nil)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -232,10 +232,11 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
-	api := herhttp.NewServer(a.Commands, queries.NewInbox(a.Pool), queries.NewDirectory(a.Pool), verifier, []herhttp.Check{
-		{Name: "database", Func: a.Pool.Ping},
-		{Name: "jwks", Func: verifier.Ready},
-	}, logger)
+	api := herhttp.NewServer(herhttp.Deps{
+		Commands: a.Commands, Inbox: queries.NewInbox(a.Pool), Directory: queries.NewDirectory(a.Pool), Verifier: verifier,
+		Checks: []herhttp.Check{{Name: "database", Func: a.Pool.Ping}, {Name: "jwks", Func: verifier.Ready}},
+		Logger: logger,
+	})
 	api.SetReadWait(cfg.ReadWait)
 	a.hub = ws.NewHub(ws.Config{
 		AllowedOrigins: cfg.AllowedOrigins,
