@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -110,7 +109,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 	if meta.CorrelationID == "" {
 		meta.CorrelationID = requested.RequestID
 	}
-	ev, err := newEvent(domain.EventID(stream, "requested\x00"+requested.Fingerprint+"\x00"+recipientsKey(recipients)), domain.EventNotificationRequested, requested, meta)
+	ev, err := newEvent(requested.EventID(stream, 0), requested, meta)
 	if err != nil {
 		return RequestResult{}, err
 	}
@@ -119,7 +118,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 	notifications := requested.Notifications()
 	created := make([]eventstore.EventData, len(notifications))
 	for i, n := range notifications {
-		if created[i], err = newEvent(domain.EventID(domain.NotificationStream(n.ID), "created"), domain.EventNotificationCreated, n, meta); err != nil {
+		if created[i], err = newCreated(n, meta); err != nil {
 			return RequestResult{}, err
 		}
 	}
@@ -182,7 +181,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		notifications = requested.Notifications()
 		created = created[:0]
 		for _, n := range notifications {
-			e, err := newEvent(domain.EventID(domain.NotificationStream(n.ID), "created"), domain.EventNotificationCreated, n, meta)
+			e, err := newCreated(n, meta)
 			if err != nil {
 				return RequestResult{}, err
 			}
@@ -315,8 +314,11 @@ func storeError(err error) error {
 	return err
 }
 
-func newEvent(id, typ string, payload any, meta domain.Metadata) (eventstore.EventData, error) {
-	data, err := json.Marshal(payload)
+// newEvent encodes ev, to be appended under id, with the type it names
+// itself, so that a payload is never stored under another type's name.
+func newEvent(id string, ev domain.Event, meta domain.Metadata) (eventstore.EventData, error) {
+	typ := ev.EventType()
+	data, err := json.Marshal(ev)
 	if err != nil {
 		return eventstore.EventData{}, fmt.Errorf("encode %s: %w", typ, err)
 	}
@@ -327,19 +329,15 @@ func newEvent(id, typ string, payload any, meta domain.Metadata) (eventstore.Eve
 	return eventstore.EventData{ID: id, Type: typ, Data: data, Metadata: m}, nil
 }
 
-func decodeRecorded(e eventstore.RecordedEvent) (any, error) {
+// newCreated encodes n as the event that opens its notification's stream.
+func newCreated(n domain.NotificationCreated, meta domain.Metadata) (eventstore.EventData, error) {
+	return newEvent(n.EventID(domain.NotificationStream(n.ID), 0), n, meta)
+}
+
+func decodeRecorded(e eventstore.RecordedEvent) (domain.Event, error) {
 	v, err := domain.DecodeStored(e.Type, e.Metadata, e.Data)
 	if err != nil {
 		return nil, fmt.Errorf("event %s of %s: %w", e.ID, e.StreamID, err)
 	}
 	return v, nil
-}
-
-// recipientsKey fingerprints a recipient list so that the request event id
-// differs when a redelivery resolves other recipients; the append then
-// conflicts and the recorded list is used.
-func recipientsKey(recipients []string) string {
-	sorted := append([]string(nil), recipients...)
-	sort.Strings(sorted)
-	return domain.ContentKey([]byte(strings.Join(sorted, "\x00")))
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"time"
 
@@ -110,41 +109,30 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 		if err := c.catchUp(ctx, stream, cd); err != nil {
 			return ChangeMembersResult{}, err
 		}
-		var payloads []any
+		var decided []domain.Event
 		if cmd.Leave {
 			left, err := cd.dir.Leave(cmd.Group, cmd.UserIDs[0])
 			if err != nil {
 				return ChangeMembersResult{}, err
 			}
 			if left != nil {
-				payloads = append(payloads, *left)
+				decided = append(decided, left)
 			}
 		} else {
 			joins, err := cd.dir.Join(cmd.Group, cmd.UserIDs)
 			if err != nil {
 				return ChangeMembersResult{}, err
 			}
-			for _, j := range joins {
-				payloads = append(payloads, j)
-			}
+			decided = joins
 		}
-		if len(payloads) == 0 {
+		if len(decided) == 0 {
 			return ChangeMembersResult{Position: cd.last}, nil
 		}
 		meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID)
-		events := make([]eventstore.EventData, len(payloads))
-		for i, p := range payloads {
-			typ := domain.EventMemberJoined
-			if cmd.Leave {
-				typ = domain.EventMemberLeft
-			}
-			// The id names the event's version and what it decides, so a
-			// retried append of the same decision is recognised, while
-			// another instance's different decision at the same version
-			// conflicts instead of passing for a retry.
-			id := domain.EventID(stream, typ+"\x00v"+strconv.FormatInt(cd.dir.Version+1+int64(i), 10)+"\x00"+memberOf(p))
+		events := make([]eventstore.EventData, len(decided))
+		for i, ev := range decided {
 			var err error
-			if events[i], err = newEvent(id, typ, p, meta); err != nil {
+			if events[i], err = newEvent(ev.EventID(stream, cd.dir.Version+1+int64(i)), ev, meta); err != nil {
 				return ChangeMembersResult{}, err
 			}
 		}
@@ -168,15 +156,15 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 		if err != nil {
 			return ChangeMembersResult{}, storeError(fmt.Errorf("change directory of %s: %w", cmd.Tenant, err))
 		}
-		for _, p := range payloads {
-			cd.dir.Apply(p, cd.dir.Version+1)
+		for _, ev := range decided {
+			cd.dir.Apply(ev, cd.dir.Version+1)
 		}
 		cd.last = r.Position
 		if r.Deduplicated {
 			// Another handling of the same change wrote these very events.
 			return ChangeMembersResult{Position: r.Position}, nil
 		}
-		return ChangeMembersResult{Changed: len(payloads), Position: r.Position}, nil
+		return ChangeMembersResult{Changed: len(decided), Position: r.Position}, nil
 	}
 }
 
@@ -194,16 +182,6 @@ func (c *Commands) groupMembers(ctx context.Context, tenant string, g domain.Gro
 		return nil, err
 	}
 	return cd.dir.Members(g), nil
-}
-
-func memberOf(payload any) string {
-	switch p := payload.(type) {
-	case domain.MemberJoined:
-		return string(p.Kind) + "\x00" + p.GroupID + "\x00" + p.UserID
-	case domain.MemberLeft:
-		return string(p.Kind) + "\x00" + p.GroupID + "\x00" + p.UserID
-	}
-	return ""
 }
 
 // catchUp folds the events appended to the directory since cd's version.

@@ -147,7 +147,7 @@ func TestChunkedFanOutCompletesAnInterruptedOne(t *testing.T) {
 		id := domain.NotificationID(reqID, recipients[i])
 		stream := domain.NotificationStream(id)
 		_, err := s.Append(ctx, stream, eventstore.NoStream, eventstore.EventData{
-			ID: domain.EventID(stream, "created"), Type: domain.EventNotificationCreated,
+			ID: domain.NotificationCreated{ID: id}.EventID(stream, 0), Type: domain.EventNotificationCreated,
 			Data:     []byte(fmt.Sprintf(`{"id":%q,"tenant":"org-1","recipientId":%q}`, id, recipients[i])),
 			Metadata: []byte(`{"schemaVersion":1}`),
 		})

@@ -72,11 +72,11 @@ func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotificatio
 				}
 			}
 		}
-		typ, payload, err := n.Decide(cmd.Action, cmd.Tenant, cmd.RecipientID, c.now())
+		ev, err := n.Decide(cmd.Action, cmd.Tenant, cmd.RecipientID, c.now())
 		if err != nil {
 			return ChangeResult{}, err
 		}
-		if payload == nil {
+		if ev == nil {
 			token := st.last
 			if readAction {
 				token = c.later(st.last, st.readState)
@@ -84,9 +84,7 @@ func (c *Commands) ChangeNotification(ctx context.Context, cmd ChangeNotificatio
 			return ChangeResult{Changed: false, Position: token}, nil
 		}
 		meta := c.requestMeta(cmd.Tenant, cmd.RecipientID, cmd.ActorName, cmd.CorrelationID)
-		// The id names the version and the change, so a retried append is
-		// recognised while a different change at the same version conflicts.
-		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", typ, n.Version+1)), typ, payload, meta)
+		e, err := newEvent(ev.EventID(stream, n.Version+1), ev, meta)
 		if err != nil {
 			return ChangeResult{}, err
 		}
@@ -189,8 +187,8 @@ func (c *Commands) MarkAllRead(ctx context.Context, cmd MarkAllRead) (eventstore
 			version = last[0].Version
 		}
 		meta := c.requestMeta(cmd.Tenant, cmd.RecipientID, cmd.ActorName, cmd.CorrelationID)
-		payload := domain.InboxMarkedRead{Tenant: cmd.Tenant, RecipientID: cmd.RecipientID, ReadAt: c.now().UTC()}
-		e, err := newEvent(domain.EventID(stream, fmt.Sprintf("%s\x00v%d", domain.EventInboxMarkedRead, version+1)), domain.EventInboxMarkedRead, payload, meta)
+		ev := domain.InboxMarkedRead{Tenant: cmd.Tenant, RecipientID: cmd.RecipientID, ReadAt: c.now().UTC()}
+		e, err := newEvent(ev.EventID(stream, version+1), ev, meta)
 		if err != nil {
 			return "", err
 		}

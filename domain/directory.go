@@ -68,6 +68,30 @@ type MemberLeft struct {
 	UserID  string    `json:"userId"`
 }
 
+// EventType implements Event.
+func (MemberJoined) EventType() string { return EventMemberJoined }
+
+// EventID implements Event. Besides its version, the id names the member:
+// one append may join many users, and another instance deciding other joins
+// at the same versions must conflict instead of passing for a retry.
+func (e MemberJoined) EventID(stream string, version int64) string {
+	return eventID(stream, versionedDiscriminator(EventMemberJoined, version)+"\x00"+membership(e.Kind, e.GroupID, e.UserID))
+}
+
+// EventType implements Event.
+func (MemberLeft) EventType() string { return EventMemberLeft }
+
+// EventID implements Event; see MemberJoined.EventID.
+func (e MemberLeft) EventID(stream string, version int64) string {
+	return eventID(stream, versionedDiscriminator(EventMemberLeft, version)+"\x00"+membership(e.Kind, e.GroupID, e.UserID))
+}
+
+// membership names one user in one group. The NUL separator keeps the parts
+// apart: no id can hold NUL, which PostgreSQL text cannot store.
+func membership(kind GroupKind, groupID, userID string) string {
+	return string(kind) + "\x00" + groupID + "\x00" + userID
+}
+
 // Directory is the write-side state of one tenant's directory, folded from
 // its stream: who is in which group. It is not safe for concurrent use.
 type Directory struct {
@@ -82,7 +106,7 @@ func NewDirectory(tenant string) *Directory {
 }
 
 // Apply folds one event of the directory stream.
-func (d *Directory) Apply(event any, version int64) {
+func (d *Directory) Apply(event Event, version int64) {
 	switch e := event.(type) {
 	case MemberJoined:
 		g := Group{e.Kind, e.GroupID}
@@ -122,12 +146,12 @@ func (d *Directory) IsMember(g Group, user string) bool {
 // Join decides the joins of users to g: one MemberJoined per user who is not
 // a member yet, in the order given, each user once. Joining a member again
 // changes nothing, so a retried call appends nothing.
-func (d *Directory) Join(g Group, users []string) ([]MemberJoined, error) {
+func (d *Directory) Join(g Group, users []string) ([]Event, error) {
 	if err := d.validate(g, users); err != nil {
 		return nil, err
 	}
 	seen := make(map[string]struct{}, len(users))
-	var out []MemberJoined
+	var out []Event
 	for _, u := range users {
 		if _, dup := seen[u]; dup || d.IsMember(g, u) {
 			continue
@@ -138,15 +162,16 @@ func (d *Directory) Join(g Group, users []string) ([]MemberJoined, error) {
 	return out, nil
 }
 
-// Leave decides that user leaves g; nil when user is not a member.
-func (d *Directory) Leave(g Group, user string) (*MemberLeft, error) {
+// Leave decides that user leaves g: a MemberLeft, or a nil Event when user
+// is not a member.
+func (d *Directory) Leave(g Group, user string) (Event, error) {
 	if err := d.validate(g, []string{user}); err != nil {
 		return nil, err
 	}
 	if !d.IsMember(g, user) {
 		return nil, nil
 	}
-	return &MemberLeft{Tenant: d.Tenant, Kind: g.Kind, GroupID: g.ID, UserID: user}, nil
+	return MemberLeft{Tenant: d.Tenant, Kind: g.Kind, GroupID: g.ID, UserID: user}, nil
 }
 
 func (d *Directory) validate(g Group, users []string) error {

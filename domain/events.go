@@ -19,6 +19,20 @@ const (
 	EventInboxMarkedRead        = "InboxMarkedRead"
 )
 
+// Event is the payload of a stored event. It names its stored type, so that
+// the type written beside a payload is always the payload's own, and it names
+// its own id, so that every handler appending it derives the same id.
+type Event interface {
+	// EventType is the stored type name, one of the Event… constants.
+	EventType() string
+	// EventID is the id of the event appended to stream as its version
+	// version. It is deterministic: a retried append carries the ids of the
+	// first attempt and is recognised as the same append, while a different
+	// decision at the same place in the stream gets another id and
+	// conflicts. The ids are stored; their derivation never changes.
+	EventID(stream string, version int64) string
+}
+
 // SchemaVersion is the payload version every event of this release is written
 // with; it travels in the event metadata.
 const SchemaVersion = 1
@@ -37,6 +51,9 @@ type Source struct {
 
 // NotificationRequested records an accepted request with its recipients as
 // resolved at that moment, so a redelivery notifies exactly the same people.
+// Type is the producer's event type (Request.EventType), stored as
+// "eventType"; its Go name differs only because EventType is the method
+// every payload has.
 type NotificationRequested struct {
 	RequestID      string         `json:"requestId"`
 	IdempotencyKey string         `json:"idempotencyKey"`
@@ -45,7 +62,7 @@ type NotificationRequested struct {
 	Scope          Scope          `json:"scope"`
 	MerchantID     string         `json:"merchantId,omitempty"`
 	Recipients     []string       `json:"recipients"`
-	EventType      string         `json:"eventType"`
+	Type           string         `json:"eventType"`
 	Actor          Actor          `json:"actor"`
 	Data           map[string]any `json:"data"`
 	Channels       []string       `json:"channels"`
@@ -113,6 +130,68 @@ type InboxMarkedRead struct {
 	ReadAt      time.Time `json:"readAt"`
 }
 
+// EventType implements Event.
+func (NotificationRequested) EventType() string { return EventNotificationRequested }
+
+// EventID implements Event. The request opens its stream, so version is
+// always 0 and plays no part. The id names the request's content and its
+// resolved recipients instead: a redelivery that resolves other recipients
+// (the directory changed in between) gets another id, so its append
+// conflicts, rather than passing as a retry, and the recorded list is used.
+func (e NotificationRequested) EventID(stream string, _ int64) string {
+	return eventID(stream, "requested\x00"+e.Fingerprint+"\x00"+recipientsKey(e.Recipients))
+}
+
+// EventType implements Event.
+func (NotificationCreated) EventType() string { return EventNotificationCreated }
+
+// EventID implements Event. A notification stream opens with its one
+// NotificationCreated, derived from the recorded request alone, so the
+// stream names it and version plays no part.
+func (NotificationCreated) EventID(stream string, _ int64) string {
+	return eventID(stream, "created")
+}
+
+// EventType implements Event.
+func (NotificationRead) EventType() string { return EventNotificationRead }
+
+// EventID implements Event.
+func (NotificationRead) EventID(stream string, version int64) string {
+	return versionedEventID(stream, EventNotificationRead, version)
+}
+
+// EventType implements Event.
+func (NotificationUnread) EventType() string { return EventNotificationUnread }
+
+// EventID implements Event.
+func (NotificationUnread) EventID(stream string, version int64) string {
+	return versionedEventID(stream, EventNotificationUnread, version)
+}
+
+// EventType implements Event.
+func (NotificationArchived) EventType() string { return EventNotificationArchived }
+
+// EventID implements Event.
+func (NotificationArchived) EventID(stream string, version int64) string {
+	return versionedEventID(stream, EventNotificationArchived, version)
+}
+
+// EventType implements Event.
+func (NotificationUnarchived) EventType() string { return EventNotificationUnarchived }
+
+// EventID implements Event.
+func (NotificationUnarchived) EventID(stream string, version int64) string {
+	return versionedEventID(stream, EventNotificationUnarchived, version)
+}
+
+// EventType implements Event.
+func (InboxMarkedRead) EventType() string { return EventInboxMarkedRead }
+
+// EventID implements Event.
+func (InboxMarkedRead) EventID(stream string, version int64) string {
+	return versionedEventID(stream, EventInboxMarkedRead, version)
+}
+
 // NewNotificationRequested records req, accepted under key, with its resolved
 // recipients. The payload depends only on its arguments, never on the clock or
 // the delivery, so a redelivery derives the same bytes.
@@ -129,7 +208,7 @@ func NewNotificationRequested(req Request, key string, recipients []string) Noti
 		Scope:          req.Scope,
 		MerchantID:     req.MerchantID,
 		Recipients:     recipients,
-		EventType:      req.EventType,
+		Type:           req.EventType,
 		Actor:          req.Actor,
 		Data:           data,
 		Channels:       []string{ChannelInApp},
@@ -147,7 +226,7 @@ func NewNotificationRequested(req Request, key string, recipients []string) Noti
 // so the link a notification leads to comes from its data: see actionURL.
 func (e NotificationRequested) Notifications() []NotificationCreated {
 	link, rest := actionURL(e.Data)
-	content := Content(e.EventType, e.Actor, rest)
+	content := Content(e.Type, e.Actor, rest)
 	out := make([]NotificationCreated, len(e.Recipients))
 	for i, r := range e.Recipients {
 		out[i] = NotificationCreated{
@@ -155,7 +234,7 @@ func (e NotificationRequested) Notifications() []NotificationCreated {
 			RequestID:   e.RequestID,
 			Tenant:      e.Tenant,
 			RecipientID: r,
-			Type:        e.EventType,
+			Type:        e.Type,
 			Content:     content,
 			ActionURL:   link,
 			Data:        e.Data,
@@ -229,7 +308,7 @@ type Notification struct {
 }
 
 // Apply folds one event into the notification state.
-func (n *Notification) Apply(event any, version int64) {
+func (n *Notification) Apply(event Event, version int64) {
 	switch e := event.(type) {
 	case NotificationCreated:
 		n.ID, n.Tenant, n.RecipientID = e.ID, e.Tenant, e.RecipientID
@@ -270,53 +349,53 @@ const (
 // Decide decides action by recipient of tenant. A notification that does not
 // exist, or is someone else's, is not found: the caller learns nothing about
 // other inboxes. Asking for the state the notification is already in is a
-// no-op (nil event, nil error). It returns the event's type and payload.
-func (n Notification) Decide(action Action, tenant, recipient string, now time.Time) (string, any, error) {
+// no-op: a nil Event and a nil error.
+func (n Notification) Decide(action Action, tenant, recipient string, now time.Time) (Event, error) {
 	if n.ID == "" || n.Tenant != tenant || n.RecipientID != recipient {
-		return "", nil, Errorf(CodeNotificationMissing, "notification not found")
+		return nil, Errorf(CodeNotificationMissing, "notification not found")
 	}
 	at := now.UTC()
 	switch action {
 	case ActionRead:
 		if !n.Read {
-			return EventNotificationRead, NotificationRead{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ReadAt: at}, nil
+			return NotificationRead{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ReadAt: at}, nil
 		}
 	case ActionUnread:
 		if n.Read {
-			return EventNotificationUnread, NotificationUnread{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, UnreadAt: at}, nil
+			return NotificationUnread{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, UnreadAt: at}, nil
 		}
 	case ActionArchive:
 		if !n.Archived {
-			return EventNotificationArchived, NotificationArchived{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ArchivedAt: at}, nil
+			return NotificationArchived{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, ArchivedAt: at}, nil
 		}
 	case ActionUnarchive:
 		if n.Archived {
-			return EventNotificationUnarchived, NotificationUnarchived{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, UnarchivedAt: at}, nil
+			return NotificationUnarchived{ID: n.ID, Tenant: n.Tenant, RecipientID: n.RecipientID, UnarchivedAt: at}, nil
 		}
 	default:
-		return "", nil, Errorf(CodeValidationFailed, "unknown action %q", action)
+		return nil, Errorf(CodeValidationFailed, "unknown action %q", action)
 	}
-	return "", nil, nil
+	return nil, nil
 }
 
 // DecodeEvent decodes a stored payload of a known type and version into the
 // payload struct (a value, not a pointer), upcasting older versions first.
-func DecodeEvent(eventType string, version int, data []byte) (any, error) {
+func DecodeEvent(eventType string, version int, data []byte) (Event, error) {
 	return Events.Decode(eventType, version, data)
 }
 
 // Events is the registry of every event type Herald stores.
 var Events = func() *Registry {
 	r := NewRegistry()
-	Register[NotificationRequested](r, EventNotificationRequested, SchemaVersion)
-	Register[NotificationCreated](r, EventNotificationCreated, SchemaVersion)
-	Register[NotificationRead](r, EventNotificationRead, SchemaVersion)
-	Register[NotificationUnread](r, EventNotificationUnread, SchemaVersion)
-	Register[NotificationArchived](r, EventNotificationArchived, SchemaVersion)
-	Register[NotificationUnarchived](r, EventNotificationUnarchived, SchemaVersion)
-	Register[InboxMarkedRead](r, EventInboxMarkedRead, SchemaVersion)
-	Register[MemberJoined](r, EventMemberJoined, SchemaVersion)
-	Register[MemberLeft](r, EventMemberLeft, SchemaVersion)
+	Register[NotificationRequested](r, SchemaVersion)
+	Register[NotificationCreated](r, SchemaVersion)
+	Register[NotificationRead](r, SchemaVersion)
+	Register[NotificationUnread](r, SchemaVersion)
+	Register[NotificationArchived](r, SchemaVersion)
+	Register[NotificationUnarchived](r, SchemaVersion)
+	Register[InboxMarkedRead](r, SchemaVersion)
+	Register[MemberJoined](r, SchemaVersion)
+	Register[MemberLeft](r, SchemaVersion)
 	return r
 }()
 
@@ -343,7 +422,7 @@ type Metadata struct {
 
 // DecodeStored decodes a stored event's payload with the schema version its
 // metadata names.
-func DecodeStored(eventType string, metadata, data []byte) (any, error) {
+func DecodeStored(eventType string, metadata, data []byte) (Event, error) {
 	var meta struct {
 		SchemaVersion int `json:"schemaVersion"`
 	}

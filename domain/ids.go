@@ -5,6 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 )
 
 // namespace is Herald's UUIDv5 namespace. Changing it would re-key every
@@ -61,10 +64,32 @@ func NotificationID(requestID, recipientID string) string {
 	return uuidV5(ns, "notification\x00"+recipientID)
 }
 
-// EventID derives a deterministic event id from the stream and what the event
-// is in it, so a retried append carries the same ids as the first.
-func EventID(stream, discriminator string) string {
+// eventID derives an event's id from its stream and a discriminator naming
+// what the event is in it; each payload's EventID chooses the discriminator.
+// It is unexported so that no caller assembles a discriminator by hand and
+// drifts from what stored events were written with.
+func eventID(stream, discriminator string) string {
 	return uuidV5(namespace, "event\x00"+stream+"\x00"+discriminator)
+}
+
+// versionedEventID is the id of a change that depends on the state before
+// it: naming its type and the version it is appended at recognises a
+// retried append of the same change, while another change decided at the
+// same version conflicts.
+func versionedEventID(stream, eventType string, version int64) string {
+	return eventID(stream, versionedDiscriminator(eventType, version))
+}
+
+func versionedDiscriminator(eventType string, version int64) string {
+	return eventType + "\x00v" + strconv.FormatInt(version, 10)
+}
+
+// recipientsKey fingerprints a recipient list, in any order, for the id of
+// the request that resolved it.
+func recipientsKey(recipients []string) string {
+	sorted := slices.Clone(recipients)
+	slices.Sort(sorted)
+	return ContentKey([]byte(strings.Join(sorted, "\x00")))
 }
 
 // RequestStream is the stream holding one notification request.

@@ -3,6 +3,7 @@ package domain
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 )
 
 // Registry maps stored event types and payload versions to decoders. A type
@@ -13,7 +14,7 @@ import (
 // safe for concurrent reads.
 type Registry struct {
 	current  map[string]int
-	decoders map[string]func([]byte) (any, error)
+	decoders map[string]func([]byte) (Event, error)
 	upcasts  map[upcastKey]func([]byte) ([]byte, error)
 }
 
@@ -26,15 +27,28 @@ type upcastKey struct {
 func NewRegistry() *Registry {
 	return &Registry{
 		current:  map[string]int{},
-		decoders: map[string]func([]byte) (any, error){},
+		decoders: map[string]func([]byte) (Event, error){},
 		upcasts:  map[upcastKey]func([]byte) ([]byte, error){},
 	}
 }
 
-// Register makes T the payload of eventType at its current version.
-func Register[T any](r *Registry, eventType string, version int) {
+// Register makes the payload type T, at schema version version, the current
+// form of the stored type T names itself (its EventType). Taking the name
+// from T rather than from the caller means a payload cannot be filed under
+// another type's name. T must be a struct type, not a pointer: payloads are
+// decoded and handled as values. Registering a type name twice panics, since
+// two payloads claiming one stored name would make every such event ambiguous.
+func Register[T Event](r *Registry, version int) {
+	var zero T
+	eventType := zero.EventType()
+	if _, dup := r.current[eventType]; dup {
+		panic(fmt.Sprintf("domain: event type %q registered twice", eventType))
+	}
+	if version < 1 {
+		panic(fmt.Sprintf("domain: event type %q registered at version %d; versions start at 1", eventType, version))
+	}
 	r.current[eventType] = version
-	r.decoders[eventType] = func(data []byte) (any, error) {
+	r.decoders[eventType] = func(data []byte) (Event, error) {
 		var v T
 		if err := json.Unmarshal(data, &v); err != nil {
 			return nil, err
@@ -49,8 +63,15 @@ func (r *Registry) RegisterUpcast(eventType string, from int, up func(data []byt
 	r.upcasts[upcastKey{eventType, from}] = up
 }
 
+// Versions returns the current schema version of every registered type, as
+// a new map the caller owns, so that tests can check each one is pinned by
+// fixtures.
+func (r *Registry) Versions() map[string]int {
+	return maps.Clone(r.current)
+}
+
 // Decode decodes a payload of eventType written at version.
-func (r *Registry) Decode(eventType string, version int, data []byte) (any, error) {
+func (r *Registry) Decode(eventType string, version int, data []byte) (Event, error) {
 	current, ok := r.current[eventType]
 	if !ok {
 		return nil, fmt.Errorf("decode: unknown event type %q", eventType)
