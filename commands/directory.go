@@ -58,17 +58,6 @@ func (d *directories) get(tenant string) *cachedDirectory {
 // instance changed the same directory under it.
 const maxDirectoryRetries = 20
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // ChangeMembers adds users to a directory group, or removes one.
 type ChangeMembers struct {
 	Tenant string
@@ -148,8 +137,8 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 			if attempt >= maxDirectoryRetries {
 				return ChangeMembersResult{}, &domain.Error{Code: domain.CodeUnavailable, Message: "the directory is changing concurrently; retry", Err: err}
 			}
-			if err := sleep(ctx, time.Duration(1+rand.IntN(5*(attempt+1)))*time.Millisecond); err != nil {
-				return ChangeMembersResult{}, err
+			if !domain.Sleep(ctx, time.Duration(1+rand.IntN(5*(attempt+1)))*time.Millisecond) {
+				return ChangeMembersResult{}, ctx.Err()
 			}
 			continue
 		}

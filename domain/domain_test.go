@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -350,4 +351,28 @@ func short(s string) string {
 		return s
 	}
 	return fmt.Sprintf("%s…(%d bytes)", s[:80], len(s))
+}
+
+func TestBackoffDoublesUpToItsMaximumAndResets(t *testing.T) {
+	b := Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}
+	var got []time.Duration
+	for range 5 {
+		got = append(got, b.Next())
+	}
+	want := []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 5 * time.Millisecond, 5 * time.Millisecond}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("waits %v, want %v", got, want)
+	}
+	b.Reset()
+	if d := b.Next(); d != time.Millisecond {
+		t.Fatalf("after Reset: %v", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if Sleep(ctx, time.Hour) {
+		t.Fatal("Sleep outlived its context")
+	}
+	if !Sleep(context.Background(), time.Microsecond) {
+		t.Fatal("Sleep ended early")
+	}
 }

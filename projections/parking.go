@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/domain"
 )
 
 // cannotApply reports whether err, from applying events, means the events
@@ -220,7 +221,7 @@ func RetryParked(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store
 	for _, pe := range parked {
 		ok, err := retryOne(ctx, pool, store, p, pe)
 		for errors.Is(err, errPaused) {
-			if !sleepCtx(ctx, pausePoll) {
+			if !domain.Sleep(ctx, pausePoll) {
 				return res, ctx.Err()
 			}
 			ok, err = retryOne(ctx, pool, store, p, pe)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/domain"
 )
 
 // Projection applies events to read-model tables.
@@ -121,7 +122,7 @@ const (
 // one Runner; two Runners of one projection, in one process or several,
 // are safe.
 func (r *Runner) Run(ctx context.Context) error {
-	delay := firstRetryDelay
+	retry := domain.Backoff{Min: firstRetryDelay, Max: maxRetryDelay}
 	for {
 		progressed, err := r.runOnce(ctx)
 		if ctx.Err() != nil {
@@ -132,13 +133,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			continue
 		}
 		if progressed {
-			delay = firstRetryDelay
+			retry.Reset()
 		}
+		delay := retry.Next()
 		r.logger.ErrorContext(ctx, "projection stopped, restarting from its checkpoint", "error", err, "retry_in", delay)
-		if !sleepCtx(ctx, delay) {
+		if !domain.Sleep(ctx, delay) {
 			return ctx.Err()
 		}
-		delay = min(delay*2, maxRetryDelay)
 	}
 }
 
@@ -160,7 +161,7 @@ func (r *Runner) runOnce(ctx context.Context) (progressed bool, err error) {
 		for errors.Is(err, errPaused) {
 			// A rebuild is swapping the tables in; the batch waits for it
 			// and then applies to the new tables.
-			if !sleepCtx(ctx, pausePoll) {
+			if !domain.Sleep(ctx, pausePoll) {
 				return ctx.Err()
 			}
 			next, err = r.applyBatch(ctx, checkpoint, events)
@@ -305,7 +306,7 @@ func takeLock(ctx context.Context, pool *pgxpool.Pool, name string) (unlock func
 		}
 		// Polling rather than a blocking pg_advisory_lock keeps the wait
 		// cancellable by ctx.
-		if !sleepCtx(ctx, lockPoll) {
+		if !domain.Sleep(ctx, lockPoll) {
 			conn.Close(context.Background())
 			return nil, ctx.Err()
 		}
@@ -493,16 +494,4 @@ func (r *Runner) lag(ctx context.Context) (behind bool, lag time.Duration, err e
 		return true, 0, nil
 	}
 	return true, max(0, time.Since(next[0].RecordedAt)), nil
-}
-
-// sleepCtx waits d unless ctx ends first; false when it did.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/domain"
 )
 
 // appenderCounts are the concurrency levels of the append measurement.
@@ -234,9 +235,9 @@ func measure(ctx context.Context, opts options, workers int, op func(ctx context
 		})
 	}
 	var rate float64
-	if sleep(gctx, opts.warmUp) {
+	if domain.Sleep(gctx, opts.warmUp) {
 		start, began := done.Load(), time.Now()
-		if sleep(gctx, opts.duration) {
+		if domain.Sleep(gctx, opts.duration) {
 			rate = float64(done.Load()-start) / time.Since(began).Seconds()
 		}
 	}
@@ -249,18 +250,6 @@ func measure(ctx context.Context, opts options, workers int, op func(ctx context
 		return 0, fmt.Errorf("interrupted: %w", err)
 	}
 	return rate, nil
-}
-
-// sleep waits d or until ctx ends, and reports whether the full d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 func ratio(a, b float64) float64 {

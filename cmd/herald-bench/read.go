@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/heraldhq/herald/cmd/herald/app"
+	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/queries"
 	"github.com/heraldhq/herald/transport/auth"
 )
@@ -599,11 +600,11 @@ func measureReads(ctx context.Context, warmUp, window time.Duration, client *htt
 		})
 	}
 	var sample readSample
-	if sleep(gctx, warmUp) {
+	if domain.Sleep(gctx, warmUp) {
 		cpu0 := processCPU()
 		phase.Store(phaseMeasure)
 		began := time.Now()
-		if sleep(gctx, window) {
+		if domain.Sleep(gctx, window) {
 			phase.Store(phaseStop)
 			sample.seconds = time.Since(began).Seconds()
 			sample.cpu = processCPU() - cpu0

@@ -55,7 +55,7 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, projection s
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.readWait)
 	defer cancel()
-	delay := 2 * time.Millisecond
+	wait := domain.Backoff{Min: 2 * time.Millisecond, Max: 50 * time.Millisecond}
 	var readErr error
 	for {
 		cp, err := checkpoint(ctx)
@@ -70,10 +70,7 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, projection s
 				return true
 			}
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Wait(ctx) {
 			if r.Context().Err() != nil {
 				return false // the client left
 			}
@@ -87,9 +84,7 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, projection s
 			WriteError(w, r, s.logger, domain.Errorf(domain.CodeProjectionLagging, "the %s view has not caught up with your last write yet; retry", projection).
 				WithDetail("projection", projection).WithDetail("waited_ms", s.readWait.Milliseconds()))
 			return false
-		case <-t.C:
 		}
-		delay = min(delay*2, 50*time.Millisecond)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	esdbclient "github.com/EventStore/EventStore-Client-Go/v4/esdb"
 
 	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/domain"
 )
 
 const (
@@ -25,7 +26,7 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position, handle
 	if err != nil {
 		return err
 	}
-	delay := resubscribeMin
+	retry := domain.Backoff{Min: resubscribeMin, Max: resubscribeMax}
 	for {
 		delivered, err := s.subscribeOnce(ctx, &last, handle)
 		var failed handlerError
@@ -36,14 +37,14 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position, handle
 			return failed.err
 		}
 		if delivered {
-			delay = resubscribeMin
+			retry.Reset()
 		}
+		delay := retry.Next()
 		s.opts.Logger.WarnContext(ctx, "event store subscription dropped, subscribing again after the last delivered event",
 			"error", err, "after", last.String(), "retry_in", delay)
-		if !sleep(ctx, delay) {
+		if !domain.Sleep(ctx, delay) {
 			return ctx.Err()
 		}
-		delay = min(delay*2, resubscribeMax)
 	}
 }
 
@@ -169,16 +170,5 @@ func (s *Store) receive(ctx context.Context, from cursor, out chan<- received) {
 				return
 			}
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

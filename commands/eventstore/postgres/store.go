@@ -49,6 +49,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/domain"
 )
 
 // notifyChannel is the LISTEN/NOTIFY channel appends signal on.
@@ -259,7 +260,7 @@ func (s *Store) ReadStreamBackward(ctx context.Context, stream string, from int6
 // it counts every event committed before the call, waiting (bounded by ctx)
 // while the newest ones are held back by a running transaction.
 func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
-	delay := time.Millisecond
+	wait := domain.Backoff{Min: time.Millisecond, Max: 50 * time.Millisecond}
 	for {
 		var txs string
 		var pos int64
@@ -280,10 +281,9 @@ func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 			}
 			return position{tx: tx, pos: pos}.String(), nil
 		}
-		if !sleep(ctx, delay) {
+		if !wait.Wait(ctx) {
 			return "", fmt.Errorf("eventstore: head: %w", ctx.Err())
 		}
-		delay = min(delay*2, 50*time.Millisecond)
 	}
 }
 
@@ -308,16 +308,15 @@ func (s *Store) ComparePositions(a, b eventstore.Position) (int, error) {
 // waits for it (bounded by ctx) rather than return a log that could still
 // grow below its end.
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RecordedEvent, error) {
-	delay := time.Millisecond
+	wait := domain.Backoff{Min: time.Millisecond, Max: 50 * time.Millisecond}
 	for {
 		events, heldBack, err := s.readAll(ctx, after, limit)
 		if err != nil || !heldBack || len(events) == limit {
 			return events, err
 		}
-		if !sleep(ctx, delay) {
+		if !wait.Wait(ctx) {
 			return nil, fmt.Errorf("eventstore: read log: %w", ctx.Err())
 		}
-		delay = min(delay*2, 50*time.Millisecond)
 	}
 }
 
@@ -398,7 +397,7 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position, handle
 				return ctx.Err()
 			}
 			s.opts.Logger.WarnContext(ctx, "event store subscription: read failed, retrying", "error", err, "retry_in", errDelay)
-			if !sleep(ctx, errDelay) {
+			if !domain.Sleep(ctx, errDelay) {
 				return ctx.Err()
 			}
 			errDelay = min(errDelay*2, 5*time.Second)
@@ -417,7 +416,7 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position, handle
 		case heldBack:
 			// Committed events wait behind a running transaction; it will
 			// end soon and may send no notification of its own.
-			if !sleep(ctx, heldDelay) {
+			if !domain.Sleep(ctx, heldDelay) {
 				return ctx.Err()
 			}
 			heldDelay = min(heldDelay*2, 50*time.Millisecond)
@@ -476,17 +475,17 @@ func (s *Store) sendNotifies() {
 // listen holds a connection LISTENing on the notify channel and signals wake
 // for every notification, reconnecting after errors, until ctx ends.
 func (s *Store) listen(ctx context.Context, wake chan<- struct{}) {
-	delay := 100 * time.Millisecond
+	retry := domain.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
 		err := s.listenOnce(ctx, wake)
 		if ctx.Err() != nil {
 			return
 		}
+		delay := retry.Next()
 		s.opts.Logger.WarnContext(ctx, "event store listener lost, subscribers fall back to polling", "error", err, "retry_in", delay)
-		if !sleep(ctx, delay) {
+		if !domain.Sleep(ctx, delay) {
 			return
 		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }
 
@@ -513,17 +512,6 @@ func (s *Store) listenOnce(ctx context.Context, wake chan<- struct{}) error {
 		case wake <- struct{}{}:
 		default:
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
