@@ -1,5 +1,3 @@
-// Package auth verifies JWT access tokens against a JWKS and turns them into a
-// Principal.
 package auth
 
 import (

@@ -1,6 +1,3 @@
-// Package ws is Herald's WebSocket transport (melody): it authenticates a
-// subscriber before the upgrade, joins it to its recipient room, and pushes
-// the live deltas of package live to the sessions of that room.
 package ws
 
 import (
@@ -20,6 +17,19 @@ import (
 
 	"github.com/heraldhq/herald/projections/live"
 	"github.com/heraldhq/herald/transport/auth"
+)
+
+// Close codes Herald ends a session with. Clients act on them: 4001 asks
+// for a new token before reconnecting, 4008 for a reconnect that reads the
+// inbox again, 1001 for a reconnect to another instance.
+const (
+	// CloseGoingAway: the server is shutting down (RFC 6455).
+	CloseGoingAway = 1001
+	// CloseTokenExpired: the session's access token ran out.
+	CloseTokenExpired = 4001
+	// CloseTooSlow: the client did not read its frames fast enough and
+	// missed some; it must resynchronise.
+	CloseTooSlow = 4008
 )
 
 // Frame is what a subscriber receives.
@@ -74,7 +84,7 @@ func (h *Hub) evict(s *melody.Session) {
 	t := time.NewTicker(evictRetry)
 	defer t.Stop()
 	for !s.IsClosed() {
-		_ = s.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow"))
+		_ = s.CloseWithMsg(melody.FormatCloseMessage(CloseTooSlow, "too slow"))
 		select {
 		case <-t.C:
 		case <-s.Request.Context().Done():
@@ -216,7 +226,7 @@ func (h *Hub) join(s *melody.Session) {
 			defer t.Stop()
 			select {
 			case <-t.C:
-				_ = s.CloseWithMsg(melody.FormatCloseMessage(4001, "token expired"))
+				_ = s.CloseWithMsg(melody.FormatCloseMessage(CloseTokenExpired, "token expired"))
 			case <-s.Request.Context().Done():
 			}
 		}()
@@ -265,7 +275,7 @@ func (h *Hub) push(deltas []live.Delta) {
 func (h *Hub) Close(ctx context.Context) error {
 	h.stopListening()
 	done := make(chan error, 1)
-	go func() { done <- h.m.CloseWithMsg(melody.FormatCloseMessage(1001, "server shutting down")) }()
+	go func() { done <- h.m.CloseWithMsg(melody.FormatCloseMessage(CloseGoingAway, "server shutting down")) }()
 	select {
 	case err := <-done:
 		return err

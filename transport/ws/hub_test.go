@@ -394,8 +394,8 @@ func TestStreamClosesWhenTokenExpires(t *testing.T) {
 		t.Fatal("session outlived its token")
 	}
 	var ce *websocket.CloseError
-	if !errors.As(c.err, &ce) || ce.Code != 4001 {
-		t.Fatalf("read error %v, want close 4001", c.err)
+	if !errors.As(c.err, &ce) || ce.Code != ws.CloseTokenExpired {
+		t.Fatalf("read error %v, want close %d", c.err, ws.CloseTokenExpired)
 	}
 }
 
