@@ -2,9 +2,13 @@ package eventstore
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Position is a place in the global log. It is opaque: callers store it and
@@ -74,6 +78,55 @@ func CheckMulti(appends []StreamAppend) error {
 		seen[a.Stream] = true
 	}
 	return nil
+}
+
+// CheckAppend refuses what no adapter can store: an append of no events, a
+// stream name that is empty or not UTF-8 text, an expected version below
+// Any, an event id that is not a UUID in 8-4-4-4-12 form, data or metadata
+// that is not UTF-8 JSON, or an event without a type. Text must be free of
+// NUL, which PostgreSQL cannot hold. Adapters check every append with it
+// before writing anything, so that a handler meets the same refusals on
+// every adapter.
+func CheckAppend(p StreamAppend) error {
+	if len(p.Events) == 0 {
+		return errors.New("eventstore: append of no events")
+	}
+	if p.Stream == "" {
+		return errors.New("eventstore: append to an empty stream name")
+	}
+	if p.Expected < Any {
+		return fmt.Errorf("eventstore: invalid expected version %d", int64(p.Expected))
+	}
+	if !validText(p.Stream) {
+		return fmt.Errorf("eventstore: stream name %q is not valid UTF-8 text", p.Stream)
+	}
+	for i, e := range p.Events {
+		if !validUUID(e.ID) {
+			return fmt.Errorf("eventstore: append to %s: event %d: id %q is not a UUID in 8-4-4-4-12 form", p.Stream, i, e.ID)
+		}
+		if !json.Valid(e.Data) || (len(e.Metadata) > 0 && !json.Valid(e.Metadata)) ||
+			!validText(string(e.Data)) || !validText(string(e.Metadata)) {
+			return fmt.Errorf("eventstore: append to %s: event %d: data and metadata must be UTF-8 JSON", p.Stream, i)
+		}
+		if e.Type == "" || !validText(e.Type) {
+			return fmt.Errorf("eventstore: append to %s: event %d needs a type in UTF-8 text", p.Stream, i)
+		}
+	}
+	return nil
+}
+
+// validText reports whether PostgreSQL will store s as text: valid UTF-8
+// without NUL bytes.
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+func validUUID(s string) bool {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return false
+	}
+	_, err := hex.DecodeString(s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36])
+	return err == nil
 }
 
 // RecordedEvent is an event as stored.

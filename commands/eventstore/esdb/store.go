@@ -197,11 +197,8 @@ func call[T any](ctx context.Context, s *Store, op func(*esdbclient.Client) (T, 
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
-	if len(events) == 0 {
-		return eventstore.AppendResult{}, errors.New("eventstore: append of no events")
-	}
-	if stream == "" {
-		return eventstore.AppendResult{}, errors.New("eventstore: append to an empty stream name")
+	if err := eventstore.CheckAppend(eventstore.StreamAppend{Stream: stream, Expected: expected, Events: events}); err != nil {
+		return eventstore.AppendResult{}, err
 	}
 	revision, err := expectedRevision(expected)
 	if err != nil {
@@ -341,6 +338,13 @@ func eventData(events []eventstore.EventData) ([]esdbclient.EventData, error) {
 func (s *Store) AppendMulti(ctx context.Context, appends []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
 	if err := eventstore.CheckMulti(appends); err != nil {
 		return nil, err
+	}
+	// Refuse a bad part before the first is written: this adapter cannot
+	// take back what it wrote.
+	for _, a := range appends {
+		if err := eventstore.CheckAppend(a); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]eventstore.AppendResult, len(appends))
 	first, err := s.Append(ctx, appends[0].Stream, appends[0].Expected, appends[0].Events...)

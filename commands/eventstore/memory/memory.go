@@ -3,8 +3,6 @@ package memory
 import (
 	"cmp"
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 )
@@ -369,57 +366,21 @@ func parsePosition(p eventstore.Position) (int64, error) {
 	return n, nil
 }
 
-// validate refuses what the PostgreSQL adapter refuses, so that a handler
-// tested here does not meet a new error in production, and an event id
-// named twice in one append.
+// validate refuses what every adapter refuses (eventstore.CheckAppend), and
+// an event id named twice in one append.
 func validate(parts []eventstore.StreamAppend) error {
 	ids := map[string]bool{}
 	for _, p := range parts {
-		if len(p.Events) == 0 {
-			return errors.New("eventstore: append of no events")
-		}
-		if p.Stream == "" {
-			return errors.New("eventstore: append to an empty stream name")
-		}
-		if p.Expected < eventstore.Any {
-			return fmt.Errorf("eventstore: invalid expected version %d", int64(p.Expected))
-		}
-		if !validText(p.Stream) {
-			return fmt.Errorf("eventstore: stream name %q is not valid UTF-8 text", p.Stream)
+		if err := eventstore.CheckAppend(p); err != nil {
+			return err
 		}
 		for i, e := range p.Events {
-			if !validUUID(e.ID) {
-				return fmt.Errorf("eventstore: append to %s: event %d: id %q is not a UUID in 8-4-4-4-12 form", p.Stream, i, e.ID)
-			}
 			key := strings.ToLower(e.ID)
 			if ids[key] {
 				return fmt.Errorf("eventstore: append to %s: event %d: id %s is used twice in one append", p.Stream, i, e.ID)
 			}
 			ids[key] = true
-			if !json.Valid(e.Data) || (len(e.Metadata) > 0 && !json.Valid(e.Metadata)) ||
-				!validText(string(e.Data)) || !validText(string(e.Metadata)) {
-				return fmt.Errorf("eventstore: append to %s: event %d: data and metadata must be UTF-8 JSON", p.Stream, i)
-			}
-			if e.Type == "" || !validText(e.Type) {
-				return fmt.Errorf("eventstore: append to %s: event %d needs a type in UTF-8 text", p.Stream, i)
-			}
 		}
 	}
 	return nil
-}
-
-// validText reports whether PostgreSQL would store s as text: valid UTF-8
-// without NUL bytes.
-func validText(s string) bool {
-	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
-}
-
-// validUUID reports whether s is a UUID in the hyphenated 8-4-4-4-12 form,
-// the only form the PostgreSQL adapter accepts.
-func validUUID(s string) bool {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return false
-	}
-	_, err := hex.DecodeString(s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36])
-	return err == nil
 }

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -11,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -97,7 +94,7 @@ func (s *Store) AppendMulti(ctx context.Context, appends []eventstore.StreamAppe
 
 func (s *Store) enqueue(ctx context.Context, parts []eventstore.StreamAppend, multi bool) ([]eventstore.AppendResult, error) {
 	for _, p := range parts {
-		if err := validate(p); err != nil {
+		if err := eventstore.CheckAppend(p); err != nil {
 			return nil, err
 		}
 	}
@@ -123,42 +120,6 @@ func (s *Store) enqueue(ctx context.Context, parts []eventstore.StreamAppend, mu
 	case <-ctx.Done():
 		return nil, fmt.Errorf("eventstore: append to %s: outcome unknown: %w: %w", parts[0].Stream, eventstore.ErrUnavailable, ctx.Err())
 	}
-}
-
-// validate refuses here what PostgreSQL would refuse, so that one bad append
-// cannot fail the group it would have joined.
-func validate(p eventstore.StreamAppend) error {
-	if len(p.Events) == 0 {
-		return errors.New("eventstore: append of no events")
-	}
-	if p.Stream == "" {
-		return errors.New("eventstore: append to an empty stream name")
-	}
-	if p.Expected < eventstore.Any {
-		return fmt.Errorf("eventstore: invalid expected version %d", int64(p.Expected))
-	}
-	if !validText(p.Stream) {
-		return fmt.Errorf("eventstore: stream name %q is not valid UTF-8 text", p.Stream)
-	}
-	for i, e := range p.Events {
-		if !validUUID(e.ID) {
-			return fmt.Errorf("eventstore: append to %s: event %d: id %q is not a UUID in 8-4-4-4-12 form", p.Stream, i, e.ID)
-		}
-		if !json.Valid(e.Data) || (len(e.Metadata) > 0 && !json.Valid(e.Metadata)) ||
-			!validText(string(e.Data)) || !validText(string(e.Metadata)) {
-			return fmt.Errorf("eventstore: append to %s: event %d: data and metadata must be UTF-8 JSON", p.Stream, i)
-		}
-		if e.Type == "" || !validText(e.Type) {
-			return fmt.Errorf("eventstore: append to %s: event %d needs a type in UTF-8 text", p.Stream, i)
-		}
-	}
-	return nil
-}
-
-// validText reports whether PostgreSQL will store s as text: valid UTF-8
-// without NUL bytes.
-func validText(s string) bool {
-	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 func (r *appendRequest) size() int {
@@ -299,13 +260,6 @@ func retryAlone(err error) bool {
 // validUUID reports whether s is a UUID in the hyphenated 8-4-4-4-12 form,
 // the form PostgreSQL returns: ids are compared as text, so only one
 // spelling (up to case) may exist.
-func validUUID(s string) bool {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return false
-	}
-	_, err := hex.DecodeString(s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36])
-	return err == nil
-}
 
 // groupTx runs steps 1 to 3 in one transaction.
 func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision, error) {
