@@ -100,6 +100,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		SchemaVersion: domain.SchemaVersion,
 		CorrelationID: cmd.CorrelationID,
 		Actor:         req.Actor.ID,
+		ActorName:     req.Actor.Name,
 		Source:        &cmd.Source,
 		HandledAt:     c.now().UTC(),
 	}
