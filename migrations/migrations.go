@@ -38,11 +38,11 @@ func Up(ctx context.Context, databaseURL string, logger *slog.Logger) (int64, er
 		goose.WithDisableGlobalRegistry(true),
 	)
 	if err != nil {
-		return 0, fmt.Errorf("migrate: %w", err)
+		return 0, fmt.Errorf("migrate: %w", missingDatabase(err, cfg.Database))
 	}
 	results, err := p.Up(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("migrate: %w", err)
+		return 0, fmt.Errorf("migrate: %w", missingDatabase(err, cfg.Database))
 	}
 	for _, r := range results {
 		logger.InfoContext(ctx, "migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
@@ -52,6 +52,20 @@ func Up(ctx context.Context, databaseURL string, logger *slog.Logger) (int64, er
 		return 0, fmt.Errorf("migrate: read version: %w", err)
 	}
 	return v, nil
+}
+
+// ErrNoDatabase is wrapped by the error of Up when the database it was given
+// does not exist.
+var ErrNoDatabase = errors.New("the database does not exist")
+
+// missingDatabase says, when err is the server's "database does not exist",
+// how to create it, instead of the driver's raw words alone.
+func missingDatabase(err error, name string) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
+		return fmt.Errorf("%w: %q; create it with herald migrate --create-database (go tool task migrate does), or point HERALD_DATABASE_URL at one that exists: %w", ErrNoDatabase, name, err)
+	}
+	return err
 }
 
 // EnsureDatabase creates the database named in databaseURL when it does not

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,27 +23,22 @@ type clientFlags struct {
 	url, sub, tenant, permissions string
 }
 
-func parseClientFlags(name, summary string, args []string, stderr io.Writer) (clientFlags, error) {
+func parseClientFlags(name, summary string, args []string, stdout, stderr io.Writer) (clientFlags, error) {
 	var f clientFlags
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herald %s --sub USER --tenant TENANT [flags]\n\n%s\n\n", name, summary)
-		fs.PrintDefaults()
-	}
+	fs := newFlags(name+" --sub USER --tenant TENANT [flags]", summary, 0)
 	addr := os.Getenv("HERALD_HTTP_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:8080"
 	}
-	fs.StringVar(&f.url, "url", "http://"+addr, "base URL of a running herald dev")
+	fs.StringVar(&f.url, "url", "http://"+addr, "base URL of a running herald dev (default from HERALD_HTTP_ADDR)")
 	fs.StringVar(&f.sub, "sub", "", "user (token subject)")
 	fs.StringVar(&f.tenant, "tenant", "", "tenant (organizer id)")
 	fs.StringVar(&f.permissions, "permissions", "", "comma-separated permission codes")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parse(args, stdout, stderr); err != nil {
 		return f, err
 	}
 	if f.sub == "" || f.tenant == "" {
-		fs.Usage()
+		fs.printHelp(stderr)
 		return f, errors.New("--sub and --tenant are required")
 	}
 	return f, nil
@@ -81,7 +75,7 @@ func devToken(ctx context.Context, f clientFlags) (string, error) {
 }
 
 func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := parseClientFlags("token", "Prints an access token from a running herald dev.", args, stderr)
+	f, err := parseClientFlags("token", "Prints an access token from a running herald dev.", args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -95,7 +89,7 @@ func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 // watchCommand prints each frame of the user's live stream as one JSON line.
 func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := parseClientFlags("watch", "Prints a user's live notification frames from a running herald dev, one JSON object per line.", args, stderr)
+	f, err := parseClientFlags("watch", "Prints a user's live notification frames from a running herald dev, one JSON object per line.", args, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"text/tabwriter"
 
 	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/migrations"
@@ -26,15 +25,15 @@ Usage:
                     projection status, parked events and their retry
   herald token      print a dev-mode access token (needs a running herald dev)
   herald watch      print a dev-mode user's live notification frames
+  herald version    print the version, commit and Go version
 
 Run "herald <command> --help" for a command's flags and settings.
 `
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "herald:", err)
-		}
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "herald:", err)
 		os.Exit(1)
 	}
 }
@@ -49,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return serveCommand(ctx, rest, stderr)
+		return serveCommand(ctx, rest, stdout, stderr)
 	case "dev":
 		return devCommand(ctx, rest, stdout, stderr)
 	case "migrate":
@@ -63,44 +62,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "version", "--version":
+		_, err := fmt.Fprintln(stdout, versionLine())
+		return err
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
 }
 
-// settingsFlags is a flag set whose --help also lists the HERALD_ settings
-// of parts.
-func settingsFlags(name, summary string, parts app.Part, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herald %s\n\n%s\n\nSettings come from the environment:\n\n", name, summary)
-		printSettings(stderr, parts)
-	}
-	return fs
-}
-
-// printSettings lists the settings of parts with their defaults, for --help.
-func printSettings(w io.Writer, parts app.Part) {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENVIRONMENT\tDEFAULT\tMEANING")
-	for _, s := range app.Settings() {
-		if s.Part&parts == 0 {
-			continue
-		}
-		def := s.Default
-		if def == "" {
-			def = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, def, s.Help)
-	}
-	_ = tw.Flush()
-}
-
-func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := settingsFlags("serve", "Runs Herald against external Kafka, PostgreSQL and identity provider.", app.PartStorage|app.PartServe, stderr)
-	if err := fs.Parse(args); err != nil {
+func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "Runs Herald against external Kafka, PostgreSQL and identity provider.", app.PartStorage|app.PartServe)
+	if err := fs.parse(args, stdout, stderr); err != nil {
 		return err
 	}
 	return runApp(ctx, app.Load(os.LookupEnv))
@@ -117,9 +90,9 @@ func runApp(ctx context.Context, cfg app.Config) error {
 }
 
 func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := settingsFlags("migrate", "Applies pending migrations to HERALD_DATABASE_URL and exits.", app.PartStorage, stderr)
+	fs := newFlags("migrate [--create-database]", "Applies pending migrations to HERALD_DATABASE_URL and exits.", app.PartStorage)
 	create := fs.Bool("create-database", false, "create the database first when it does not exist")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parse(args, stdout, stderr); err != nil {
 		return err
 	}
 	cfg := app.Load(os.LookupEnv)
