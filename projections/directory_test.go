@@ -82,9 +82,17 @@ func TestDirectoryProjectionListsMembers(t *testing.T) {
 		t.Fatalf("bad cursor: %v", err)
 	}
 
-	// Rebuilt from the log, the directory is the same.
-	if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewDirectory(), nil); err != nil {
+	// Rebuilt from the log, the directory is the same; the rebuild
+	// reports its progress against the log's size.
+	var reports, done, total int64
+	res, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewDirectory(), projections.RebuildOptions{
+		Progress: func(d, n int64) { reports, done, total = reports+1, d, n },
+	})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if logged := int64(len(readLog(t, e.store))); reports == 0 || done != int64(res.Events) || total != logged {
+		t.Fatalf("progress: %d reports, last %d of %d; the rebuild applied %d of the log's %d events", reports, done, total, res.Events, logged)
 	}
 	if got := members(org); !slices.Equal(got, []string{"bob"}) {
 		t.Fatalf("org members after a rebuild = %v, want bob", got)

@@ -123,7 +123,7 @@ func TestParkedCreationsAreRepairedByARebuild(t *testing.T) {
 	if parked, err := projections.ListParked(ctx, e.pool, "inbox", 10); err != nil || len(parked) != 2 {
 		t.Fatalf("parked before the repair: %d, %v; want dave's 2 creations", len(parked), err)
 	}
-	if _, err := projections.Rebuild(ctx, e.pool, e.store, inbox, nil); err != nil {
+	if _, err := projections.Rebuild(ctx, e.pool, e.store, inbox, projections.RebuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if parked, err := projections.ListParked(ctx, e.pool, "inbox", 10); err != nil || len(parked) != 0 {

@@ -170,6 +170,9 @@ type RetryResult struct {
 type RetryOptions struct {
 	// Logger receives a line per event applied; nil discards.
 	Logger *slog.Logger
+	// Progress, when set, is called after every event retried with how
+	// many were retried and how many there are.
+	Progress func(done, total int64)
 }
 
 // RetryParked re-applies the events p parked, in the order they were parked,
@@ -218,7 +221,10 @@ func RetryParked(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store
 		parked = append(parked, page...)
 		after = page[len(page)-1].seq
 	}
-	for _, pe := range parked {
+	for i, pe := range parked {
+		if opts.Progress != nil && i > 0 {
+			opts.Progress(int64(i), int64(len(parked)))
+		}
 		ok, err := retryOne(ctx, pool, store, p, pe)
 		for errors.Is(err, errPaused) {
 			if !domain.Sleep(ctx, pausePoll) {
@@ -238,6 +244,9 @@ func RetryParked(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store
 		} else {
 			res.StillFailing++
 		}
+	}
+	if opts.Progress != nil && len(parked) > 0 {
+		opts.Progress(int64(len(parked)), int64(len(parked)))
 	}
 	return res, nil
 }

@@ -38,6 +38,17 @@ type Rebuildable interface {
 }
 
 // RebuildResult says what a rebuild did.
+// RebuildOptions configure Rebuild.
+type RebuildOptions struct {
+	// Logger receives the rebuild's milestones; nil discards.
+	Logger *slog.Logger
+	// Progress, when set, is called after every batch applied with the
+	// events applied so far and an estimate of how many there are in all
+	// (the log's size when the rebuild started, 0 when the store cannot
+	// say): long rebuilds report how far they are.
+	Progress func(done, total int64)
+}
+
 type RebuildResult struct {
 	// Checkpoint is the position the swapped-in tables reflect, the live
 	// projection's checkpoint at the swap.
@@ -72,7 +83,8 @@ type RebuildResult struct {
 // Only one rebuild of a projection runs at a time (an advisory lock of its
 // own). A failed rebuild leaves the live tables untouched; the next one
 // starts over.
-func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p Rebuildable, logger *slog.Logger) (RebuildResult, error) {
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p Rebuildable, opts RebuildOptions) (RebuildResult, error) {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -87,6 +99,14 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p 
 		return RebuildResult{}, err
 	}
 	r := NewRunner(pool, store, shadow, logger)
+	if opts.Progress != nil {
+		total := countEvents(ctx, store)
+		var done int64
+		r.onBatch = func(n int) {
+			done += int64(n)
+			opts.Progress(done, max(total, done))
+		}
+	}
 	var res RebuildResult
 	cur := eventstore.Start
 	began := time.Now()
@@ -173,6 +193,26 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p 
 	return res, nil
 }
 
+// eventCounter is a store that can count its log at once (PostgreSQL, the
+// in-memory store); EventStoreDB cannot without reading it all.
+type eventCounter interface {
+	CountEvents(ctx context.Context) (int64, error)
+}
+
+// countEvents is the size of the log when the store can tell it cheaply,
+// else 0: progress reports then go without an estimate of the time left.
+func countEvents(ctx context.Context, store eventstore.Store) int64 {
+	c, ok := store.(eventCounter)
+	if !ok {
+		return 0
+	}
+	n, err := c.CountEvents(ctx)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // prepareRebuild creates empty rebuild tables shaped like the live ones and
 // the rebuild's checkpoint at the start, dropping what a failed rebuild left.
 func prepareRebuild(ctx context.Context, pool *pgxpool.Pool, name string, tables []TablePair) error {
@@ -254,6 +294,9 @@ func (r *Runner) catchUp(ctx context.Context, cur eventstore.Position, limit fun
 		next, err := r.applyBatch(ctx, cur, events)
 		if next != cur {
 			applied += len(events)
+			if r.onBatch != nil {
+				r.onBatch(len(events))
+			}
 		}
 		cur = next
 		if err != nil {

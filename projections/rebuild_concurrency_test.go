@@ -66,7 +66,7 @@ func TestConcurrentRebuildsUnderTraffic(t *testing.T) {
 	errs := make(chan error, 2)
 	for _, p := range []projections.Rebuildable{projections.NewInbox(nil), projections.NewDirectory()} {
 		wg.Go(func() {
-			_, err := projections.Rebuild(rctx, e.pool, e.store, p, nil)
+			_, err := projections.Rebuild(rctx, e.pool, e.store, p, projections.RebuildOptions{})
 			errs <- err
 		})
 	}
@@ -128,10 +128,10 @@ func TestRebuildKeepsConstraintNames(t *testing.T) {
 	}
 	before := names()
 	for i := range 2 {
-		if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewInbox(nil), nil); err != nil {
+		if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewInbox(nil), projections.RebuildOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewDirectory(), nil); err != nil {
+		if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewDirectory(), projections.RebuildOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if got := names(); fmt.Sprint(got) != fmt.Sprint(before) {

@@ -50,6 +50,9 @@ type Runner struct {
 	projection Projection
 	logger     *slog.Logger
 	metrics    runnerMetrics
+	// onBatch, when set, is told how many events each batch a catch-up
+	// applied held (a rebuild's progress).
+	onBatch func(n int)
 }
 
 // RunnerOption configures a Runner.

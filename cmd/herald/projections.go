@@ -62,20 +62,16 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprint(stderr, projectionsUsage)
 		return fmt.Errorf("projections: unknown command %q", sub)
 	}
-	fs := settingsFlags("projections "+sub+" [name]", summary, app.PartStorage, stderr)
+	name := " [NAME]"
+	if sub == "rebuild" {
+		name = " NAME"
+	}
+	fs := newFlags("projections "+sub+name, summary+"\n\nProjections: "+strings.Join(projectionNames(app.Projections(nil)), ", ")+".", app.PartStorage)
 	limit := 0
 	if sub == "parked" {
 		fs.IntVar(&limit, "limit", 100, "list at most this many events")
 	}
-	if sub == "parked" {
-		settingsUsage := fs.Usage
-		fs.Usage = func() {
-			settingsUsage()
-			fmt.Fprint(stderr, "\nFlags:\n")
-			fs.PrintDefaults()
-		}
-	}
-	if err := fs.Parse(rest); err != nil {
+	if err := fs.parse(rest, stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 1 {
@@ -101,13 +97,13 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 
 	switch sub {
 	case "rebuild":
-		return projectionsRebuild(ctx, pool, store, selected, logger, stdout)
+		return projectionsRebuild(ctx, pool, store, selected, logger, stdout, stderr)
 	case "status":
 		return projectionsStatus(ctx, pool, store, selected, stdout)
 	case "parked":
 		return projectionsParked(ctx, pool, selected, limit, stdout)
 	default:
-		return projectionsRetry(ctx, pool, store, selected, logger, stdout)
+		return projectionsRetry(ctx, pool, store, selected, logger, stdout, stderr)
 	}
 }
 
@@ -184,10 +180,12 @@ func projectionsParked(ctx context.Context, pool *pgxpool.Pool, ps []projections
 	return tw.Flush()
 }
 
-func projectionsRetry(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, logger *slog.Logger, stdout io.Writer) error {
+func projectionsRetry(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, logger *slog.Logger, stdout, stderr io.Writer) error {
 	var errs []error
 	for _, p := range ps {
-		res, err := projections.RetryParked(ctx, pool, store, p, projections.RetryOptions{Logger: logger})
+		prog := newProgress("retry "+p.Name(), "parked events", stderr, logger)
+		res, err := projections.RetryParked(ctx, pool, store, p, projections.RetryOptions{Logger: logger, Progress: prog.report})
+		prog.finish()
 		fmt.Fprintf(stdout, "%s: %d applied, %d still parked\n", p.Name(), res.Applied, res.StillFailing)
 		if err != nil {
 			errs = append(errs, err)
@@ -196,13 +194,15 @@ func projectionsRetry(ctx context.Context, pool *pgxpool.Pool, store eventstore.
 	return errors.Join(errs...)
 }
 
-func projectionsRebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, logger *slog.Logger, stdout io.Writer) error {
+func projectionsRebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, ps []projections.Projection, logger *slog.Logger, stdout, stderr io.Writer) error {
 	r, ok := ps[0].(projections.Rebuildable)
 	if !ok {
 		return fmt.Errorf("projections: %s cannot be rebuilt", ps[0].Name())
 	}
 	began := time.Now()
-	res, err := projections.Rebuild(ctx, pool, store, r, logger)
+	prog := newProgress("rebuild "+r.Name(), "events", stderr, logger)
+	res, err := projections.Rebuild(ctx, pool, store, r, projections.RebuildOptions{Logger: logger, Progress: prog.report})
+	prog.finish()
 	if err != nil {
 		return fmt.Errorf("projections: rebuild %s: %w", r.Name(), err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
@@ -256,6 +257,16 @@ func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 	}
 }
 
+// CountEvents returns how many events the log holds, for progress reports
+// of work that reads it all (a projection rebuild).
+func (s *Store) CountEvents(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
+		return 0, classify(fmt.Errorf("eventstore: count events: %w", err))
+	}
+	return n, nil
+}
+
 // ComparePositions implements eventstore.Store.
 func (s *Store) ComparePositions(a, b eventstore.Position) (int, error) {
 	pa, err := parsePosition(a)
@@ -434,7 +445,13 @@ func (s *Store) sendNotifies() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := s.pool.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, puddle.ErrClosedPool):
+			// The store's owner closed the pool: the process is
+			// stopping, and nothing is left to wake.
+			s.notifying.Store(false)
+			return
+		case err != nil:
 			// Other processes' subscribers fall back to polling.
 			s.opts.Logger.Warn("event store: NOTIFY failed", "error", err)
 		}
