@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/heraldhq/herald/commands/eventstore"
@@ -209,18 +210,22 @@ func (c *Commands) MarkAllRead(ctx context.Context, cmd MarkAllRead) (eventstore
 
 // HistoryEntry is one event of a notification's history.
 type HistoryEntry struct {
+	// Stream is the event's stream: the notification's, or the recipient's
+	// inbox for a read-all.
+	Stream     string
 	Type       string
 	Position   eventstore.Position
 	Version    int64
 	RecordedAt time.Time
-	Payload    any
+	Payload    domain.Event
 }
 
 // NotificationHistory returns the events of one notification of the
-// caller's inbox, oldest first: its creation and every change of its
-// state. Another user's notification, or an unknown one, is
-// notification.not_found. Inbox-wide read-alls are events of the inbox, not
-// of the notification, and are not listed.
+// caller's inbox, oldest first: its creation, every change of its state, and
+// every read-all of the recipient that came after its creation, since each
+// of those covered it (an InboxMarkedRead is an event of the inbox stream;
+// Stream tells the two apart). Another user's notification, or an unknown
+// one, is notification.not_found.
 func (c *Commands) NotificationHistory(ctx context.Context, tenant, recipient, id string) ([]HistoryEntry, error) {
 	missing := domain.Errorf(domain.CodeNotificationMissing, "notification not found")
 	if !domain.ValidID(id) {
@@ -244,7 +249,7 @@ func (c *Commands) NotificationHistory(ctx context.Context, tenant, recipient, i
 					return nil, missing
 				}
 			}
-			out = append(out, HistoryEntry{Type: e.Type, Position: e.Position, Version: e.Version, RecordedAt: e.RecordedAt.UTC(), Payload: v})
+			out = append(out, historyEntry(e, v))
 		}
 		if len(evs) < 256 {
 			break
@@ -254,5 +259,66 @@ func (c *Commands) NotificationHistory(ctx context.Context, tenant, recipient, i
 	if len(out) == 0 {
 		return nil, missing
 	}
-	return out, nil
+	readAlls, err := c.readAllsSince(ctx, tenant, recipient, out[0].Position)
+	if err != nil {
+		return nil, err
+	}
+	return c.mergeHistory(out, readAlls)
+}
+
+func historyEntry(e eventstore.RecordedEvent, payload domain.Event) HistoryEntry {
+	return HistoryEntry{Stream: e.StreamID, Type: e.Type, Position: e.Position, Version: e.Version, RecordedAt: e.RecordedAt.UTC(), Payload: payload}
+}
+
+// readAllsSince returns the recipient's read-alls after position after,
+// oldest first, reading their inbox stream from its end.
+func (c *Commands) readAllsSince(ctx context.Context, tenant, recipient string, after eventstore.Position) ([]HistoryEntry, error) {
+	stream := domain.InboxStream(tenant, recipient)
+	var newestFirst []HistoryEntry
+	for from := eventstore.LastVersion; ; {
+		evs, err := c.store.ReadStreamBackward(ctx, stream, from, 256)
+		if err != nil {
+			return nil, storeError(fmt.Errorf("load %s: %w", stream, err))
+		}
+		for _, e := range evs {
+			cmp, err := c.store.ComparePositions(e.Position, after)
+			if err != nil {
+				return nil, fmt.Errorf("order %s: %w", stream, err)
+			}
+			if cmp <= 0 {
+				slices.Reverse(newestFirst)
+				return newestFirst, nil
+			}
+			if e.Type != domain.EventInboxMarkedRead {
+				continue
+			}
+			v, err := decodeRecorded(e)
+			if err != nil {
+				return nil, err
+			}
+			newestFirst = append(newestFirst, historyEntry(e, v))
+		}
+		if len(evs) < 256 || evs[len(evs)-1].Version == 0 {
+			slices.Reverse(newestFirst)
+			return newestFirst, nil
+		}
+		from = evs[len(evs)-1].Version - 1
+	}
+}
+
+// mergeHistory merges two histories, each oldest first, in log order.
+func (c *Commands) mergeHistory(a, b []HistoryEntry) ([]HistoryEntry, error) {
+	out := make([]HistoryEntry, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		cmp, err := c.store.ComparePositions(a[0].Position, b[0].Position)
+		if err != nil {
+			return nil, fmt.Errorf("order history: %w", err)
+		}
+		if cmp <= 0 {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...), nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -404,6 +405,9 @@ var Events = func() *Registry {
 func InboxStream(tenant, recipient string) string {
 	return "inbox-" + uuidV5(namespace, "inbox\x00"+tenant+"\x00"+recipient)
 }
+
+// IsInboxStream reports whether stream is a recipient's inbox stream.
+func IsInboxStream(stream string) bool { return strings.HasPrefix(stream, "inbox-") }
 
 // Metadata travels with every stored event. Source and times of delivery live
 // here rather than in the payload, so that the payload of a redelivered input

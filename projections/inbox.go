@@ -40,13 +40,13 @@ type Inbox struct {
 // inboxTables names the tables an Inbox writes: the live ones, or those a
 // rebuild fills before they replace them.
 type inboxTables struct {
-	notifications, counts string
+	notifications, counts, readAlls string
 }
 
 // Tables of the inbox read model.
 var (
-	liveInbox    = inboxTables{notifications: "inbox_notifications", counts: "inbox_unread_counts"}
-	rebuildInbox = inboxTables{notifications: "inbox_notifications_rebuild", counts: "inbox_unread_counts_rebuild"}
+	liveInbox    = inboxTables{notifications: "inbox_notifications", counts: "inbox_unread_counts", readAlls: "inbox_read_alls"}
+	rebuildInbox = inboxTables{notifications: "inbox_notifications_rebuild", counts: "inbox_unread_counts_rebuild", readAlls: "inbox_read_alls_rebuild"}
 )
 
 // NewInbox returns the inbox projection; publisher may be nil.
@@ -63,6 +63,7 @@ func (p *Inbox) Rebuild() (Projection, []TablePair) {
 	return &Inbox{tables: rebuildInbox, name: p.name + rebuildSuffix}, []TablePair{
 		{Live: liveInbox.notifications, Rebuild: rebuildInbox.notifications},
 		{Live: liveInbox.counts, Rebuild: rebuildInbox.counts},
+		{Live: liveInbox.readAlls, Rebuild: rebuildInbox.readAlls},
 	}
 }
 
@@ -330,6 +331,13 @@ func readAll(ctx context.Context, tx pgx.Tx, t inboxTables, ev domain.InboxMarke
 		ev.Tenant, ev.RecipientID, ev.ReadAt).Scan(&marked, &counted)
 	if err != nil {
 		return nil, fmt.Errorf("read all of %s/%s: %w", ev.Tenant, ev.RecipientID, err)
+	}
+	// The count is recorded for the read-all's own answer, also when it is
+	// none: the caller waits for this row.
+	_, err = tx.Exec(ctx, `INSERT INTO `+t.readAlls+` (position, tenant, recipient_id, marked, read_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING`, pos, ev.Tenant, ev.RecipientID, marked, ev.ReadAt)
+	if err != nil {
+		return nil, fmt.Errorf("record the read all of %s/%s: %w", ev.Tenant, ev.RecipientID, err)
 	}
 	if marked == 0 {
 		return nil, nil

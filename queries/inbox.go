@@ -72,7 +72,7 @@ func decodeCursor(s string) (cursor, error) {
 		err = json.Unmarshal(b, &c)
 	}
 	if err != nil || c.CreatedAt.IsZero() || !domain.ValidID(c.ID) {
-		return c, domain.Errorf(domain.CodeValidationFailed, "invalid cursor").WithDetail("fields", map[string]any{"cursor": "not a cursor this API returned"})
+		return c, domain.Errorf(domain.CodeValidationFailed, "invalid cursor").WithDetail("fields", map[string]any{"cursor": "is not a cursor this API returned"})
 	}
 	return c, nil
 }
@@ -195,6 +195,21 @@ func (q *Inbox) UnreadCount(ctx context.Context, tenant, recipientID string) (in
 		return 0, fmt.Errorf("unread count: %w", err)
 	}
 	return n, nil
+}
+
+// ReadAllCount returns how many notifications the read-all of the recipient
+// at position marked read; found is false until the inbox projection has
+// applied that read-all.
+func (q *Inbox) ReadAllCount(ctx context.Context, tenant, recipientID, position string) (n int64, found bool, err error) {
+	err = q.pool.QueryRow(ctx, `SELECT marked FROM inbox_read_alls WHERE position = $1 AND tenant = $2 AND recipient_id = $3`,
+		position, tenant, recipientID).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("read-all count: %w", err)
+	}
+	return n, true, nil
 }
 
 // Checkpoint returns the position the inbox projection has applied the log

@@ -50,46 +50,51 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, projection s
 	// A malformed token is refused at once, not after the wait.
 	if _, err := s.commands.ComparePositions(token, token); err != nil {
 		WriteError(w, r, s.logger, domain.Errorf(domain.CodeValidationFailed, "invalid %s", HeaderConsistencyToken).
-			WithDetail("fields", map[string]any{HeaderConsistencyToken: "not a position this API returned"}))
+			WithDetail("fields", map[string]any{HeaderConsistencyToken: "is not a position this API returned"}))
 		return false
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.readWait)
+	err := s.waitFor(r.Context(), projection, checkpoint, token)
+	if err == nil {
+		return true
+	}
+	if r.Context().Err() == nil { // else the client left: nobody to answer
+		WriteError(w, r, s.logger, err)
+	}
+	return false
+}
+
+// waitFor waits, up to the read wait, until projection has applied the log
+// up to position: nil once it has, projection.lagging when it has not by
+// then, common.unavailable when its checkpoint cannot be read.
+func (s *Server) waitFor(ctx context.Context, projection string, checkpoint func(context.Context) (string, error), position string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.readWait)
 	defer cancel()
 	wait := domain.Backoff{Min: 2 * time.Millisecond, Max: 50 * time.Millisecond}
-	var readErr error
 	for {
-		cp, err := checkpoint(ctx)
-		readErr = err
-		if err == nil {
-			cmp, cerr := s.commands.ComparePositions(cp, token)
-			if cerr != nil {
-				WriteError(w, r, s.logger, fmt.Errorf("compare %s checkpoint: %w", projection, cerr))
-				return false
+		cp, readErr := checkpoint(ctx)
+		if readErr == nil {
+			cmp, err := s.commands.ComparePositions(cp, position)
+			if err != nil {
+				return fmt.Errorf("compare %s checkpoint: %w", projection, err)
 			}
 			if cmp >= 0 {
-				return true
+				return nil
 			}
 		}
 		if !wait.Wait(ctx) {
-			if r.Context().Err() != nil {
-				return false // the client left
-			}
 			if readErr != nil && !errors.Is(readErr, context.DeadlineExceeded) {
 				// The checkpoint could not be read at all: the database,
 				// not the projection, is the trouble.
-				WriteError(w, r, s.logger, &domain.Error{Code: domain.CodeUnavailable, Message: "the read model is unavailable; retry later", Err: readErr})
-				return false
+				return &domain.Error{Code: domain.CodeUnavailable, Message: "the read model is unavailable; retry later", Err: readErr}
 			}
-			w.Header().Set("Retry-After", "1")
-			WriteError(w, r, s.logger, domain.Errorf(domain.CodeProjectionLagging, "the %s view has not caught up with your last write yet; retry", projection).
-				WithDetail("projection", projection).WithDetail("waited_ms", s.readWait.Milliseconds()))
-			return false
+			return domain.Errorf(domain.CodeProjectionLagging, "the %s view has not caught up with your last write yet; retry", projection).
+				WithDetail("projection", projection).WithDetail("waited_ms", s.readWait.Milliseconds())
 		}
 	}
 }
 
 // limitProblem says what the limit query parameter must be.
-var limitProblem = "an integer between 1 and " + strconv.Itoa(queries.MaxLimit)
+var limitProblem = "must be an integer between 1 and " + strconv.Itoa(queries.MaxLimit)
 
 // limitParam reads a page's limit query parameter: 0 when absent, ok false
 // when it is not an integer from 1 to queries.MaxLimit.
@@ -123,18 +128,18 @@ func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p aut
 		if raw := q.Get(name); raw != "" {
 			b, err := strconv.ParseBool(raw)
 			if err != nil {
-				v.Add(name, "true or false")
+				v.Add(name, "must be true or false")
 			}
 			*dst = b
 		}
 	}
 	if len(l.Type) > domain.MaxEventTypeBytes {
-		v.Add("type", fmt.Sprintf("at most %d bytes", domain.MaxEventTypeBytes))
+		v.Add("type", fmt.Sprintf("must be at most %d bytes", domain.MaxEventTypeBytes))
 	}
 	if raw := q.Get("since"); raw != "" {
 		t, err := time.Parse(time.RFC3339Nano, raw)
 		if err != nil {
-			v.Add("since", "an RFC 3339 time, such as 2026-11-23T09:00:00Z")
+			v.Add("since", "must be an RFC 3339 time, such as 2026-11-23T09:00:00Z")
 		}
 		l.Since = t
 	}
@@ -210,11 +215,27 @@ func (s *Server) readAll(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return
 	}
 	w.Header().Set(HeaderConsistencyToken, string(pos))
-	WriteData(w, r, http.StatusOK, map[string]any{"position": pos}, Meta{})
+	// The write side records one event whatever it covers; the inbox
+	// projection counts what it marked. Wait for it briefly, as a read with
+	// the consistency token would: the read-all is done either way, and
+	// count is null when the projection has not applied it yet.
+	out := map[string]any{"position": pos, "count": nil}
+	err = s.waitFor(r.Context(), "inbox", s.inbox.Checkpoint, string(pos))
+	if err == nil {
+		n, found, err := s.inbox.ReadAllCount(r.Context(), p.Tenant, p.Subject, string(pos))
+		switch {
+		case err != nil:
+			s.logger.WarnContext(r.Context(), "read-all count unavailable", "error", err, "request_id", RequestID(r))
+		case found:
+			out["count"] = n
+		}
+	}
+	WriteData(w, r, http.StatusOK, out, Meta{})
 }
 
 // historyEntry is one event of a notification's history as the API shows it.
 type historyEntry struct {
+	Stream     string    `json:"stream"` // "notification" or "inbox"
 	Type       string    `json:"type"`
 	Position   string    `json:"position"`
 	Version    int64     `json:"version"`
@@ -232,7 +253,11 @@ func (s *Server) notificationHistory(w http.ResponseWriter, r *http.Request, p a
 	}
 	out := make([]historyEntry, len(entries))
 	for i, e := range entries {
-		out[i] = historyEntry{Type: e.Type, Position: string(e.Position), Version: e.Version, RecordedAt: e.RecordedAt, Data: e.Payload}
+		stream := "notification"
+		if domain.IsInboxStream(e.Stream) {
+			stream = "inbox"
+		}
+		out[i] = historyEntry{Stream: stream, Type: e.Type, Position: string(e.Position), Version: e.Version, RecordedAt: e.RecordedAt, Data: e.Payload}
 	}
 	WriteData(w, r, http.StatusOK, out, Meta{})
 }

@@ -121,12 +121,24 @@ func TestInboxActionsFiltersAndReadYourWrites(t *testing.T) {
 	}
 	_, tok = e.act(alice, n1, "unarchive")
 
-	var ra struct{ Position string }
+	unreadBefore := count()
+	var ra struct {
+		Position string
+		Count    *int64
+	}
 	r := e.do(http.MethodPost, "/v1/notifications/read-all", alice, nil)
 	r.data(t, http.StatusOK, &ra)
 	tok = r.header.Get(herhttp.HeaderConsistencyToken)
 	if tok == "" || tok != ra.Position {
 		t.Fatalf("read-all: %+v, token %q", ra, tok)
+	}
+	if ra.Count == nil || *ra.Count != unreadBefore || unreadBefore == 0 {
+		t.Fatalf("read-all marked %v notifications, want the %d unread", ra.Count, unreadBefore)
+	}
+	var second struct{ Count *int64 }
+	e.do(http.MethodPost, "/v1/notifications/read-all", alice, nil).data(t, http.StatusOK, &second)
+	if second.Count == nil || *second.Count != 0 {
+		t.Fatalf("a second read-all marked %v, want 0", second.Count)
 	}
 	if c := count(); c != 0 {
 		t.Fatalf("unread count after read-all %d", c)
@@ -145,6 +157,7 @@ func TestInboxActionsFiltersAndReadYourWrites(t *testing.T) {
 	}
 
 	var history []struct {
+		Stream   string
 		Type     string
 		Position string
 		Version  int64
@@ -152,10 +165,16 @@ func TestInboxActionsFiltersAndReadYourWrites(t *testing.T) {
 	e.do(http.MethodGet, "/v1/notifications/"+n1+"/history", alice, nil).data(t, http.StatusOK, &history)
 	var types []string
 	for _, h := range history {
-		types = append(types, h.Type)
+		types = append(types, h.Stream+":"+h.Type)
 	}
-	if strings.Join(types, ",") != "NotificationCreated,NotificationArchived,NotificationUnarchived" {
+	// Both read-alls came after n1 and covered it.
+	if strings.Join(types, ",") != "notification:NotificationCreated,notification:NotificationArchived,notification:NotificationUnarchived,inbox:InboxMarkedRead,inbox:InboxMarkedRead" {
 		t.Fatalf("history %v", types)
+	}
+	// n4 came after both read-alls: none covered it.
+	e.do(http.MethodGet, "/v1/notifications/"+n4.NotificationIDs[0]+"/history", alice, nil).data(t, http.StatusOK, &history)
+	if len(history) != 1 || history[0].Type != "NotificationCreated" {
+		t.Fatalf("history of a notification after the read-alls: %+v", history)
 	}
 	e.do(http.MethodGet, "/v1/notifications/"+n1+"/history", bob, nil).error(t, http.StatusNotFound, domain.CodeNotificationMissing)
 	for _, action := range []string{"read", "unread", "archive", "unarchive"} {

@@ -38,6 +38,7 @@ type Inbox interface {
 	List(context.Context, queries.ListInbox) (queries.Page, error)
 	Get(ctx context.Context, tenant, recipientID, id string) (domain.InboxItem, error)
 	UnreadCount(ctx context.Context, tenant, recipientID string) (int64, error)
+	ReadAllCount(ctx context.Context, tenant, recipientID, position string) (n int64, found bool, err error)
 	Checkpoint(context.Context) (string, error)
 }
 
