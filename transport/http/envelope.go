@@ -98,7 +98,14 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	if errors.As(err, &de) && de.Details != nil {
 		body.Details = de.Details
 	}
-	if status >= 500 {
+	switch {
+	case status == http.StatusServiceUnavailable && code == domain.CodeProjectionLagging:
+		// The client's consistency token is ahead of the projection: the
+		// answer asks it to retry, nothing is broken.
+		logger.InfoContext(r.Context(), "read waited for its projection in vain", "code", code, "request_id", RequestID(r))
+	case status == http.StatusServiceUnavailable:
+		logger.WarnContext(r.Context(), "request failed: a dependency is unavailable", "error", err, "code", code, "request_id", RequestID(r))
+	case status >= 500:
 		logger.ErrorContext(r.Context(), "request failed", "error", err, "code", code, "request_id", RequestID(r))
 	}
 	if status == http.StatusUnauthorized {
@@ -147,13 +154,29 @@ func Middleware(logger *slog.Logger, next http.Handler, opts ...MiddlewareOption
 					WriteError(sw, r, logger, errors.New("panic"))
 				}
 			}
+			elapsed := time.Since(start)
+			status := sw.status
+			if status == 0 {
+				// The handler wrote nothing; net/http answers 200 for it.
+				status = http.StatusOK
+			}
 			if o.metrics != nil {
 				// r is the request the mux was given, so it now carries
 				// the matched pattern.
-				o.metrics.observe(r, sw.status, time.Since(start))
+				o.metrics.observe(r, status, elapsed)
 			}
-			logger.DebugContext(r.Context(), "http request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start), "request_id", id)
+			level := slog.LevelDebug
+			if o.accessLog {
+				level = slog.LevelInfo
+			}
+			// The route template, not the path: paths carry ids, and a
+			// log line per random path would say nothing more.
+			logger.Log(r.Context(), level, "http request", "method", r.Method, "route", routeOf(r.Pattern), "status", status,
+				"duration_ms", float64(elapsed.Microseconds())/1000, "request_id", id)
 		}()
+		if applyCORS(o.origins, sw, r, logger) {
+			return
+		}
 		next.ServeHTTP(sw, r)
 	})
 }

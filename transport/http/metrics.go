@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/transport/auth"
 )
 
 // RouteUnmatched is the route label of requests no route matched: unknown
@@ -60,10 +62,6 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // observe records one answered request. r must be the request the
 // http.ServeMux received: the mux records the matched pattern on it.
 func (m *Metrics) observe(r *http.Request, status int, elapsed time.Duration) {
-	if status == 0 {
-		// The handler wrote nothing; net/http answers 200 for it.
-		status = http.StatusOK
-	}
 	labels := prometheus.Labels{"route": routeOf(r.Pattern), "method": methodOf(r.Method), "status": strconv.Itoa(status)}
 	m.requests.With(labels).Inc()
 	m.duration.With(labels).Observe(elapsed.Seconds())
@@ -96,7 +94,16 @@ func methodOf(method string) string {
 type MiddlewareOption func(*middlewareOptions)
 
 type middlewareOptions struct {
-	metrics *Metrics
+	metrics   *Metrics
+	accessLog bool
+	origins   *auth.Origins
+}
+
+// WithAccessLog makes Middleware log every answered request at info: method,
+// route template, status, duration and request id. Without it the line is
+// logged at debug.
+func WithAccessLog() MiddlewareOption {
+	return func(o *middlewareOptions) { o.accessLog = true }
 }
 
 // WithMetrics makes Middleware count and time every request in m. The

@@ -6,15 +6,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/olahol/melody"
 
+	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/projections/live"
 	"github.com/heraldhq/herald/transport/auth"
 )
@@ -44,16 +42,16 @@ type Frame struct {
 // Config configures the hub.
 type Config struct {
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
-	// may connect. Requests without an Origin header (non-browser clients)
-	// and same-host origins are always allowed.
+	// may connect (see auth.Origins). Requests without an Origin header
+	// (non-browser clients) and same-origin ones are always allowed.
 	AllowedOrigins []string
 	// BufferSize is how many frames may wait for one slow client before it
 	// is disconnected (it then reconnects and reads its inbox). Default 256.
 	BufferSize int
-	// Refuse answers a handshake without a valid token; err is the
-	// verifier's, an auth.missing_token or auth.invalid_token error. The
-	// REST transport's error writer fits, so that both answer alike; nil
-	// answers a plain-text 401.
+	// Refuse answers a refused handshake: err is auth.forbidden for an
+	// origin not allowed, else the verifier's auth.missing_token or
+	// auth.invalid_token. The REST transport's error writer fits, so that
+	// both answer alike; nil answers in plain text.
 	Refuse func(w http.ResponseWriter, r *http.Request, err error)
 }
 
@@ -100,7 +98,7 @@ type Hub struct {
 	m        *melody.Melody
 	verifier *auth.Verifier
 	logger   *slog.Logger
-	allowed  []string
+	origins  *auth.Origins
 	onRefuse func(w http.ResponseWriter, r *http.Request, err error)
 
 	mu    sync.RWMutex
@@ -120,7 +118,7 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	}
 	h := &Hub{
 		m: m, verifier: verifier, logger: logger.With("component", "ws"),
-		allowed: cfg.AllowedOrigins, onRefuse: cfg.Refuse,
+		origins: auth.NewOrigins(cfg.AllowedOrigins), onRefuse: cfg.Refuse,
 		rooms: map[member]map[*melody.Session]struct{}{},
 	}
 	m.Upgrader.CheckOrigin = h.checkOrigin
@@ -149,6 +147,15 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 // ServeHTTP authenticates and upgrades. A missing or bad token gets a 401
 // (see Config.Refuse) and no upgrade.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Refused here rather than by the upgrader, which would answer in plain
+	// text and say nothing in the log.
+	if !h.checkOrigin(r) {
+		origin := r.Header.Get("Origin")
+		h.logger.WarnContext(r.Context(), "websocket origin refused", "origin", origin, "remote", r.RemoteAddr)
+		h.refuse(w, r, domain.Errorf(domain.CodeForbidden, "the origin %q may not open this stream; the server's HERALD_ALLOWED_ORIGINS does not list it", origin).
+			WithDetail("origin", origin))
+		return
+	}
 	token, err := auth.BearerToken(r)
 	if err != nil {
 		if t, ok := auth.SubprotocolToken(r); ok {
@@ -175,25 +182,18 @@ func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		h.onRefuse(w, r, err)
 		return
 	}
-	http.Error(w, "unauthorized", http.StatusUnauthorized)
+	status := http.StatusUnauthorized
+	if domain.ErrorCode(err) == domain.CodeForbidden {
+		status = http.StatusForbidden
+	}
+	http.Error(w, domain.ErrorMessage(err), status)
 }
 
+// checkOrigin lets through requests that do not come from a browser page (no
+// Origin header) and those from an allowed origin.
 func (h *Hub) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	origin = strings.ToLower(strings.TrimSuffix(origin, "/"))
-	return slices.ContainsFunc(h.allowed, func(a string) bool {
-		return strings.ToLower(strings.TrimSuffix(a, "/")) == origin
-	})
+	return origin == "" || h.origins.Allowed(origin, r)
 }
 
 func principalOf(s *melody.Session) (auth.Principal, bool) {

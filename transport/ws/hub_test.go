@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -363,16 +364,33 @@ func TestStreamSubprotocolAuth(t *testing.T) {
 
 func TestStreamChecksOrigin(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, ws.Config{AllowedOrigins: []string{"https://app.example.com"}})
+	var refused []string
+	var mu sync.Mutex
+	s := newStack(t, ws.Config{AllowedOrigins: []string{"https://app.example.com"},
+		Refuse: func(w http.ResponseWriter, r *http.Request, err error) {
+			mu.Lock()
+			refused = append(refused, domain.ErrorCode(err)+" "+r.Header.Get("Origin"))
+			mu.Unlock()
+			herhttp.WriteError(w, r, slog.New(slog.DiscardHandler), err)
+		}})
 	tok := s.token("alice", "org-1", time.Hour)
-	for _, origin := range []string{"https://evil.example.com", "http://app.example.com", "https://app.example.com.evil.net", "null"} {
+	// The server's own host over another scheme is another origin.
+	sameHostTLS := "https://" + strings.TrimPrefix(s.srv.URL, "http://")
+	bad := []string{"https://evil.example.com", "http://app.example.com", "https://app.example.com.evil.net", "null", sameHostTLS}
+	for _, origin := range bad {
 		h := bearer(tok)
 		h.Set("Origin", origin)
 		conn, hs, err := s.dial(h)
-		if conn != nil || !errors.Is(err, websocket.ErrBadHandshake) || hs.status != http.StatusForbidden {
-			t.Errorf("origin %s: upgraded %v, err %v, status %d; want 403", origin, conn != nil, err, hs.status)
+		if conn != nil || !errors.Is(err, websocket.ErrBadHandshake) || hs.status != http.StatusForbidden ||
+			!strings.HasPrefix(hs.header.Get("Content-Type"), "application/json") {
+			t.Errorf("origin %s: upgraded %v, err %v, status %d, %s; want a 403 error envelope", origin, conn != nil, err, hs.status, hs.header.Get("Content-Type"))
 		}
 	}
+	mu.Lock()
+	if len(refused) != len(bad) || !strings.HasPrefix(refused[0], domain.CodeForbidden+" https://evil.example.com") {
+		t.Errorf("refusals %q; want one auth.forbidden per bad origin", refused)
+	}
+	mu.Unlock()
 	for _, origin := range []string{"https://app.example.com", s.srv.URL, ""} {
 		h := bearer(tok)
 		if origin != "" {

@@ -21,11 +21,15 @@ import (
 type Config struct {
 	HTTPAddr    string
 	DatabaseURL string
+	// AccessLog logs every HTTP request at info.
+	AccessLog bool
 	// EventStore is "postgres", or an esdb:// or kurrentdb:// connection
 	// string for EventStoreDB / KurrentDB.
-	EventStore     string
-	Kafka          KafkaConfig
-	Auth           AuthConfig
+	EventStore string
+	Kafka      KafkaConfig
+	Auth       AuthConfig
+	// AllowedOrigins are the browser origins (scheme://host[:port]) that
+	// may call the REST API (CORS) and open /v1/stream.
 	AllowedOrigins []string
 	// ReadWait bounds how long a read carrying X-Consistency-Token waits
 	// for its projection.
@@ -101,6 +105,10 @@ type Setting struct {
 	Part    Part
 	set     func(c *Config, v string) error
 }
+
+// formerNames are the old names of renamed settings, read when the new name
+// is unset so that existing deployments keep working.
+var formerNames = map[string]string{"HERALD_ALLOWED_ORIGINS": "HERALD_WS_ALLOWED_ORIGINS"}
 
 // Settings lists every environment variable Herald reads, in the order
 // help prints them.
@@ -179,8 +187,25 @@ func Settings() []Setting {
 			str(func(c *Config) *string { return &c.Auth.TenantClaim })},
 		{"HERALD_JWT_CLIENT_ID", "", "Keycloak client whose resource_access roles are permissions; without HERALD_JWT_AUDIENCE, tokens must carry it as azp", PartServe,
 			str(func(c *Config) *string { return &c.Auth.ClientID })},
-		{"HERALD_WS_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed on /v1/stream", PartServe,
-			func(c *Config, v string) error { c.AllowedOrigins = SplitList(v); return nil }},
+		{"HERALD_ALLOWED_ORIGINS", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the REST API (CORS) and open /v1/stream; formerly HERALD_WS_ALLOWED_ORIGINS", PartServe,
+			func(c *Config, v string) error {
+				c.AllowedOrigins = SplitList(v)
+				for _, o := range c.AllowedOrigins {
+					if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+						return fmt.Errorf("%q: want origins such as https://app.example.com or http://localhost:3000", o)
+					}
+				}
+				return nil
+			}},
+		{"HERALD_ACCESS_LOG", "true", "true to log every HTTP request at info (method, route, status, duration, request id)", PartServe,
+			func(c *Config, v string) error {
+				on, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("%q: want true or false", v)
+				}
+				c.AccessLog = on
+				return nil
+			}},
 		{"HERALD_READ_WAIT", "2s", "how long a read carrying X-Consistency-Token waits for the projection before 503 projection.lagging", PartServe,
 			func(c *Config, v string) error {
 				d, err := time.ParseDuration(v)
@@ -220,6 +245,10 @@ func Load(lookup func(string) (string, bool)) Config {
 		v := s.Default
 		if got, ok := lookup(s.Name); ok && got != "" {
 			v = got
+		} else if former := formerNames[s.Name]; former != "" {
+			if got, ok := lookup(former); ok && got != "" {
+				v = got
+			}
 		}
 		if err := s.set(&c, v); err != nil {
 			if c.problems == nil {
