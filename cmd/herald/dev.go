@@ -21,16 +21,16 @@ var banner = template.Must(template.New("banner").Parse(`
 
   Try it, from the repository, in another terminal:
 
-    go run ./cmd/herald watch --sub alice --tenant org-1 &
+    go run ./cmd/herald watch --url {{.HTTP}} --sub alice --tenant org-1 &
     echo '{"eventType":"PAYMENT_SUCCESS","recipientScope":"users","organizerId":"org-1","recipientIds":["alice"],"data":{"payment":{"subject":"Order #42"}},"occurredAt":"2026-11-23T09:00:00Z"}' | kcat -P -b {{.Kafka}} -t {{.Topic}}
-    TOKEN=$(go run ./cmd/herald token --sub alice --tenant org-1)
+    TOKEN=$(go run ./cmd/herald token --url {{.HTTP}} --sub alice --tenant org-1)
     curl -s -H "Authorization: Bearer $TOKEN" {{.HTTP}}/v1/notifications
 
 `))
 
 func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := settingsFlags("dev", "Runs Herald with an embedded Kafka broker and a dev identity provider, on the local PostgreSQL\n(the database is created and migrated when missing). For development only.", app.PartStorage|app.PartServe|app.PartDev, stderr)
-	if err := fs.Parse(args); err != nil {
+	fs := newFlags("dev", "Runs Herald with an embedded Kafka broker and a dev identity provider, on the local PostgreSQL\n(the database is created and migrated when missing). For development only.", app.PartStorage|app.PartServe|app.PartDev)
+	if err := fs.parse(args, stdout, stderr); err != nil {
 		return err
 	}
 	cfg := app.Load(os.LookupEnv)
@@ -42,11 +42,21 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer a.Close()
-	err = banner.Execute(stdout, map[string]string{
-		"HTTP": a.URL(), "Kafka": strings.Join(a.KafkaBrokers(), ","), "Topic": kafka.TopicActivity, "DB": redactURL(cfg.DatabaseURL),
-	})
-	if err != nil {
-		return err
+	// The banner says Herald is up: print it once it is.
+	bannerDone := make(chan error, 1)
+	go func() {
+		select {
+		case <-a.Ready():
+			bannerDone <- banner.Execute(stdout, map[string]string{
+				"HTTP": a.URL(), "Kafka": strings.Join(a.KafkaBrokers(), ","), "Topic": kafka.TopicActivity, "DB": redactURL(cfg.DatabaseURL),
+			})
+		case <-ctx.Done():
+			bannerDone <- nil
+		}
+	}()
+	runErr := a.Run(ctx)
+	if runErr != nil {
+		return runErr
 	}
-	return a.Run(ctx)
+	return <-bannerDone
 }

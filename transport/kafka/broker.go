@@ -149,11 +149,13 @@ func (c *scramClient) Step(challenge string) (string, error) { return c.conv.Ste
 
 func (c *scramClient) Done() bool { return c.conv.Done() }
 
-// connect checks, within ConnectTimeout, that a broker answers, completes
+// Connect checks, within ConnectTimeout, that a broker answers, completes
 // the TLS and SASL handshakes and serves metadata. Sarama would otherwise
 // retry in the background for as long as the process lives, and a
-// misconfigured service would look healthy while consuming nothing.
-func (in *Ingress) connect(ctx context.Context) error {
+// misconfigured service would look healthy while consuming nothing. Run
+// checks first unless Connect succeeded before; a service calls Connect
+// itself to say it is up only once it is.
+func (in *Ingress) Connect(ctx context.Context) error {
 	cfg := sarama.NewConfig()
 	in.applyNet(cfg)
 	cfg.Net.DialTimeout, cfg.Net.ReadTimeout, cfg.Net.WriteTimeout = ConnectTimeout, ConnectTimeout, ConnectTimeout
@@ -165,10 +167,10 @@ func (in *Ingress) connect(ctx context.Context) error {
 		c, err := sarama.NewClient(in.cfg.Brokers, cfg)
 		done <- connectResult{c, err}
 	}()
-	fail := func(cause error) error {
+	fail := func(how string, cause error) error {
 		return &domain.Error{
 			Code:    domain.CodeUnavailable,
-			Message: fmt.Sprintf("cannot connect to the Kafka brokers %s within %s (%s)", strings.Join(in.cfg.Brokers, ", "), ConnectTimeout, in.security()),
+			Message: fmt.Sprintf("cannot connect to the Kafka brokers %s (%s): %s", strings.Join(in.cfg.Brokers, ", "), in.security(), how),
 			Err:     cause,
 		}
 	}
@@ -177,15 +179,16 @@ func (in *Ingress) connect(ctx context.Context) error {
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return fail(r.err)
+			return fail("the connection failed", r.err)
 		}
 		if err := r.client.Close(); err != nil {
 			in.logger.WarnContext(ctx, "closing the Kafka connection check", "error", err)
 		}
+		in.connected.Store(true)
 		return nil
 	case <-timer.C:
 		go closeLate(done)
-		return fail(errors.New("no answer"))
+		return fail(fmt.Sprintf("no broker answered within %s", ConnectTimeout), errors.New("no answer"))
 	case <-ctx.Done():
 		go closeLate(done)
 		return ctx.Err()

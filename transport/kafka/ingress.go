@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -76,6 +77,8 @@ type Ingress struct {
 	tls      *tls.Config
 	commands Requester
 	logger   *slog.Logger
+	// connected is set once Connect succeeded.
+	connected atomic.Bool
 
 	metrics   *metrics
 	processed prometheus.Counter
@@ -142,8 +145,10 @@ func isPermanent(err error) bool {
 // Run consumes until ctx ends, then drains in-flight messages and closes.
 func (in *Ingress) Run(ctx context.Context) error {
 	wlog := watermill.NewSlogLoggerWithLevelMapping(in.logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-	if err := in.connect(ctx); err != nil {
-		return err
+	if !in.connected.Load() {
+		if err := in.Connect(ctx); err != nil {
+			return err
+		}
 	}
 
 	subCfg := wkafka.DefaultSaramaSubscriberConfig()

@@ -153,6 +153,7 @@ type App struct {
 	hub       *ws.Hub
 	stopAuth  context.CancelFunc
 	kafkaAddr []string
+	ready     chan struct{}
 }
 
 // Build checks cfg (Config.Validate), migrates the database, opens the HTTP
@@ -162,7 +163,7 @@ func Build(ctx context.Context, cfg Config) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, stopAuth: func() {}}
+	a := &App{cfg: cfg, stopAuth: func() {}, ready: make(chan struct{})}
 	built := false
 	defer func() {
 		if !built {
@@ -182,7 +183,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	// Listen first: in dev mode the verifier fetches its keys from this
 	// very server.
 	if a.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("http: %w", err)
+		return fmt.Errorf("http: cannot listen on %s (set HERALD_HTTP_ADDR to another address): %w", cfg.HTTPAddr, err)
 	}
 	a.kafkaAddr = cfg.Kafka.Brokers
 	authCfg := auth.Config{
@@ -196,7 +197,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	if cfg.Dev {
 		if len(cfg.Kafka.Brokers) == 0 {
 			if a.broker, err = kafka.StartDevBroker(cfg.DevKafkaAddr, devPartitions, kafka.TopicActivity, kafka.TopicActivity+kafka.DLQSuffix); err != nil {
-				return err
+				return fmt.Errorf("%w (set HERALD_DEV_KAFKA_ADDR to another address)", err)
 			}
 			a.kafkaAddr = []string{a.broker.Addr()}
 			// The embedded broker speaks plain Kafka: security meant for
@@ -254,8 +255,12 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	mw := []herhttp.MiddlewareOption{herhttp.WithMetrics(httpMetrics), herhttp.WithCORS(auth.NewOrigins(cfg.AllowedOrigins))}
+	if cfg.AccessLog {
+		mw = append(mw, herhttp.WithAccessLog())
+	}
 	a.server = &http.Server{
-		Handler:           herhttp.Middleware(logger, mux, herhttp.WithMetrics(httpMetrics)),
+		Handler:           herhttp.Middleware(logger, mux, mw...),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -264,6 +269,10 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 
 // URL is the base URL Herald serves REST and WebSocket on.
 func (a *App) URL() string { return "http://" + a.listener.Addr().String() }
+
+// Ready is closed once Run has everything up: Kafka answered, and HTTP and
+// the projections are running.
+func (a *App) Ready() <-chan struct{} { return a.ready }
 
 // KafkaBrokers are the brokers Herald consumes from: the configured ones, or
 // the embedded broker's address in dev mode.
@@ -274,7 +283,9 @@ func (a *App) KafkaBrokers() []string { return a.kafkaAddr }
 // WebSocket sessions. It returns nil after a clean stop. Run once.
 func (a *App) Run(ctx context.Context) error {
 	logger := a.Logger
-	logger.InfoContext(ctx, "herald serving", "http", a.URL(), "kafka", a.kafkaAddr)
+	if err := a.ingress.Connect(ctx); err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := a.server.Serve(a.listener); !errors.Is(err, http.ErrServerClosed) {
@@ -286,6 +297,10 @@ func (a *App) Run(ctx context.Context) error {
 		g.Go(func() error { return ignoreCanceled(r.Run(gctx)) })
 	}
 	g.Go(func() error { return ignoreCanceled(a.ingress.Run(gctx)) })
+	// The listener accepts, the projections run and Kafka answered: Herald
+	// is up.
+	logger.InfoContext(ctx, "herald serving", "http", a.URL(), "kafka", a.kafkaAddr)
+	close(a.ready)
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("herald shutting down")

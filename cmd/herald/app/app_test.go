@@ -182,7 +182,7 @@ func TestBuildRefusesBadConfigurationAndCleansUp(t *testing.T) {
 	cfg.DatabaseURL = pgtest.NewDatabase(t)
 	cfg.HTTPAddr, cfg.DevKafkaAddr = taken.Addr().String(), brokerAddr
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	if _, err := app.Build(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "address already in use") {
+	if _, err := app.Build(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), "HERALD_HTTP_ADDR") {
 		t.Fatalf("Build on a taken port: %v", err)
 	}
 	// Nothing of the failed Build holds the broker's address.
