@@ -185,20 +185,20 @@ func (d *Directory) validate(g Group, users []string) error {
 		}
 	case GroupMerchant:
 		if !validText(g.ID) {
-			v.Add("merchantId", fmt.Sprintf("required, at most %d bytes, no NUL", MaxIDLength))
+			v.Add("merchantId", fmt.Sprintf("is required, of at most %d bytes and without NUL", MaxIDLength))
 		}
 	default:
 		v.Add("group", "must be org or merchant")
 	}
 	switch {
 	case len(users) == 0:
-		v.Add("userIds", "required and non-empty")
+		v.Add("userIds", "is required and must not be empty")
 	case len(users) > MaxImportMembers:
-		v.Add("userIds", fmt.Sprintf("more than %d users", MaxImportMembers))
+		v.Add("userIds", fmt.Sprintf("must list at most %d users", MaxImportMembers))
 	}
 	for i, u := range users {
 		if !validText(u) {
-			v.Add(fmt.Sprintf("userIds[%d]", i), fmt.Sprintf("required, at most %d bytes, no NUL", MaxIDLength))
+			v.Add(fmt.Sprintf("userIds[%d]", i), fmt.Sprintf("is required, of at most %d bytes and without NUL", MaxIDLength))
 			break
 		}
 	}

@@ -63,19 +63,19 @@ type Request struct {
 func (r Request) Validate() error {
 	var v ValidationError
 	if strings.TrimSpace(r.Tenant) == "" {
-		v.Add("organizerId", "required")
+		v.Add("organizerId", "is required")
 	} else if len(r.Tenant) > MaxIDLength {
-		v.Add("organizerId", fmt.Sprintf("longer than %d bytes", MaxIDLength))
+		v.Add("organizerId", fmt.Sprintf("must be at most %d bytes", MaxIDLength))
 	}
 	switch {
 	case strings.TrimSpace(r.EventType) == "":
-		v.Add("eventType", "required")
+		v.Add("eventType", "is required")
 	case len(r.EventType) > MaxEventTypeBytes:
-		v.Add("eventType", fmt.Sprintf("longer than %d bytes", MaxEventTypeBytes))
+		v.Add("eventType", fmt.Sprintf("must be at most %d bytes", MaxEventTypeBytes))
 	}
 	switch {
 	case r.OccurredAt.IsZero():
-		v.Add("occurredAt", "required, RFC 3339 time")
+		v.Add("occurredAt", "is required, as an RFC 3339 time")
 	case r.OccurredAt.Before(minOccurredAt) || !r.OccurredAt.Before(maxOccurredAt):
 		v.Add("occurredAt", "must fall in the years 1970 to 9998")
 	}
@@ -85,10 +85,10 @@ func (r Request) Validate() error {
 	switch r.Scope {
 	case ScopeUsers:
 		if len(r.RecipientIDs) == 0 {
-			v.Add("recipientIds", "required and non-empty for scope users")
+			v.Add("recipientIds", "is required and must not be empty for scope users")
 		}
 		if len(r.RecipientIDs) > MaxRecipients {
-			v.Add("recipientIds", fmt.Sprintf("more than %d recipients", MaxRecipients))
+			v.Add("recipientIds", fmt.Sprintf("must list at most %d recipients", MaxRecipients))
 		}
 		for i, id := range r.RecipientIDs {
 			if strings.TrimSpace(id) == "" || len(id) > MaxIDLength {
@@ -98,11 +98,11 @@ func (r Request) Validate() error {
 		}
 	case ScopeMerchant:
 		if strings.TrimSpace(r.MerchantID) == "" {
-			v.Add("merchantId", "required for scope merchant")
+			v.Add("merchantId", "is required for scope merchant")
 		}
 	case ScopeOrg:
 	case "":
-		v.Add("recipientScope", "required: org, merchant or users")
+		v.Add("recipientScope", "is required: org, merchant or users")
 	default:
 		v.Add("recipientScope", "must be org, merchant or users")
 	}

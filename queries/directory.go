@@ -35,7 +35,7 @@ func (d *Directory) ListMembers(ctx context.Context, tenant string, g domain.Gro
 	if cursor != "" {
 		b, err := base64.RawURLEncoding.DecodeString(cursor)
 		if err != nil || len(b) == 0 {
-			return MembersPage{}, domain.Errorf(domain.CodeValidationFailed, "invalid cursor").WithDetail("fields", map[string]any{"cursor": "not a cursor this API returned"})
+			return MembersPage{}, domain.Errorf(domain.CodeValidationFailed, "invalid cursor").WithDetail("fields", map[string]any{"cursor": "is not a cursor this API returned"})
 		}
 		after = string(b)
 	}

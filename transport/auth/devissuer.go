@@ -44,13 +44,13 @@ func NewDevIssuer(issuer, audience, tenantClaim string) (*DevIssuer, error) {
 	}
 	var problems domain.ValidationError
 	if issuer == "" {
-		problems.Add("issuer", "required")
+		problems.Add("issuer", "is required")
 	}
 	if audience == "" {
-		problems.Add("audience", "required")
+		problems.Add("audience", "is required")
 	}
 	if slices.Contains(claimsSetByIssue, tenantClaim) {
-		problems.Add("tenant_claim", fmt.Sprintf("%q is a claim the issuer sets itself", tenantClaim))
+		problems.Add("tenant_claim", fmt.Sprintf("must not be %q, a claim the issuer sets itself", tenantClaim))
 	}
 	if err := problems.Err(domain.CodeValidationFailed, "invalid dev issuer configuration"); err != nil {
 		return nil, err
@@ -114,10 +114,10 @@ func (d *DevIssuer) JWKS() ([]byte, error) {
 func (d *DevIssuer) Issue(sub, tenant string, permissions []string, ttl time.Duration) (string, error) {
 	var problems domain.ValidationError
 	if sub == "" {
-		problems.Add("sub", "required")
+		problems.Add("sub", "is required")
 	}
 	if tenant == "" {
-		problems.Add("tenant", "required")
+		problems.Add("tenant", "is required")
 	}
 	if ttl <= 0 {
 		problems.Add("ttl", "must be positive")

@@ -158,16 +158,16 @@ var errRefreshThrottled = errors.New("auth: JWKS refreshed less than a minute ag
 func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	var problems domain.ValidationError
 	if cfg.JWKSURL == "" {
-		problems.Add("jwks_url", "required")
+		problems.Add("jwks_url", "is required")
 	} else if u, err := url.Parse(cfg.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		problems.Add("jwks_url", "must be an absolute http or https URL")
 	}
 	if cfg.Issuer == "" {
-		problems.Add("issuer", "required")
+		problems.Add("issuer", "is required")
 	}
 	if cfg.Audience == "" && cfg.ClientID == "" {
-		problems.Add("audience", "required unless client_id is set")
-		problems.Add("client_id", "required unless audience is set")
+		problems.Add("audience", "is required unless client_id is set")
+		problems.Add("client_id", "is required unless audience is set")
 	}
 	if cfg.Leeway < 0 {
 		problems.Add("leeway", "must not be negative")
@@ -178,7 +178,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	for _, alg := range algorithms {
 		if !slices.Contains(supportedAlgorithms, alg) {
-			problems.Add("algorithms", fmt.Sprintf("unsupported algorithm %q", alg))
+			problems.Add("algorithms", fmt.Sprintf("must not include %q, which is not supported", alg))
 		}
 	}
 	if err := problems.Err(domain.CodeValidationFailed, "invalid auth configuration"); err != nil {

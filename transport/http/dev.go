@@ -38,13 +38,13 @@ func (s *Server) RegisterDevIdentity(mux *http.ServeMux, issuer *auth.DevIssuer)
 		dec.DisallowUnknownFields()
 		var v domain.ValidationError
 		if err := dec.Decode(&req); err != nil {
-			v.Add("body", "a JSON object {sub, tenant, permissions}")
+			v.Add("body", "must be a JSON object {sub, tenant, permissions}")
 		} else {
 			if strings.TrimSpace(req.Sub) == "" {
-				v.Add("sub", "required")
+				v.Add("sub", "is required")
 			}
 			if strings.TrimSpace(req.Tenant) == "" {
-				v.Add("tenant", "required")
+				v.Add("tenant", "is required")
 			}
 		}
 		if err := v.Err(domain.CodeValidationFailed, "invalid token request"); err != nil {

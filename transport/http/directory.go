@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"strings"
 
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/domain"
@@ -155,19 +157,43 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) er
 		var typ *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &tooLarge):
-			return invalid(fmt.Sprintf("larger than %d bytes", limit))
+			return invalid(fmt.Sprintf("is larger than %d bytes", limit))
 		case errors.Is(err, io.EOF):
-			return invalid("empty; a JSON object is required")
-		case errors.As(err, &syntax):
-			return invalid(fmt.Sprintf("malformed JSON at byte %d", syntax.Offset))
+			return invalid("is empty; a JSON object is required")
+		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
+			return invalid("is not valid JSON")
+		case errors.As(err, &typ) && typ.Field == "":
+			return invalid("must be a JSON object")
 		case errors.As(err, &typ):
-			return invalid(fmt.Sprintf("field %q must be %s", typ.Field, typ.Type))
+			return invalid(fmt.Sprintf("has field %q, which must be %s", typ.Field, jsonKind(typ.Type)))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return invalid("has an unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field "))
 		default:
-			return invalid(err.Error())
+			return invalid("is not a JSON object of the expected form")
 		}
 	}
 	if dec.More() {
-		return invalid("trailing data after the JSON object")
+		return invalid("has data after the JSON object")
 	}
 	return nil
+}
+
+// jsonKind names what a Go type is in JSON, for clients who never see Go.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another JSON value"
 }
