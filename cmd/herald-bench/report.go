@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 )
 
 // results is everything a run measured, as written to the JSON file.
@@ -38,59 +38,89 @@ type settings struct {
 	Only         string `json:"only,omitempty"`
 }
 
-// printTable writes the results as an aligned table, one row per
-// measurement and baseline pair.
+// reportWidth is the widest line the report prints: it must read in a
+// terminal or a pull request without scrolling sideways.
+const reportWidth = 100
+
+// printTable writes the results as one block per measurement: what was
+// measured, Herald's figure, each baseline's, their ratio and the goal, one
+// line each, wrapped to reportWidth columns.
 func printTable(w io.Writer, r results) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")) }
-	row("MEASUREMENT", "RESULT", "BASELINE", "BASELINE RESULT", "RATIO", "GOAL")
+	var b strings.Builder
+	block := func(title string, lines ...[2]string) {
+		b.WriteString(title + "\n")
+		for _, l := range lines {
+			writeWrapped(&b, "  "+fmt.Sprintf("%-9s", l[0])+" ", l[1])
+		}
+		b.WriteString("\n")
+	}
 	for _, a := range r.Append {
-		what := fmt.Sprintf("store append, %d appender%s", a.Appenders, plural(a.Appenders))
-		goalCell := "—"
+		goalCell := "none"
 		if a.Goal != nil {
 			goalCell = goalText(*a.Goal)
 		}
-		row(what, rate(a.Store, "events/s"),
-			fmt.Sprintf("plain INSERT, %d conn%s, autocommit", a.PlainInsertConns, plural(a.PlainInsertConns)),
-			rate(a.PlainInsert, "events/s"), times(a.StoreVsPlain), goalCell)
-		row(what, rate(a.Store, "events/s"),
-			fmt.Sprintf("ceiling: %d rows/INSERT, %d conns", a.CeilingRows, a.CeilingConns),
-			rate(a.Ceiling, "events/s"), times(a.StoreVsCeiling), "—")
+		block(fmt.Sprintf("store append, %d appender%s", a.Appenders, plural(a.Appenders)),
+			[2]string{"Herald", rate(a.Store, "events/s")},
+			[2]string{"baseline", fmt.Sprintf("plain INSERT, %d conn%s, autocommit: %s", a.PlainInsertConns, plural(a.PlainInsertConns), rate(a.PlainInsert, "events/s"))},
+			[2]string{"ratio", times(a.StoreVsPlain)},
+			[2]string{"ceiling", fmt.Sprintf("%d rows per INSERT, %d conns: %s (Herald %s of it)", a.CeilingRows, a.CeilingConns, rate(a.Ceiling, "events/s"), times(a.StoreVsCeiling))},
+			[2]string{"goal", goalCell})
 	}
 	if e := r.EndToEnd; e != nil {
 		goals := make([]string, len(e.Goals))
 		for i, g := range e.Goals {
 			goals[i] = goalText(g)
 		}
-		row(fmt.Sprintf("end to end, %s messages, %d partitions", thousands(int64(e.Herald.Messages)), e.Partitions),
-			runText(e.Herald, "notifications/s"),
-			"minimal consumer, 1 INSERT/message",
-			runText(e.Baseline, "messages/s"), times(e.Ratio), strings.Join(goals, "; "))
+		block(fmt.Sprintf("end to end, %s messages, %d partitions", thousands(int64(e.Herald.Messages)), e.Partitions),
+			[2]string{"Herald", runText(e.Herald, "notifications/s")},
+			[2]string{"baseline", "minimal consumer, 1 INSERT per message: " + runText(e.Baseline, "messages/s")},
+			[2]string{"ratio", times(e.Ratio)},
+			[2]string{"goal", strings.Join(goals, "; ")})
 	}
 	if f := r.FanOut; f != nil {
-		row(fmt.Sprintf("fan-out, 1 org message to %s members, median of %d", thousands(int64(f.Members)), len(f.Herald)),
-			seconds(f.HeraldMedian)+" to the read model ("+spread(f.Herald)+")",
-			"minimal consumer, 1 INSERT … SELECT",
-			seconds(f.BaselineMedian)+" ("+spread(f.Baseline)+")", times(f.Ratio)+" the time", goalText(f.Goal))
+		block(fmt.Sprintf("fan-out, 1 org message to %s members, median of %d", thousands(int64(f.Members)), len(f.Herald)),
+			[2]string{"Herald", seconds(f.HeraldMedian) + " to the read model (" + spread(f.Herald) + ")"},
+			[2]string{"baseline", "minimal consumer, 1 INSERT … SELECT: " + seconds(f.BaselineMedian) + " (" + spread(f.Baseline) + ")"},
+			[2]string{"ratio", times(f.Ratio) + " the time"},
+			[2]string{"goal", goalText(f.Goal)})
 	}
 	if rd := r.Read; rd != nil {
-		row(fmt.Sprintf("read, GET /v1/notifications?limit=%d, %d clients, %s notifications of %s users", rd.Limit, rd.Clients, thousands(int64(rd.Notifications)), thousands(int64(rd.Users))),
-			readText(rd.Herald),
-			"minimal handler, same SQL via pgx, no auth or envelope",
-			readText(rd.Baseline), times(rd.Ratio), goalText(rd.Goal))
+		block(fmt.Sprintf("read, GET /v1/notifications?limit=%d, %d clients, %s notifications of %s users", rd.Limit, rd.Clients, thousands(int64(rd.Notifications)), thousands(int64(rd.Users))),
+			[2]string{"Herald", readText(rd.Herald) + fmt.Sprintf(", %.2f ms CPU per request", rd.Herald.CPUMsPerRequest)},
+			[2]string{"baseline", "minimal handler, same SQL via pgx, no auth or envelope: " + readText(rd.Baseline) + fmt.Sprintf(", %.2f ms CPU per request", rd.Baseline.CPUMsPerRequest)},
+			[2]string{"ratio", times(rd.Ratio)},
+			[2]string{"goal", goalText(rd.Goal)},
+			[2]string{"note", rd.Note + "; CPU is this process's (clients included, PostgreSQL not)"},
+			[2]string{"plan", rd.Plan})
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if rd := r.Read; rd != nil {
-		if _, err := fmt.Fprintf(w, "\nread: %s; CPU of this process per request (clients included, PostgreSQL not): %.2f ms, baseline %.2f ms; page query plan: %s\n",
-			rd.Note, rd.Herald.CPUMsPerRequest, rd.Baseline.CPUMsPerRequest, rd.Plan); err != nil {
-			return err
-		}
-	}
-	_, err := fmt.Fprintf(w, "\n%s, GOMAXPROCS %d, %s\nwall time %s\n",
-		r.GoVersion, r.GOMAXPROCS, r.PostgresVersion, (time.Duration(r.WallSeconds * float64(time.Second))).Round(time.Second))
+	writeWrapped(&b, "", fmt.Sprintf("%s, GOMAXPROCS %d, %s", r.GoVersion, r.GOMAXPROCS, r.PostgresVersion))
+	fmt.Fprintf(&b, "wall time %s\n", (time.Duration(r.WallSeconds * float64(time.Second))).Round(time.Second))
+	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeWrapped writes prefix and text, wrapping text at spaces so that no
+// line is wider than reportWidth; continuation lines are indented under the
+// text.
+func writeWrapped(b *strings.Builder, prefix, text string) {
+	indent := strings.Repeat(" ", utf8.RuneCountInString(prefix))
+	line, width := prefix, utf8.RuneCountInString(prefix)
+	started := false
+	for _, word := range strings.Fields(text) {
+		n := utf8.RuneCountInString(word)
+		if started && width+1+n > reportWidth {
+			b.WriteString(line + "\n")
+			line, width, started = indent, len(indent), false
+		}
+		if started {
+			line += " "
+			width++
+		}
+		line += word
+		width += n
+		started = true
+	}
+	b.WriteString(line + "\n")
 }
 
 func runText(e e2eRun, unit string) string {
