@@ -48,6 +48,11 @@ func TestServeFailsWhenNoKafkaBrokerAnswers(t *testing.T) {
 	if !strings.Contains(err.Error(), strings.ReplaceAll(brokers, ",", ", ")) {
 		t.Fatalf("serve: %v; want an error naming the brokers %s", err, brokers)
 	}
+	// Nothing listens there: the connection is refused at once, and the
+	// error says so rather than blaming a timeout.
+	if !strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "within") {
+		t.Fatalf("serve: %v; want the real cause, not a timeout", err)
+	}
 }
 
 // GET /metrics serves Herald's series, next to the Go runtime's and the
