@@ -37,7 +37,6 @@ type Rebuildable interface {
 	Rebuild() (Projection, []TablePair)
 }
 
-// RebuildResult says what a rebuild did.
 // RebuildOptions configure Rebuild.
 type RebuildOptions struct {
 	// Logger receives the rebuild's milestones; nil discards.
@@ -49,6 +48,7 @@ type RebuildOptions struct {
 	Progress func(done, total int64)
 }
 
+// RebuildResult says what a rebuild did.
 type RebuildResult struct {
 	// Checkpoint is the position the swapped-in tables reflect, the live
 	// projection's checkpoint at the swap.

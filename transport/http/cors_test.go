@@ -3,6 +3,7 @@ package http_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -29,7 +30,15 @@ func corsServer(t *testing.T) (*httptest.Server, *bytes.Buffer) {
 	return srv, &logs
 }
 
-func corsRequest(t *testing.T, method, url string, header ...string) *http.Response {
+// corsAnswer is an answer, read whole.
+type corsAnswer struct {
+	StatusCode int
+	Status     string
+	Header     http.Header
+	Body       []byte
+}
+
+func corsRequest(t *testing.T, method, url string, header ...string) corsAnswer {
 	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
@@ -42,8 +51,12 @@ func corsRequest(t *testing.T, method, url string, header ...string) *http.Respo
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = resp.Body.Close() })
-	return resp
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return corsAnswer{StatusCode: resp.StatusCode, Status: resp.Status, Header: resp.Header, Body: body}
 }
 
 func TestCORSPreflightFromAnAllowedOrigin(t *testing.T) {
@@ -81,7 +94,7 @@ func TestCORSRefusesOtherOrigins(t *testing.T) {
 	var env struct {
 		Error struct{ Code string } `json:"error"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+	if err := json.Unmarshal(resp.Body, &env); err != nil {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusForbidden || env.Error.Code != domain.CodeForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
