@@ -3,7 +3,6 @@ package domain
 import (
 	"fmt"
 	"slices"
-	"strings"
 )
 
 // Stored type names of the directory's events.
@@ -184,8 +183,8 @@ func (d *Directory) validate(g Group, users []string) error {
 			return Errorf(CodeNotFound, "organizer %q not found", g.ID)
 		}
 	case GroupMerchant:
-		if !validText(g.ID) {
-			v.Add("merchantId", fmt.Sprintf("is required, of at most %d bytes and without NUL", MaxIDLength))
+		if problem := IdentifierProblem(g.ID); problem != "" {
+			v.Add("merchantId", problem)
 		}
 	default:
 		v.Add("group", "must be org or merchant")
@@ -197,16 +196,10 @@ func (d *Directory) validate(g Group, users []string) error {
 		v.Add("userIds", fmt.Sprintf("must list at most %d users", MaxImportMembers))
 	}
 	for i, u := range users {
-		if !validText(u) {
-			v.Add(fmt.Sprintf("userIds[%d]", i), fmt.Sprintf("is required, of at most %d bytes and without NUL", MaxIDLength))
+		if problem := IdentifierProblem(u); problem != "" {
+			v.Add(fmt.Sprintf("userIds[%d]", i), problem)
 			break
 		}
 	}
 	return v.Err(CodeValidationFailed, "invalid directory change")
-}
-
-// validText reports whether s is a usable identifier: non-blank, bounded, and
-// free of NUL, which PostgreSQL text cannot hold.
-func validText(s string) bool {
-	return strings.TrimSpace(s) != "" && len(s) <= MaxIDLength && !strings.ContainsRune(s, 0)
 }

@@ -376,3 +376,45 @@ func TestBackoffDoublesUpToItsMaximumAndResets(t *testing.T) {
 		t.Fatal("Sleep ended early")
 	}
 }
+
+func TestUTF8JSON(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{"a":"plain"}`:                   true,
+		`{"a":"é ☃ 😀"}`:                   true,
+		`{"a":"\u00e9 \ud83d\ude00"}`:     true,
+		`{"a":"\\ud800 is text"}`:         true,
+		`{"a":"\\\ud83d\ude00"}`:          true,
+		"{\"a\":\"\xff\"}":                false,
+		"{\"a\":\"\xc3\"}":                false,
+		`{"a":"\ud800"}`:                  false,
+		`{"a":"\udc00"}`:                  false,
+		`{"a":"\ud800\u0041"}`:            false,
+		`{"a":"\ud800x"}`:                 false,
+		`{"a":"\ud83d"}`:                  false,
+		`{"\ud800":1}`:                    false,
+		`{"a":"ends with a lone \ud800"}`: false,
+		`{"a":"\uZZZZ"}`:                  true, // malformed: left to the decoder
+	} {
+		if got := UTF8JSON([]byte(in)); got != want {
+			t.Errorf("UTF8JSON(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestIdentifierProblem(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice":                  "",
+		"ünïcode-ok":             "",
+		"":                       "is required",
+		"  ":                     "is required",
+		strings.Repeat("a", 257): "must be at most 256 bytes",
+		"a\x00b":                 "must be UTF-8 text without control characters",
+		"a\nb":                   "must be UTF-8 text without control characters",
+		"\xff":                   "must be UTF-8 text without control characters",
+		"a\u0085b":               "must be UTF-8 text without control characters",
+	} {
+		if got := IdentifierProblem(in); got != want {
+			t.Errorf("IdentifierProblem(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

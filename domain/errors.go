@@ -21,6 +21,9 @@ const (
 	CodeIdempotencyConflict = "notification.idempotency_conflict"
 	CodeInvalidMessage      = "notification.invalid_message"
 	CodeProjectionLagging   = "projection.lagging"
+	CodeUpgradeRequired     = "ws.upgrade_required"
+	CodeUnsupportedMedia    = "common.unsupported_media_type"
+	CodePayloadTooLarge     = "common.payload_too_large"
 )
 
 // Error is an error with a stable code. Message is safe to show to a client;

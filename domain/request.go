@@ -62,10 +62,8 @@ type Request struct {
 // told apart from a malformed one.
 func (r Request) Validate() error {
 	var v ValidationError
-	if strings.TrimSpace(r.Tenant) == "" {
-		v.Add("organizerId", "is required")
-	} else if len(r.Tenant) > MaxIDLength {
-		v.Add("organizerId", fmt.Sprintf("must be at most %d bytes", MaxIDLength))
+	if problem := IdentifierProblem(r.Tenant); problem != "" {
+		v.Add("organizerId", problem)
 	}
 	switch {
 	case strings.TrimSpace(r.EventType) == "":
@@ -91,14 +89,14 @@ func (r Request) Validate() error {
 			v.Add("recipientIds", fmt.Sprintf("must list at most %d recipients", MaxRecipients))
 		}
 		for i, id := range r.RecipientIDs {
-			if strings.TrimSpace(id) == "" || len(id) > MaxIDLength {
-				v.Add(fmt.Sprintf("recipientIds[%d]", i), "empty or too long")
+			if problem := IdentifierProblem(id); problem != "" {
+				v.Add(fmt.Sprintf("recipientIds[%d]", i), problem)
 				break
 			}
 		}
 	case ScopeMerchant:
-		if strings.TrimSpace(r.MerchantID) == "" {
-			v.Add("merchantId", "is required for scope merchant")
+		if problem := IdentifierProblem(r.MerchantID); problem != "" {
+			v.Add("merchantId", problem+" for scope merchant")
 		}
 	case ScopeOrg:
 	case "":

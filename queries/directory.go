@@ -31,13 +31,9 @@ func (d *Directory) ListMembers(ctx context.Context, tenant string, g domain.Gro
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
-	after := ""
-	if cursor != "" {
-		b, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil || len(b) == 0 {
-			return MembersPage{}, domain.Errorf(domain.CodeValidationFailed, "invalid cursor").WithDetail("fields", map[string]any{"cursor": "is not a cursor this API returned"})
-		}
-		after = string(b)
+	after, err := decodeMemberCursor(cursor)
+	if err != nil {
+		return MembersPage{}, err
 	}
 	rows, err := d.pool.Query(ctx, `
 		SELECT user_id FROM directory_members
@@ -57,6 +53,20 @@ func (d *Directory) ListMembers(ctx context.Context, tenant string, g domain.Gro
 		page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(members[limit-1]))
 	}
 	return page, nil
+}
+
+// decodeMemberCursor reads the cursor of a member page: the last user id of
+// the page before, which must be an id the directory can hold (a made-up
+// cursor must not reach PostgreSQL as invalid text).
+func decodeMemberCursor(cursor string) (string, error) {
+	if cursor == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil || domain.IdentifierProblem(string(b)) != "" {
+		return "", domain.Errorf(domain.CodeValidationFailed, "invalid cursor").WithDetail("fields", map[string]any{"cursor": "is not a cursor this API returned"})
+	}
+	return string(b), nil
 }
 
 // Checkpoint returns the position the directory projection has applied the

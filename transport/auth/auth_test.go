@@ -1254,3 +1254,32 @@ func TestVerifiedTokensAreRememberedWithinTheirLimits(t *testing.T) {
 		t.Fatalf("a remembered token of a withdrawn key: %v, want %s", err, domain.CodeInvalidToken)
 	}
 }
+
+// A subject or tenant that no row or stream could hold is refused with the
+// token, before it reaches a query or an event. (Invalid UTF-8 cannot get
+// this far: JSON decoding of the claims turns it into U+FFFD.)
+func TestVerifyRejectsMalformedIdentityClaims(t *testing.T) {
+	key := signingKey(t, rsaKey(), "rsa-1", jwa.RS256)
+	srv := newJWKSServer(t, key)
+	v := newVerifier(t, testConfig(srv.URL))
+	for name, change := range map[string]func(map[string]any){
+		"NUL in sub":            func(c map[string]any) { c[jwt.SubjectKey] = "user\x0042" },
+		"newline in sub":        func(c map[string]any) { c[jwt.SubjectKey] = "user\n42" },
+		"long sub":              func(c map[string]any) { c[jwt.SubjectKey] = strings.Repeat("u", 257) },
+		"NUL in the tenant":     func(c map[string]any) { c["organizer_id"] = "org\x007" },
+		"control in the tenant": func(c map[string]any) { c["organizer_id"] = "org\u00857" },
+		"long tenant":           func(c map[string]any) { c["organizer_id"] = strings.Repeat("o", 257) },
+	} {
+		claims := validClaims()
+		change(claims)
+		if _, err := v.Verify(t.Context(), sign(t, key, claims)); domain.ErrorCode(err) != domain.CodeInvalidToken {
+			t.Errorf("%s: %v, want %s", name, err, domain.CodeInvalidToken)
+		}
+	}
+	claims := validClaims()
+	claims["preferred_username"] = "bad\x00name"
+	p, err := v.Verify(t.Context(), sign(t, key, claims))
+	if err != nil || p.Username != "" {
+		t.Errorf("a malformed preferred_username: %+v, %v; want the token, without a name", p, err)
+	}
+}

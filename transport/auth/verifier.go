@@ -522,10 +522,18 @@ func (v *Verifier) principal(tok jwt.Token) (Principal, error) {
 			return Principal{}, invalid("not an access token", fmt.Errorf("auth: typ %v", typ))
 		}
 	}
+	// The subject and the tenant name streams and rows: they must be ids
+	// PostgreSQL can store and a log can show, or the token is refused.
+	if problem := domain.IdentifierProblem(tok.Subject()); problem != "" {
+		return Principal{}, invalid("malformed subject", fmt.Errorf("auth: sub %s", problem))
+	}
 	tenantValue, _ := tok.Get(v.tenantClaim)
 	tenant, _ := tenantValue.(string)
 	if tenant == "" {
 		return Principal{}, invalid("missing tenant", fmt.Errorf("auth: claim %q missing, empty or not a string", v.tenantClaim))
+	}
+	if problem := domain.IdentifierProblem(tenant); problem != "" {
+		return Principal{}, invalid("malformed tenant", fmt.Errorf("auth: claim %q %s", v.tenantClaim, problem))
 	}
 	permissions, err := v.permissions(tok)
 	if err != nil {
@@ -543,12 +551,13 @@ func (v *Verifier) principal(tok jwt.Token) (Principal, error) {
 // username reads preferred_username. Unlike the claims that decide access,
 // a malformed one does not refuse the token: the name only labels the
 // caller's actions, so one that cannot serve is left out. That is a value
-// that is not a string, is longer than MaxUsernameBytes, or holds NUL, which
-// PostgreSQL cannot store in an event's metadata.
+// that is not a string, is longer than MaxUsernameBytes, or is not UTF-8
+// text without control characters (PostgreSQL cannot store NUL in an
+// event's metadata).
 func username(tok jwt.Token) string {
 	value, _ := tok.Get("preferred_username")
 	name, _ := value.(string)
-	if len(name) > MaxUsernameBytes || strings.ContainsRune(name, 0) {
+	if len(name) > MaxUsernameBytes || !domain.CleanText(name) {
 		return ""
 	}
 	return name

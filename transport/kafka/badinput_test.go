@@ -55,6 +55,11 @@ func TestBadInputIsDeadLetteredAndThePartitionGoesOn(t *testing.T) {
 		{"an array", `[` + with("data", `{}`) + `]`, domain.CodeInvalidMessage},
 		{"empty", ``, domain.CodeInvalidMessage},
 		{"binary", "\x00\xff\xfe", domain.CodeInvalidMessage},
+		{"invalid UTF-8 in eventType", "{\"eventType\":\"E\xff\",\"recipientScope\":\"users\",\"organizerId\":\"org-1\",\"recipientIds\":[\"a\"],\"occurredAt\":\"2026-11-01T09:00:00Z\"}", domain.CodeValidationFailed},
+		{"invalid UTF-8 in a recipient", with("recipientIds", "[\"a\xc3\"]"), domain.CodeValidationFailed},
+		{"invalid UTF-8 in data", with("data", "{\"s\":\"caf\xe9\"}"), domain.CodeValidationFailed},
+		{"a lone surrogate in data", with("data", `{"s":"\ud800"}`), domain.CodeValidationFailed},
+		{"a control character in organizerId", with("organizerId", `"org\u0007"`), domain.CodeValidationFailed},
 	}
 	// Each bad message is followed by a valid one on the same partition.
 	want := map[string]int{} // original offset -> case

@@ -34,7 +34,8 @@ type activityMessage struct {
 // of the message's canonical JSON, so the same message produced twice is one
 // request whatever its formatting. Errors are *domain.Error:
 // notification.invalid_message for what is not such a message,
-// common.validation_failed for one with missing or malformed fields.
+// common.validation_failed for one with missing or malformed fields, or that
+// is not UTF-8.
 func DecodeActivity(payload []byte, headerKey string) (domain.Request, string, error) {
 	if len(payload) > MaxMessageBytes {
 		return domain.Request{}, "", domain.Errorf(domain.CodeInvalidMessage, "message of %d bytes exceeds the %d-byte limit", len(payload), MaxMessageBytes)
@@ -48,6 +49,11 @@ func DecodeActivity(payload []byte, headerKey string) (domain.Request, string, e
 	// JSON value.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return domain.Request{}, "", domain.Errorf(domain.CodeInvalidMessage, "message holds more than one JSON value")
+	}
+	if !domain.UTF8JSON(payload) {
+		// Decoding replaced what is not UTF-8 with U+FFFD: recorded, the
+		// request would differ from what the producer sent.
+		return domain.Request{}, "", domain.Errorf(domain.CodeValidationFailed, "message is not UTF-8: it holds invalid bytes or a lone surrogate escape")
 	}
 	req := domain.Request{
 		Tenant:       strings.TrimSpace(m.OrganizerID),
