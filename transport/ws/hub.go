@@ -9,7 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
+	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
 
 	"github.com/heraldhq/herald/domain"
@@ -49,7 +51,8 @@ type Config struct {
 	// is disconnected (it then reconnects and reads its inbox). Default 256.
 	BufferSize int
 	// Refuse answers a refused handshake: err is auth.forbidden for an
-	// origin not allowed, else the verifier's auth.missing_token or
+	// origin not allowed, ws.upgrade_required for a request that is no
+	// handshake, else the verifier's auth.missing_token or
 	// auth.invalid_token. The REST transport's error writer fits, so that
 	// both answer alike; nil answers in plain text.
 	Refuse func(w http.ResponseWriter, r *http.Request, err error)
@@ -62,9 +65,10 @@ const (
 	keyEvicted = "evicted"
 )
 
-// evictRetry is how often eviction retries to queue the close frame while the
-// session's buffer is still full.
-const evictRetry = 20 * time.Millisecond
+// closeWait bounds the write of a close frame that Herald sends outside the
+// session's queue (too slow, invalid frame): it waits for the frame being
+// written, if any, and then for room in the connection.
+const closeWait = 5 * time.Second
 
 func evicted(s *melody.Session) *atomic.Bool {
 	if v, ok := s.Get(keyEvicted); ok {
@@ -75,20 +79,40 @@ func evicted(s *melody.Session) *atomic.Bool {
 	return new(atomic.Bool) // not a session of ours; nothing to remember
 }
 
-// evict closes a session whose buffer overflowed. The close frame can only
-// be queued once the writer frees a slot, which it does when the client reads
-// or when melody's write deadline expires; keep trying until then.
+// closeNow ends a session with code and reason, without going through its
+// queue: the close frame is written next on the connection, after at most the
+// frame being written now, and then the connection is closed so that no
+// further frame follows it. A client that reads at all within closeWait gets
+// the close frame after what it was sent before; one that reads nothing gets
+// a bare TCP close then, as nothing more can reach it.
+func closeNow(s *melody.Session, code int, reason string) error {
+	conn := s.WebsocketConnection()
+	err := conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeWait))
+	return errors.Join(err, conn.Close())
+}
+
+// evict closes a session whose queue overflowed with CloseTooSlow: it
+// missed frames and must resynchronise.
 func (h *Hub) evict(s *melody.Session) {
-	t := time.NewTicker(evictRetry)
-	defer t.Stop()
-	for !s.IsClosed() {
-		_ = s.CloseWithMsg(melody.FormatCloseMessage(CloseTooSlow, "too slow"))
-		select {
-		case <-t.C:
-		case <-s.Request.Context().Done():
-			return
-		}
+	if err := closeNow(s, CloseTooSlow, "too slow"); err != nil {
+		h.logger.Debug("slow websocket client: close frame not delivered", "remote", s.Request.RemoteAddr, "error", err)
 	}
+}
+
+// onMessage answers what a client sends. Herald expects no data frames from
+// clients yet: a text frame that is not UTF-8 breaks RFC 6455 (1007), a
+// binary frame is a kind Herald does not take (1003); other text frames are
+// ignored.
+func (h *Hub) onMessage(s *melody.Session, msg []byte) {
+	if utf8.Valid(msg) {
+		return
+	}
+	h.logger.Warn("websocket text frame is not UTF-8; closing", "remote", s.Request.RemoteAddr)
+	_ = closeNow(s, websocket.CloseInvalidFramePayloadData, "text frame is not UTF-8")
+}
+
+func (h *Hub) onBinary(s *melody.Session, _ []byte) {
+	_ = closeNow(s, websocket.CloseUnsupportedData, "binary frames are not accepted")
 }
 
 type member struct{ tenant, recipient string }
@@ -125,15 +149,16 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	m.Upgrader.Subprotocols = []string{auth.Subprotocol}
 	m.HandleConnect(h.join)
 	m.HandleDisconnect(h.leave)
+	m.HandleMessage(h.onMessage)
+	m.HandleMessageBinary(h.onBinary)
 	m.HandleError(func(s *melody.Session, err error) {
 		if !errors.Is(err, melody.ErrMessageBufferFull) {
 			return
 		}
 		// Never skip frames silently: a client that cannot keep up is cut
 		// off, and resynchronises when it reconnects. Only the first
-		// overflow acts, and never synchronously: melody queues the close
-		// frame on the very buffer that is full, which would land here
-		// again.
+		// overflow acts, and never synchronously: the close frame waits
+		// for the frame being written, and push must not.
 		if evicted(s).Swap(true) {
 			return
 		}
@@ -171,6 +196,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, err)
 		return
 	}
+	// The upgrader would answer a plain GET in plain text.
+	if !websocket.IsWebSocketUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		h.refuse(w, r, domain.Errorf(domain.CodeUpgradeRequired, "this is a WebSocket endpoint: open it with a WebSocket handshake (Connection: Upgrade, Upgrade: websocket)"))
+		return
+	}
 	keys := map[string]any{keyPrincipal: p, keyEvicted: new(atomic.Bool)}
 	if err := h.m.HandleRequestWithKeys(w, r, keys); err != nil {
 		h.logger.DebugContext(r.Context(), "websocket upgrade failed", "error", err)
@@ -183,8 +214,11 @@ func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	status := http.StatusUnauthorized
-	if domain.ErrorCode(err) == domain.CodeForbidden {
+	switch domain.ErrorCode(err) {
+	case domain.CodeForbidden:
 		status = http.StatusForbidden
+	case domain.CodeUpgradeRequired:
+		status = http.StatusUpgradeRequired
 	}
 	http.Error(w, domain.ErrorMessage(err), status)
 }

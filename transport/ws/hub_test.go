@@ -439,6 +439,9 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestSlowClientIsDisconnected") {
 		t.Fatalf("slow-client scenario failed (%v):\n%s", err, excerpt(out))
 	}
+	if i := strings.Index(string(out), "the slow client read"); i >= 0 {
+		t.Log(strings.TrimSpace(strings.SplitN(string(out[i:]), "\n", 2)[0]))
+	}
 }
 
 // excerpt keeps a crash report readable: its head and its tail.
@@ -450,16 +453,44 @@ func excerpt(out []byte) string {
 	return string(out[:keep]) + "\n[…]\n" + string(out[len(out)-keep:])
 }
 
+// slowClientQueue is the session queue of the scenario: far more frames
+// than the socket buffers hold, so that a close frame queued behind them
+// arrives much later than one sent next.
+const slowClientQueue = 256
+
 func slowClientScenario(t *testing.T) {
-	s := newStack(t, ws.Config{BufferSize: 1})
-	conn, hs, err := s.dial(bearer(s.token("alice", "org-1", time.Hour)))
+	s := newStack(t, ws.Config{BufferSize: slowClientQueue})
+	tok := s.token("alice", "org-1", time.Hour)
+	conn, hs, err := s.dial(bearer(tok))
 	if err != nil {
 		t.Fatalf("dial: %v (status %d)", err, hs.status)
 	}
+	// A second session of alice's reads everything as it comes: the slow
+	// one's eviction must cost it nothing.
+	fast := s.connect(tok)
+	s.awaitJoined(fast, "org-1", "alice")
+	const deltas = 900
+	fastGot := make(chan []string, 1)
+	go func() {
+		var got []string
+		for len(got) < deltas {
+			select {
+			case f := <-fast.frames:
+				got = append(got, f.Position)
+			case <-fast.done:
+				fastGot <- got
+				return
+			case <-time.After(30 * time.Second):
+				fastGot <- got
+				return
+			}
+		}
+		fastGot <- got
+	}()
 
-	// The client reads until it has joined, then stops reading until told.
+	// The slow client reads until it has joined, then one frame every
+	// 10 ms: far slower than frames come.
 	joined := make(chan struct{})
-	resume := make(chan struct{})
 	type result struct {
 		positions []int
 		err       error
@@ -485,13 +516,13 @@ func slowClientScenario(t *testing.T) {
 				if first {
 					first = false
 					close(joined)
-					<-resume
 				}
 				continue
 			}
 			var p int
 			_, _ = fmt.Sscan(f.Position, &p)
 			r.positions = append(r.positions, p)
+			time.Sleep(10 * time.Millisecond)
 		}
 	}()
 	deadline := time.After(waitFor)
@@ -506,12 +537,8 @@ func slowClientScenario(t *testing.T) {
 		}
 	}
 
-	// Far more than the socket buffers (a few MiB on loopback) and the
-	// one-frame queue hold. The first frames go at a pace the server keeps
-	// up with until the socket is full, the rest in a burst: the queue
-	// then overflows while the writer is blocked on the socket, as with a
-	// real client that reads too slowly.
-	const deltas, paced = 450, 150 // 64 KiB each
+	// 64 KiB frames at a pace a reading client keeps up with: the slow
+	// client's socket fills, then its queue, while the fast one reads.
 	pad := strings.Repeat("x", 64<<10)
 	var slowest time.Duration // of one Publish
 	published := make(chan struct{})
@@ -521,9 +548,7 @@ func slowClientScenario(t *testing.T) {
 			start := time.Now()
 			s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicCreated, Position: fmt.Sprint(i), Data: map[string]string{"pad": pad}}})
 			slowest = max(slowest, time.Since(start))
-			if i <= paced {
-				time.Sleep(5 * time.Millisecond)
-			}
+			time.Sleep(time.Millisecond)
 		}
 	}()
 	select {
@@ -531,7 +556,6 @@ func slowClientScenario(t *testing.T) {
 	case <-time.After(2 * waitFor):
 		t.Fatal("publishing blocked on a slow client")
 	}
-	close(resume)
 	// Listeners of the live hub must not block (the inbox projection
 	// publishes from its own goroutine): one slow client may not stall
 	// the publisher, let alone until its write deadline.
@@ -542,11 +566,8 @@ func slowClientScenario(t *testing.T) {
 	var r result
 	select {
 	case r = <-done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("the slow client was never disconnected")
-	}
-	if len(r.positions) >= deltas {
-		t.Fatalf("the slow client received all %d frames and was not disconnected", deltas)
 	}
 	// Never silently skipped: what arrived before the cut is gap-free.
 	for i, p := range r.positions {
@@ -554,5 +575,94 @@ func slowClientScenario(t *testing.T) {
 			t.Fatalf("frame %d has position %d: frames were skipped before the disconnect (%v)", i, p, r.positions)
 		}
 	}
-	t.Logf("received %d of %d frames, then %v; slowest Publish %v", len(r.positions), deltas, r.err, slowest)
+	// Told why, and promptly: 4008 comes right after what the socket held
+	// when the queue overflowed, not behind the whole queue.
+	var ce *websocket.CloseError
+	if !errors.As(r.err, &ce) || ce.Code != ws.CloseTooSlow {
+		t.Errorf("the slow client's connection ended with %v, want close %d", r.err, ws.CloseTooSlow)
+	}
+	if len(r.positions) >= slowClientQueue {
+		t.Errorf("the slow client read %d frames before its close: the close frame waited behind the queue of %d", len(r.positions), slowClientQueue)
+	}
+	got := <-fastGot
+	for i, p := range got {
+		if p != fmt.Sprint(i+1) {
+			t.Fatalf("the fast client got position %s as frame %d: it lost frames", p, i+1)
+		}
+	}
+	if len(got) != deltas {
+		t.Fatalf("the fast client got %d of %d frames (connection: %v)", len(got), deltas, fast.err)
+	}
+	t.Logf("the slow client read %d of %d frames, then %v; slowest Publish %v", len(r.positions), deltas, r.err, slowest)
+}
+
+// A text frame that is not UTF-8 breaks RFC 6455 and is answered with close
+// 1007, never read as altered text; a binary frame with 1003.
+func TestStreamClosesOnFramesItCannotTake(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, ws.Config{})
+	tok := s.token("alice", "org-1", time.Hour)
+	for _, tc := range []struct {
+		kind int
+		data []byte
+		want int
+	}{
+		{websocket.TextMessage, []byte("caf\xe9"), websocket.CloseInvalidFramePayloadData},
+		{websocket.TextMessage, []byte{0xff, 0xfe}, websocket.CloseInvalidFramePayloadData},
+		{websocket.BinaryMessage, []byte{1, 2, 3}, websocket.CloseUnsupportedData},
+	} {
+		conn, hs, err := s.dial(bearer(tok))
+		if err != nil {
+			t.Fatalf("dial: %v (status %d)", err, hs.status)
+		}
+		c := read(conn)
+		s.awaitJoined(c, "org-1", "alice")
+		if err := conn.WriteMessage(tc.kind, tc.data); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-c.done:
+		case <-time.After(waitFor):
+			t.Fatalf("frame %q: the connection stayed open", tc.data)
+		}
+		var ce *websocket.CloseError
+		if !errors.As(c.err, &ce) || ce.Code != tc.want {
+			t.Errorf("frame %q: connection ended with %v, want close %d", tc.data, c.err, tc.want)
+		}
+	}
+	// A valid text frame is ignored; the session goes on.
+	c := s.connect(tok)
+	s.awaitJoined(c, "org-1", "alice")
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"hello"}`)); err != nil {
+		t.Fatal(err)
+	}
+	s.awaitJoined(c, "org-1", "alice")
+}
+
+// A plain GET of the stream, with a valid token, is told in the error
+// envelope that it needs a WebSocket handshake.
+func TestStreamAnswersAPlainGETWithTheEnvelope(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, ws.Config{Refuse: func(w http.ResponseWriter, r *http.Request, err error) {
+		herhttp.WriteError(w, r, slog.New(slog.DiscardHandler), err)
+	}})
+	req, err := http.NewRequest(http.MethodGet, s.srv.URL+"/v1/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token("alice", "org-1", time.Hour))
+	resp, err := s.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+		t.Fatalf("answer is not the envelope: %v", err)
+	}
+	if resp.StatusCode != http.StatusUpgradeRequired || env.Error.Code != domain.CodeUpgradeRequired || resp.Header.Get("Upgrade") != "websocket" {
+		t.Fatalf("plain GET: %s %q, Upgrade %q; want 426 %s", resp.Status, env.Error.Code, resp.Header.Get("Upgrade"), domain.CodeUpgradeRequired)
+	}
 }
