@@ -1,14 +1,17 @@
 package http
 
 import (
-	"encoding/json"
+	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/transport/auth"
 )
+
+// maxDevPermissions bounds the permissions of a dev token: a token must
+// stay well below what the verifier accepts.
+const maxDevPermissions = 64
 
 // DevTokenTTL is how long a dev-mode token lives.
 const DevTokenTTL = 12 * time.Hour
@@ -34,17 +37,23 @@ func (s *Server) RegisterDevIdentity(mux *http.ServeMux, issuer *auth.DevIssuer)
 	})
 	mux.HandleFunc("POST /dev/token", func(w http.ResponseWriter, r *http.Request) {
 		var req devTokenRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-		dec.DisallowUnknownFields()
+		if err := decodeJSON(w, r, 1<<20, &req); err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
 		var v domain.ValidationError
-		if err := dec.Decode(&req); err != nil {
-			v.Add("body", "must be a JSON object {sub, tenant, permissions}")
-		} else {
-			if strings.TrimSpace(req.Sub) == "" {
-				v.Add("sub", "is required")
+		for field, value := range map[string]string{"sub": req.Sub, "tenant": req.Tenant} {
+			if problem := domain.IdentifierProblem(value); problem != "" {
+				v.Add(field, problem)
 			}
-			if strings.TrimSpace(req.Tenant) == "" {
-				v.Add("tenant", "is required")
+		}
+		if len(req.Permissions) > maxDevPermissions {
+			v.Add("permissions", fmt.Sprintf("must list at most %d permissions", maxDevPermissions))
+		}
+		for i, perm := range req.Permissions {
+			if problem := domain.IdentifierProblem(perm); problem != "" {
+				v.Add(fmt.Sprintf("permissions[%d]", i), problem)
+				break
 			}
 		}
 		if err := v.Err(domain.CodeValidationFailed, "invalid token request"); err != nil {

@@ -1,10 +1,12 @@
 package http
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"reflect"
 	"strings"
@@ -142,24 +144,37 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, p auth.Prin
 	WriteData(w, r, http.StatusOK, map[string]any{"group": g, "userIds": page.Members}, pageMeta(page.NextCursor))
 }
 
-// decodeJSON reads one JSON object of at most limit bytes into dst, refusing
-// unknown fields and trailing data, each with a validation error that says
-// what was wrong.
+// decodeJSON reads one JSON object of at most limit bytes into dst. It
+// refuses, each with an error that says what was wrong: a Content-Type other
+// than application/json (415), a larger body (413), a body that is not UTF-8
+// (JSON decoding would silently replace what is not), malformed JSON, another
+// shape than dst's, unknown fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	invalid := func(problem string) error {
-		return domain.Errorf(domain.CodeValidationFailed, "invalid request body").WithDetail("body", problem)
+	if err := requireJSON(r); err != nil {
+		w.Header().Set("Connection", "close")
+		return err
 	}
+	invalid := func(problem string) error {
+		return domain.Errorf(domain.CodeValidationFailed, "invalid request body: it %s", problem).WithDetail("body", problem)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return domain.Errorf(domain.CodePayloadTooLarge, "the body is larger than the %d bytes this route accepts", limit)
+	case err != nil:
+		return invalid("could not be read whole")
+	case len(bytes.TrimSpace(b)) == 0:
+		return invalid("is empty; a JSON object is required")
+	case !domain.UTF8JSON(b):
+		return invalid("is not UTF-8 (invalid bytes or a lone surrogate escape)")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		var tooLarge *http.MaxBytesError
 		var syntax *json.SyntaxError
 		var typ *json.UnmarshalTypeError
 		switch {
-		case errors.As(err, &tooLarge):
-			return invalid(fmt.Sprintf("is larger than %d bytes", limit))
-		case errors.Is(err, io.EOF):
-			return invalid("is empty; a JSON object is required")
 		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
 			return invalid("is not valid JSON")
 		case errors.As(err, &typ) && typ.Field == "":
@@ -176,6 +191,18 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) er
 		return invalid("has data after the JSON object")
 	}
 	return nil
+}
+
+// requireJSON refuses a body that does not say it is JSON in UTF-8:
+// application/json, with parameters, and a charset only if utf-8.
+func requireJSON(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	mt, params, err := mime.ParseMediaType(ct)
+	if err == nil && mt == "application/json" && (params["charset"] == "" || strings.EqualFold(params["charset"], "utf-8")) {
+		return nil
+	}
+	return domain.Errorf(domain.CodeUnsupportedMedia, "the body must be sent as Content-Type: application/json (UTF-8), not %q", ct).
+		WithDetail("content_type", ct)
 }
 
 // jsonKind names what a Go type is in JSON, for clients who never see Go.

@@ -81,6 +81,12 @@ func statusOf(code string) int {
 		return http.StatusConflict
 	case domain.CodeUnavailable, domain.CodeProjectionLagging:
 		return http.StatusServiceUnavailable
+	case domain.CodeUpgradeRequired:
+		return http.StatusUpgradeRequired
+	case domain.CodeUnsupportedMedia:
+		return http.StatusUnsupportedMediaType
+	case domain.CodePayloadTooLarge:
+		return http.StatusRequestEntityTooLarge
 	default:
 		return http.StatusInternalServerError
 	}
@@ -118,6 +124,17 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	writeJSON(w, status, errorEnvelope{Error: body, Meta: Meta{TraceID: RequestID(r), Timestamp: now()}})
 }
 
+// printableASCII reports whether s holds only printable ASCII, what a
+// request id echoed in headers and logs may be.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", jsonContentType)
 	w.Header().Set("Cache-Control", "no-store")
@@ -135,7 +152,7 @@ func Middleware(logger *slog.Logger, next http.Handler, opts ...MiddlewareOption
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
-		if id == "" || len(id) > 128 {
+		if id == "" || len(id) > 128 || !printableASCII(id) {
 			id = newRequestID()
 		}
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
@@ -174,6 +191,13 @@ func Middleware(logger *slog.Logger, next http.Handler, opts ...MiddlewareOption
 			logger.Log(r.Context(), level, "http request", "method", r.Method, "route", routeOf(r.Pattern), "status", status,
 				"duration_ms", float64(elapsed.Microseconds())/1000, "request_id", id)
 		}()
+		if err := screen(r); err != nil {
+			// The body, if any, is not wanted: leave it unread and close
+			// the connection after the answer.
+			sw.Header().Set("Connection", "close")
+			WriteError(sw, r, logger, err)
+			return
+		}
 		if applyCORS(o.origins, sw, r, logger) {
 			return
 		}

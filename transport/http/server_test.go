@@ -234,6 +234,10 @@ func (e *env) do(method, path, token string, body []byte, header ...string) resp
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if body != nil {
+		// JSON unless the test says otherwise, as every client sends it.
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
@@ -732,14 +736,18 @@ func TestDevIdentity(t *testing.T) {
 		{`{"tenant":"org-1"}`, []string{"sub"}},
 		{`{"sub":"  ","tenant":"org-1"}`, []string{"sub"}},
 		{`{}`, []string{"sub", "tenant"}},
-		{`{"sub":"carol","tenant":"org-1","admin":true}`, []string{"body"}},
-		{`not json`, []string{"body"}},
-		{``, []string{"body"}},
+		{`{"sub":"carol","tenant":"org-1","admin":true}`, nil},
+		{`not json`, nil},
+		{``, nil},
 	} {
 		env := e.do(http.MethodPost, "/dev/token", "", []byte(c.body), "Content-Type", "application/json").
 			error(t, http.StatusBadRequest, domain.CodeValidationFailed)
 		fields, _ := env.Error.Details["fields"].(map[string]any)
-		if got := slices.Sorted(maps.Keys(fields)); !slices.Equal(got, c.fields) {
+		got := slices.Sorted(maps.Keys(fields))
+		switch {
+		case c.fields == nil && env.Error.Details["body"] == nil:
+			t.Errorf("body %q: details %v do not say what is wrong with the body", c.body, env.Error.Details)
+		case c.fields != nil && !slices.Equal(got, c.fields):
 			t.Errorf("body %q: fields %v, want %v", c.body, got, c.fields)
 		}
 	}

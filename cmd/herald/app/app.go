@@ -260,8 +260,12 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 		mw = append(mw, herhttp.WithAccessLog())
 	}
 	a.server = &http.Server{
-		Handler:           herhttp.Middleware(logger, mux, mw...),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: herhttp.Middleware(logger, mux, mw...),
+		// A client that trickles its request in is cut off; a WebSocket
+		// session sets its own deadlines once upgraded.
+		ReadHeaderTimeout: min(10*time.Second, cfg.HTTPReadTimeout),
+		ReadTimeout:       cfg.HTTPReadTimeout,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	return nil

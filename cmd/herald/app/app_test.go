@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,10 +25,13 @@ import (
 )
 
 // start builds a dev-mode Herald on a fresh database and runs it until the
-// test ends.
-func start(t *testing.T) *app.App {
+// test ends; adjust, when given, changes the configuration first.
+func start(t *testing.T, adjust ...func(*app.Config)) *app.App {
 	t.Helper()
 	cfg := app.Defaults()
+	for _, f := range adjust {
+		f(&cfg)
+	}
 	cfg.Dev = true
 	cfg.DatabaseURL = pgtest.NewDatabase(t)
 	cfg.HTTPAddr, cfg.DevKafkaAddr = "127.0.0.1:0", "127.0.0.1:0"
@@ -198,4 +203,67 @@ func TestBuildRefusesBadConfigurationAndCleansUp(t *testing.T) {
 		t.Errorf("URL %q has no port", a.URL())
 	}
 	a.Close()
+}
+
+// A client that trickles its request in is cut off after the read timeout,
+// and an idle keep-alive connection is closed after the idle timeout: no
+// connection is held forever.
+func TestSlowAndIdleConnectionsAreClosed(t *testing.T) {
+	t.Parallel()
+	a := start(t, func(c *app.Config) { c.HTTPReadTimeout, c.HTTPIdleTimeout = time.Second, time.Second })
+	admin, err := a.Issuer.Issue("admin", "org-1", []string{"notif.admin"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func() net.Conn {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(a.URL(), "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		return conn
+	}
+
+	// An authenticated import whose body comes a byte every 200 ms.
+	slow := dial()
+	fmt.Fprintf(slow, "POST /v1/directory/orgs/org-1/members HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", admin)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+				if _, err := slow.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	began := time.Now()
+	if _, err := io.Copy(io.Discard, slow); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Logf("slow request: %v", err)
+	}
+	if took := time.Since(began); took > 8*time.Second {
+		t.Errorf("a trickled request held its connection for %s with a read timeout of 1s", took)
+	}
+
+	// A keep-alive connection that asks once, then nothing.
+	idle := dial()
+	fmt.Fprint(idle, "GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %v, %v", resp, err)
+	}
+	_ = resp.Body.Close()
+	began = time.Now()
+	if _, err := io.Copy(io.Discard, idle); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Logf("idle connection: %v", err)
+	}
+	if took := time.Since(began); took > 8*time.Second {
+		t.Errorf("an idle connection stayed open %s with an idle timeout of 1s", took)
+	}
 }

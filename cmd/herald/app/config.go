@@ -23,6 +23,11 @@ type Config struct {
 	DatabaseURL string
 	// AccessLog logs every HTTP request at info.
 	AccessLog bool
+	// HTTPReadTimeout bounds the reading of a whole request, body included;
+	// HTTPIdleTimeout how long a keep-alive connection may wait for its next
+	// request.
+	HTTPReadTimeout time.Duration
+	HTTPIdleTimeout time.Duration
 	// EventStore is "postgres", or an esdb:// or kurrentdb:// connection
 	// string for EventStoreDB / KurrentDB.
 	EventStore string
@@ -197,6 +202,10 @@ func Settings() []Setting {
 				}
 				return nil
 			}},
+		{"HERALD_HTTP_READ_TIMEOUT", "30s", "longest a client may take to send a whole request, body included; a slower one is cut off", PartServe,
+			durationSetting(func(c *Config) *time.Duration { return &c.HTTPReadTimeout }, time.Second, 10*time.Minute)},
+		{"HERALD_HTTP_IDLE_TIMEOUT", "120s", "how long an idle keep-alive connection is kept open", PartServe,
+			durationSetting(func(c *Config) *time.Duration { return &c.HTTPIdleTimeout }, time.Second, time.Hour)},
 		{"HERALD_ACCESS_LOG", "true", "true to log every HTTP request at info (method, route, status, duration, request id)", PartServe,
 			func(c *Config, v string) error {
 				on, err := strconv.ParseBool(v)
@@ -232,6 +241,18 @@ func Settings() []Setting {
 			}},
 		{"HERALD_DEV_KAFKA_ADDR", "127.0.0.1:9092", "address of the embedded Kafka broker (dev only)", PartDev,
 			str(func(c *Config) *string { return &c.DevKafkaAddr })},
+	}
+}
+
+// durationSetting parses a duration from lo to hi into the field dst picks.
+func durationSetting(dst func(*Config) *time.Duration, lo, hi time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo || d > hi {
+			return fmt.Errorf("%q: want a duration from %s to %s, such as 30s", v, lo, hi)
+		}
+		*dst(c) = d
+		return nil
 	}
 }
 
@@ -326,6 +347,9 @@ func (c Config) validate(parts Part) error {
 		}
 		if c.ReadWait < time.Millisecond || c.ReadWait > time.Minute {
 			add("HERALD_READ_WAIT", "want a duration from 1ms to 1m, such as 2s")
+		}
+		if c.HTTPReadTimeout < time.Second || c.HTTPIdleTimeout < time.Second {
+			add("HERALD_HTTP_READ_TIMEOUT", "want durations of at least 1s for it and HERALD_HTTP_IDLE_TIMEOUT")
 		}
 		if !c.Dev {
 			c.validateKafka(add)
