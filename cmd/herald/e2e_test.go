@@ -84,7 +84,7 @@ func freeAddr(t *testing.T) string {
 // startHerald starts `herald dev` on free ports with a fresh database, waits
 // until it is ready, and stops it with SIGTERM when the test ends, checking
 // that it exits cleanly.
-func startHerald(t *testing.T) *herald {
+func startHerald(t *testing.T, env ...string) *herald {
 	t.Helper()
 	h := &herald{t: t, logs: &syncBuffer{}}
 	httpAddr, kafkaAddr := freeAddr(t), freeAddr(t)
@@ -96,6 +96,7 @@ func startHerald(t *testing.T) *herald {
 		"HERALD_DATABASE_URL="+pgtest.NewDatabase(t),
 		"HERALD_LOG_LEVEL=debug",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = h.logs, h.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
