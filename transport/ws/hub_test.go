@@ -469,7 +469,7 @@ func slowClientScenario(t *testing.T) {
 	// one's eviction must cost it nothing.
 	fast := s.connect(tok)
 	s.awaitJoined(fast, "org-1", "alice")
-	const deltas = 900
+	const deltas = 1200
 	fastGot := make(chan []string, 1)
 	go func() {
 		var got []string
@@ -488,9 +488,11 @@ func slowClientScenario(t *testing.T) {
 		fastGot <- got
 	}()
 
-	// The slow client reads until it has joined, then one frame every
-	// 10 ms: far slower than frames come.
+	// The slow client reads until it has joined, then stops reading until
+	// far more was published than its socket and its queue hold, then
+	// reads everything it was sent.
 	joined := make(chan struct{})
+	resume := make(chan struct{})
 	type result struct {
 		positions []int
 		err       error
@@ -516,13 +518,13 @@ func slowClientScenario(t *testing.T) {
 				if first {
 					first = false
 					close(joined)
+					<-resume
 				}
 				continue
 			}
 			var p int
 			_, _ = fmt.Sscan(f.Position, &p)
 			r.positions = append(r.positions, p)
-			time.Sleep(10 * time.Millisecond)
 		}
 	}()
 	deadline := time.After(waitFor)
@@ -537,8 +539,11 @@ func slowClientScenario(t *testing.T) {
 		}
 	}
 
-	// 64 KiB frames at a pace a reading client keeps up with: the slow
-	// client's socket fills, then its queue, while the fast one reads.
+	// 64 KiB frames, one every 5 ms: a pace a reading client keeps up with
+	// even under the race detector on a loaded machine. The slow client's
+	// socket fills (a few MiB on loopback, under 200 frames), then its
+	// queue: it is evicted well before the 600th frame, when it reads again,
+	// well within the 5 s its close frame may wait for it.
 	pad := strings.Repeat("x", 64<<10)
 	var slowest time.Duration // of one Publish
 	published := make(chan struct{})
@@ -548,7 +553,10 @@ func slowClientScenario(t *testing.T) {
 			start := time.Now()
 			s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicCreated, Position: fmt.Sprint(i), Data: map[string]string{"pad": pad}}})
 			slowest = max(slowest, time.Since(start))
-			time.Sleep(time.Millisecond)
+			if i == 600 {
+				close(resume)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}()
 	select {
@@ -576,7 +584,7 @@ func slowClientScenario(t *testing.T) {
 		}
 	}
 	// Told why, and promptly: 4008 comes right after what the socket held
-	// when the queue overflowed, not behind the whole queue.
+	// when the queue overflowed, not behind the whole queue of 256.
 	var ce *websocket.CloseError
 	if !errors.As(r.err, &ce) || ce.Code != ws.CloseTooSlow {
 		t.Errorf("the slow client's connection ended with %v, want close %d", r.err, ws.CloseTooSlow)
