@@ -13,26 +13,24 @@ import (
 	"github.com/heraldhq/herald/projections/live"
 )
 
-// Publisher receives the live deltas of committed changes.
-type Publisher interface {
-	Publish([]live.Delta)
-}
-
 // Inbox projects notifications into inbox_notifications and keeps
-// inbox_unread_counts (unread notifications that are not archived). After
-// each committed batch it publishes the live deltas of what changed: one per
+// inbox_unread_counts (unread notifications that are not archived). In the
+// transaction of each batch it records, in the delta log (live.Record), the
+// live deltas of what changed, which every instance then pushes: one per
 // created notification and per real change of one (read, unread, archived,
 // unarchived), one per read-all that marked anything, and, for every
 // recipient whose count one of those moved, their current unread count
 // (even when the batch's moves cancel out, so that a batch boundary never
 // decides whether a client hears its count). Events that change nothing
-// publish nothing.
+// record nothing.
 //
 // Apply must see each event once, in log order, which the Runner guarantees:
 // a creation applied twice is recognised, but replaying read, unread,
 // archive or a read-all over a later state would undo what followed them.
 type Inbox struct {
-	publisher Publisher
+	// logDeltas is false for a rebuild, which must not push again what the
+	// live projection recorded.
+	logDeltas bool
 	tables    inboxTables
 	name      string
 }
@@ -49,16 +47,16 @@ var (
 	rebuildInbox = inboxTables{notifications: "inbox_notifications_rebuild", counts: "inbox_unread_counts_rebuild", readAlls: "inbox_read_alls_rebuild"}
 )
 
-// NewInbox returns the inbox projection; publisher may be nil.
-func NewInbox(publisher Publisher) *Inbox {
-	return &Inbox{publisher: publisher, tables: liveInbox, name: "inbox"}
+// NewInbox returns the inbox projection.
+func NewInbox() *Inbox {
+	return &Inbox{logDeltas: true, tables: liveInbox, name: "inbox"}
 }
 
 // Name implements Projection.
 func (p *Inbox) Name() string { return p.name }
 
 // Rebuild implements Rebuildable: the same projection into the rebuild
-// tables, publishing nothing, so that a rebuild pushes no delta twice.
+// tables, recording no delta, so that a rebuild pushes nothing twice.
 func (p *Inbox) Rebuild() (Projection, []TablePair) {
 	return &Inbox{tables: rebuildInbox, name: p.name + rebuildSuffix}, []TablePair{
 		{Live: liveInbox.notifications, Rebuild: rebuildInbox.notifications},
@@ -169,10 +167,10 @@ func (p *Inbox) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Record
 	for _, k := range counts.order {
 		deltas = append(deltas, live.Delta{Tenant: k.tenant, RecipientID: k.recipient, Topic: live.TopicUnreadCount, Position: counts.lastPos[k], Data: live.UnreadCount{Count: newCounts[k]}})
 	}
-	if p.publisher == nil || len(deltas) == 0 {
+	if !p.logDeltas {
 		return nil, nil
 	}
-	return func() { p.publisher.Publish(deltas) }, nil
+	return nil, live.Record(ctx, tx, deltas)
 }
 
 func (s *segment) addState(e stateEvent) {

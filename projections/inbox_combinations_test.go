@@ -79,7 +79,7 @@ func TestInboxCombinationsInOneBatch(t *testing.T) {
 	change("bob", b1, domain.ActionUnread)
 
 	log := readLog(t, e.store)
-	reviewApply(t, e, projections.NewInbox(nil), log)
+	reviewApply(t, e, projections.NewInbox(), log)
 	wantRows, wantCounts := foldLog(t, log)
 	gotRows, gotCounts := readModel(t, e.pool)
 	if !maps.Equal(gotRows, wantRows) {
@@ -104,7 +104,7 @@ func TestParkedCreationsAreRepairedByARebuild(t *testing.T) {
 	if _, err := e.pool.Exec(ctx, `ALTER TABLE inbox_notifications ADD CONSTRAINT review_no_dave CHECK (recipient_id <> 'dave')`); err != nil {
 		t.Fatal(err)
 	}
-	inbox := projections.NewInbox(nil)
+	inbox := projections.NewInbox()
 	startRunner(t, projections.NewRunner(e.pool, e.store, inbox, nil))
 	d1 := e.request(t, requestCmd("k1", baseTime, "dave")).NotificationIDs[0]
 	d2 := e.request(t, requestCmd("k2", baseTime.Add(time.Second), "dave")).NotificationIDs[0]

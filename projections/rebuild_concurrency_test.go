@@ -26,7 +26,7 @@ func TestConcurrentRebuildsUnderTraffic(t *testing.T) {
 	ctx := context.Background()
 	dir := queries.NewDirectory(e.pool)
 	e.request(t, requestCmd("k0", baseTime, "alice"))
-	startRunner(t, projections.NewRunner(e.pool, e.store, projections.NewInbox(nil), nil))
+	startRunner(t, projections.NewRunner(e.pool, e.store, projections.NewInbox(), nil))
 	startRunner(t, projections.NewRunner(e.pool, e.store, projections.NewDirectory(), nil))
 	waitCheckpoint(t, e.pool, lastPosition(t, e.store))
 
@@ -64,7 +64,7 @@ func TestConcurrentRebuildsUnderTraffic(t *testing.T) {
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	errs := make(chan error, 2)
-	for _, p := range []projections.Rebuildable{projections.NewInbox(nil), projections.NewDirectory()} {
+	for _, p := range []projections.Rebuildable{projections.NewInbox(), projections.NewDirectory()} {
 		wg.Go(func() {
 			_, err := projections.Rebuild(rctx, e.pool, e.store, p, projections.RebuildOptions{})
 			errs <- err
@@ -128,7 +128,7 @@ func TestRebuildKeepsConstraintNames(t *testing.T) {
 	}
 	before := names()
 	for i := range 2 {
-		if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewInbox(nil), projections.RebuildOptions{}); err != nil {
+		if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewInbox(), projections.RebuildOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := projections.Rebuild(ctx, e.pool, e.store, projections.NewDirectory(), projections.RebuildOptions{}); err != nil {

@@ -17,7 +17,6 @@ import (
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/projections"
-	"github.com/heraldhq/herald/projections/live"
 	"github.com/heraldhq/herald/queries"
 )
 
@@ -113,10 +112,8 @@ func TestRebuildWhileServing(t *testing.T) {
 	store := postgres.New(pool, postgres.Options{PollInterval: 50 * time.Millisecond})
 	cmds := commands.New(store, nil)
 	ctx := context.Background()
-	hub := live.NewHub()
-	rec := &recorder{}
-	hub.Listen(rec.Publish)
-	startRunner(t, projections.NewRunner(pool, store, projections.NewInbox(hub), nil))
+	rec := newRecorder(t, pool, nil)
+	startRunner(t, projections.NewRunner(pool, store, projections.NewInbox(), nil))
 
 	users := []string{"alice", "bob", "carol"}
 	// A history before the rebuild starts, including every kind of change.
@@ -224,7 +221,7 @@ func TestRebuildWhileServing(t *testing.T) {
 	}
 
 	waitUntil(t, "writers and readers to get going", func() bool { return written.Load() > 0 && reads.Load() > 0 })
-	res, err := projections.Rebuild(ctx, pool, store, projections.NewInbox(nil), projections.RebuildOptions{})
+	res, err := projections.Rebuild(ctx, pool, store, projections.NewInbox(), projections.RebuildOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +257,7 @@ func TestRebuildWhileServing(t *testing.T) {
 		t.Fatalf("%d of 4 live index names after the swap (%v)", named, err)
 	}
 	// A second rebuild, now quiet, changes nothing.
-	if _, err := projections.Rebuild(ctx, pool, store, projections.NewInbox(nil), projections.RebuildOptions{}); err != nil {
+	if _, err := projections.Rebuild(ctx, pool, store, projections.NewInbox(), projections.RebuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if again, againCounts := readModel(t, pool); !maps.Equal(again, wantRows) || !maps.Equal(againCounts, wantCounts) {

@@ -122,7 +122,7 @@ func project(t *testing.T, pool *pgxpool.Pool, store eventstore.Store) {
 		after = batch[len(batch)-1].Position
 	}
 	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		_, err := projections.NewInbox(nil).Apply(ctx, tx, evs)
+		_, err := projections.NewInbox().Apply(ctx, tx, evs)
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -66,7 +66,7 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	if sub == "rebuild" {
 		name = " NAME"
 	}
-	fs := newFlags("projections "+sub+name, summary+"\n\nProjections: "+strings.Join(projectionNames(app.Projections(nil)), ", ")+".", app.PartStorage)
+	fs := newFlags("projections "+sub+name, summary+"\n\nProjections: "+strings.Join(projectionNames(app.Projections()), ", ")+".", app.PartStorage)
 	limit := 0
 	if sub == "parked" {
 		fs.IntVar(&limit, "limit", 100, "list at most this many events")
@@ -77,9 +77,7 @@ func projectionsCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	if fs.NArg() > 1 {
 		return fmt.Errorf("projections: at most one projection name, got %q", fs.Args())
 	}
-	// Effects that Apply returns (the inbox's live deltas) go nowhere here:
-	// this process serves no WebSocket.
-	selected, err := selectProjections(app.Projections(nil), fs.Arg(0))
+	selected, err := selectProjections(app.Projections(), fs.Arg(0))
 	if err != nil {
 		return err
 	}

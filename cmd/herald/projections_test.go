@@ -97,7 +97,7 @@ func TestProjectionsCommand(t *testing.T) {
 	// Run the inbox projection until it is past both events.
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- projections.NewRunner(pool, store, projections.NewInbox(nil), nil).Run(runCtx) }()
+	go func() { done <- projections.NewRunner(pool, store, projections.NewInbox(), nil).Run(runCtx) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := projections.ReadStatus(ctx, pool, store, "inbox")

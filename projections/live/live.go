@@ -1,6 +1,7 @@
 package live
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/heraldhq/herald/domain"
@@ -17,8 +18,18 @@ const (
 	TopicUnreadCount = "observation/signal/notification/unread_count"
 )
 
+// roomPrefix starts the name of every recipient's room.
+const roomPrefix = "signal/notification/"
+
 // Room is the room a recipient's sessions join.
-func Room(recipientID string) string { return "signal/notification/" + recipientID }
+func Room(recipientID string) string { return roomPrefix + recipientID }
+
+// RoomUser is the recipient whose room room is; ok is false for a name that
+// is no recipient's room.
+func RoomUser(room string) (recipientID string, ok bool) {
+	recipientID, ok = strings.CutPrefix(room, roomPrefix)
+	return recipientID, ok && recipientID != ""
+}
 
 // Delta is one change for one recipient.
 type Delta struct {
@@ -27,9 +38,13 @@ type Delta struct {
 	Topic       string
 	// Position is the global position of the event that caused the change.
 	Position string
+	// Seq is the delta's place among its recipient's deltas: 1, 2, 3, …
+	// without a gap, given when the delta is recorded (Record).
+	Seq int64
 	// Data is the frame payload: a domain.InboxItem for created; a
 	// ReadData for read, unread, archived and unarchived; a ReadAllData for
-	// read_all; an UnreadCount for unread_count.
+	// read_all; an UnreadCount for unread_count. Deltas read back from the
+	// log hold it as json.RawMessage.
 	Data any
 }
 

@@ -29,7 +29,6 @@ import (
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/projections"
-	"github.com/heraldhq/herald/projections/live"
 	"github.com/heraldhq/herald/queries"
 	"github.com/heraldhq/herald/transport/auth"
 	herhttp "github.com/heraldhq/herald/transport/http"
@@ -68,7 +67,6 @@ func newEnv(t *testing.T) *env {
 	store := memory.New()
 	directory := queries.NewDirectory(pool)
 	cmds := commands.New(store, nil)
-	feed := live.NewHub()
 
 	issuer := mustIssuer(t, issuerName)
 	foreign := mustIssuer(t, "other-idp")
@@ -99,7 +97,7 @@ func newEnv(t *testing.T) *env {
 	api.RegisterDevIdentity(mux, issuer)
 
 	var running sync.WaitGroup
-	for _, p := range []projections.Projection{projections.NewInbox(feed), projections.NewDirectory()} {
+	for _, p := range []projections.Projection{projections.NewInbox(), projections.NewDirectory()} {
 		runner := projections.NewRunner(pool, store, p, logger)
 		running.Go(func() { _ = runner.Run(ctx) })
 	}

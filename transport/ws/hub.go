@@ -2,10 +2,12 @@ package ws
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,25 +22,34 @@ import (
 )
 
 // Close codes Herald ends a session with. Clients act on them: 4001 asks
-// for a new token before reconnecting, 4008 for a reconnect that reads the
-// inbox again, 1001 for a reconnect to another instance.
+// for a (new) token, 4008 for a reconnect that resumes from its last seq,
+// 1001 for a reconnect to another instance.
 const (
 	// CloseGoingAway: the server is shutting down (RFC 6455).
 	CloseGoingAway = 1001
-	// CloseTokenExpired: the session's access token ran out.
+	// CloseTokenExpired: the session's access token ran out, or the
+	// handshake brought none that is valid.
 	CloseTokenExpired = 4001
 	// CloseTooSlow: the client did not read its frames fast enough and
-	// missed some; it must resynchronise.
+	// missed some; it must resume.
 	CloseTooSlow = 4008
 )
 
-// Frame is what a subscriber receives.
+// Frame is what a subscriber receives. Seq is set on persisted deltas (dense
+// per recipient); ephemeral pushes carry none.
 type Frame struct {
 	Type     string `json:"type"` // "event"
 	Topic    string `json:"topic"`
 	Room     string `json:"room"`
-	Position string `json:"position"`
+	Seq      int64  `json:"seq,omitempty"`
+	Position string `json:"position,omitempty"`
 	Data     any    `json:"data"`
+}
+
+// DeltaLog is the delta log sessions resume from (*live.Log).
+type DeltaLog interface {
+	Since(ctx context.Context, tenant, recipient string, after int64, limit int) ([]live.Delta, error)
+	Bounds(ctx context.Context, tenant, recipient string) (oldest, latest int64, err error)
 }
 
 // Config configures the hub.
@@ -48,36 +59,29 @@ type Config struct {
 	// (non-browser clients) and same-origin ones are always allowed.
 	AllowedOrigins []string
 	// BufferSize is how many frames may wait for one slow client before it
-	// is disconnected (it then reconnects and reads its inbox). Default 256.
+	// is disconnected (it then reconnects and resumes). Default 256.
 	BufferSize int
 	// Refuse answers a refused handshake: err is auth.forbidden for an
 	// origin not allowed, ws.upgrade_required for a request that is no
-	// handshake, else the verifier's auth.missing_token or
-	// auth.invalid_token. The REST transport's error writer fits, so that
-	// both answer alike; nil answers in plain text.
+	// handshake, common.validation_failed for a bad since, else the
+	// verifier's auth.invalid_token. The REST transport's error writer fits,
+	// so that both answer alike; nil answers in plain text.
 	Refuse func(w http.ResponseWriter, r *http.Request, err error)
+	// Deltas is the log sessions resume from and start streaming after.
+	Deltas DeltaLog
 }
 
-// Session keys.
-const (
-	keyPrincipal = "principal"
-	// keyEvicted holds an *atomic.Bool set once the session overflowed.
-	keyEvicted = "evicted"
-)
+// keyConn is the melody session key of a session's *conn.
+const keyConn = "conn"
+
+// maxClientFrame bounds a frame a client sends: a handshake carries a JWT
+// and a key, an encrypted frame a third more.
+const maxClientFrame = 64 << 10
 
 // closeWait bounds the write of a close frame that Herald sends outside the
 // session's queue (too slow, invalid frame): it waits for the frame being
 // written, if any, and then for room in the connection.
 const closeWait = 5 * time.Second
-
-func evicted(s *melody.Session) *atomic.Bool {
-	if v, ok := s.Get(keyEvicted); ok {
-		if b, ok := v.(*atomic.Bool); ok {
-			return b
-		}
-	}
-	return new(atomic.Bool) // not a session of ours; nothing to remember
-}
 
 // closeNow ends a session with code and reason, without going through its
 // queue: the close frame is written next on the connection, after at most the
@@ -91,44 +95,28 @@ func closeNow(s *melody.Session, code int, reason string) error {
 	return errors.Join(err, conn.Close())
 }
 
-// evict closes a session whose queue overflowed with CloseTooSlow: it
-// missed frames and must resynchronise.
-func (h *Hub) evict(s *melody.Session) {
-	if err := closeNow(s, CloseTooSlow, "too slow"); err != nil {
-		h.logger.Debug("slow websocket client: close frame not delivered", "remote", s.Request.RemoteAddr, "error", err)
-	}
-}
-
-// onMessage answers what a client sends. Herald expects no data frames from
-// clients yet: a text frame that is not UTF-8 breaks RFC 6455 (1007), a
-// binary frame is a kind Herald does not take (1003); other text frames are
-// ignored.
-func (h *Hub) onMessage(s *melody.Session, msg []byte) {
-	if utf8.Valid(msg) {
-		return
-	}
-	h.logger.Warn("websocket text frame is not UTF-8; closing", "remote", s.Request.RemoteAddr)
-	_ = closeNow(s, websocket.CloseInvalidFramePayloadData, "text frame is not UTF-8")
-}
-
-func (h *Hub) onBinary(s *melody.Session, _ []byte) {
-	_ = closeNow(s, websocket.CloseUnsupportedData, "binary frames are not accepted")
-}
-
 type member struct{ tenant, recipient string }
 
-// Hub serves GET /v1/stream. It is safe for concurrent use.
+// Hub serves GET /v1/stream and pushes to the sessions of this instance:
+// the deltas its follower of the delta log publishes on the feed, and the
+// ephemeral pushes it is handed. It is safe for concurrent use.
 type Hub struct {
 	m        *melody.Melody
 	verifier *auth.Verifier
 	logger   *slog.Logger
 	origins  *auth.Origins
 	onRefuse func(w http.ResponseWriter, r *http.Request, err error)
+	deltas   DeltaLog
 
-	mu    sync.RWMutex
-	rooms map[member]map[*melody.Session]struct{}
+	mu      sync.RWMutex
+	members map[member]map[*conn]struct{}
+	clients map[string]*conn
 
 	stopListening func()
+	evicted       atomic.Int64
+	// replayWindow is how many frames a replay lets wait in a session's
+	// queue: half of it, so that live pushes still find room.
+	replayWindow int64
 }
 
 // NewHub returns a hub pushing the deltas published on feed.
@@ -140,37 +128,56 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	if cfg.BufferSize > 0 {
 		m.Config.MessageBufferSize = cfg.BufferSize
 	}
+	m.Config.MaxMessageSize = maxClientFrame
 	h := &Hub{
 		m: m, verifier: verifier, logger: logger.With("component", "ws"),
-		origins: auth.NewOrigins(cfg.AllowedOrigins), onRefuse: cfg.Refuse,
-		rooms: map[member]map[*melody.Session]struct{}{},
+		origins: auth.NewOrigins(cfg.AllowedOrigins), onRefuse: cfg.Refuse, deltas: cfg.Deltas,
+		members: map[member]map[*conn]struct{}{}, clients: map[string]*conn{},
+		replayWindow: int64(max(m.Config.MessageBufferSize/2, 1)),
 	}
 	m.Upgrader.CheckOrigin = h.checkOrigin
 	m.Upgrader.Subprotocols = []string{auth.Subprotocol}
-	m.HandleConnect(h.join)
-	m.HandleDisconnect(h.leave)
+	m.HandleConnect(h.onConnect)
+	m.HandleDisconnect(h.onDisconnect)
 	m.HandleMessage(h.onMessage)
 	m.HandleMessageBinary(h.onBinary)
+	m.HandleSentMessage(func(s *melody.Session, _ []byte) {
+		if c, err := connOf(s); err == nil {
+			c.sent()
+		}
+	})
 	m.HandleError(func(s *melody.Session, err error) {
 		if !errors.Is(err, melody.ErrMessageBufferFull) {
 			return
 		}
-		// Never skip frames silently: a client that cannot keep up is cut
-		// off, and resynchronises when it reconnects. Only the first
-		// overflow acts, and never synchronously: the close frame waits
-		// for the frame being written, and push must not.
-		if evicted(s).Swap(true) {
+		c, cerr := connOf(s)
+		if cerr != nil {
 			return
 		}
+		// Never skip frames silently: a client that cannot keep up is cut
+		// off, and resumes when it reconnects. Only the first overflow
+		// acts, and never synchronously: the close frame waits for the
+		// frame being written, and push must not. The session's lock is
+		// held here (melody reports from within Write), hence the flag.
+		if c.evicted.Swap(true) {
+			return
+		}
+		h.evicted.Add(1)
 		h.logger.Warn("slow websocket client disconnected", "remote", s.Request.RemoteAddr)
-		go h.evict(s)
+		go func() {
+			if err := closeNow(s, CloseTooSlow, "too slow"); err != nil {
+				h.logger.Debug("slow websocket client: close frame not delivered", "remote", s.Request.RemoteAddr, "error", err)
+			}
+		}()
 	})
 	h.stopListening = feed.Listen(h.push)
 	return h
 }
 
-// ServeHTTP authenticates and upgrades. A missing or bad token gets a 401
-// (see Config.Refuse) and no upgrade.
+// ServeHTTP authenticates, when the request carries a token, and upgrades.
+// A bad token gets a 401 (see Config.Refuse) and no upgrade; a request
+// without one is upgraded and must send its handshake within 5 s
+// (docs/websocket.md).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Refused here rather than by the upgrader, which would answer in plain
 	// text and say nothing in the log.
@@ -181,20 +188,34 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			WithDetail("origin", origin))
 		return
 	}
+	var principal *auth.Principal
 	token, err := auth.BearerToken(r)
-	if err != nil {
+	if domain.ErrorCode(err) == domain.CodeMissingToken {
 		if t, ok := auth.SubprotocolToken(r); ok {
 			token, err = t, nil
 		}
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+		p, err := h.verifier.Verify(r.Context(), token)
+		if err != nil {
+			h.refuse(w, r, err)
+			return
+		}
+		principal = &p
+	case domain.ErrorCode(err) != domain.CodeMissingToken:
 		h.refuse(w, r, err)
 		return
 	}
-	p, err := h.verifier.Verify(r.Context(), token)
-	if err != nil {
-		h.refuse(w, r, err)
-		return
+	since := int64(-1)
+	if raw := r.URL.Query().Get("since"); raw != "" {
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || n < 0 {
+			h.refuse(w, r, domain.Errorf(domain.CodeValidationFailed, "since must be a seq: a whole number from 0").
+				WithDetail("fields", map[string]any{"since": "must be a whole number from 0"}))
+			return
+		}
+		since = n
 	}
 	// The upgrader would answer a plain GET in plain text.
 	if !websocket.IsWebSocketUpgrade(r) {
@@ -202,10 +223,95 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, domain.Errorf(domain.CodeUpgradeRequired, "this is a WebSocket endpoint: open it with a WebSocket handshake (Connection: Upgrade, Upgrade: websocket)"))
 		return
 	}
-	keys := map[string]any{keyPrincipal: p, keyEvicted: new(atomic.Bool)}
+	c := &conn{h: h, id: newSessionID(), connectedAt: time.Now().UTC(), since: since, room: make(chan struct{}, 1)}
+	keys := map[string]any{keyConn: c, keyPrincipal: principal}
 	if err := h.m.HandleRequestWithKeys(w, r, keys); err != nil {
 		h.logger.DebugContext(r.Context(), "websocket upgrade failed", "error", err)
 	}
+}
+
+// keyPrincipal holds the *auth.Principal of a session authenticated before
+// the upgrade, nil for one that must send a handshake.
+const keyPrincipal = "principal"
+
+func (h *Hub) onConnect(s *melody.Session) {
+	c, err := connOf(s)
+	if err != nil {
+		_ = s.Close()
+		return
+	}
+	c.s = s
+	h.mu.Lock()
+	h.clients[c.id] = c
+	h.mu.Unlock()
+	if v, _ := s.Get(keyPrincipal); v != nil {
+		if p, ok := v.(*auth.Principal); ok && p != nil {
+			c.begin(*p)
+			return
+		}
+	}
+	c.mu.Lock()
+	c.phase = awaitingHandshake
+	c.timer = time.AfterFunc(handshakeWait, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.phase == awaitingHandshake {
+			c.closeLocked(CloseNoHandshake, "no handshake within 5s")
+		}
+	})
+	c.mu.Unlock()
+}
+
+// join adds an authenticated session to its recipient's room.
+func (h *Hub) join(c *conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.members[c.member] == nil {
+		h.members[c.member] = map[*conn]struct{}{}
+	}
+	h.members[c.member][c] = struct{}{}
+}
+
+func (h *Hub) onDisconnect(s *melody.Session) {
+	c, err := connOf(s)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.closed = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	m := c.member
+	c.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.clients, c.id)
+	delete(h.members[m], c)
+	if len(h.members[m]) == 0 {
+		delete(h.members, m)
+	}
+}
+
+// onMessage answers what a client sends. A text frame that is not UTF-8
+// breaks RFC 6455 (1007); others are the handshake and resume messages of
+// docs/websocket.md.
+func (h *Hub) onMessage(s *melody.Session, msg []byte) {
+	if !utf8.Valid(msg) {
+		h.logger.Warn("websocket text frame is not UTF-8; closing", "remote", s.Request.RemoteAddr)
+		_ = closeNow(s, websocket.CloseInvalidFramePayloadData, "text frame is not UTF-8")
+		return
+	}
+	c, err := connOf(s)
+	if err != nil {
+		return
+	}
+	c.onText(msg)
+}
+
+// onBinary refuses binary frames, a kind Herald does not take (1003).
+func (h *Hub) onBinary(s *melody.Session, _ []byte) {
+	_ = closeNow(s, websocket.CloseUnsupportedData, "binary frames are not accepted")
 }
 
 func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, err error) {
@@ -219,6 +325,8 @@ func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusForbidden
 	case domain.CodeUpgradeRequired:
 		status = http.StatusUpgradeRequired
+	case domain.CodeValidationFailed:
+		status = http.StatusBadRequest
 	}
 	http.Error(w, domain.ErrorMessage(err), status)
 }
@@ -230,79 +338,119 @@ func (h *Hub) checkOrigin(r *http.Request) bool {
 	return origin == "" || h.origins.Allowed(origin, r)
 }
 
-func principalOf(s *melody.Session) (auth.Principal, bool) {
-	v, ok := s.Get(keyPrincipal)
-	if !ok {
-		return auth.Principal{}, false
-	}
-	p, ok := v.(auth.Principal)
-	return p, ok
-}
-
-func (h *Hub) join(s *melody.Session) {
-	p, ok := principalOf(s)
-	if !ok {
-		_ = s.Close()
-		return
-	}
-	k := member{p.Tenant, p.Subject}
-	h.mu.Lock()
-	if h.rooms[k] == nil {
-		h.rooms[k] = map[*melody.Session]struct{}{}
-	}
-	h.rooms[k][s] = struct{}{}
-	h.mu.Unlock()
-	// The session ends with the token.
-	if !p.ExpiresAt.IsZero() {
-		ttl := time.Until(p.ExpiresAt)
-		go func() {
-			t := time.NewTimer(ttl)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				_ = s.CloseWithMsg(melody.FormatCloseMessage(CloseTokenExpired, "token expired"))
-			case <-s.Request.Context().Done():
-			}
-		}()
-	}
-}
-
-func (h *Hub) leave(s *melody.Session) {
-	p, ok := principalOf(s)
-	if !ok {
-		return
-	}
-	k := member{p.Tenant, p.Subject}
-	h.mu.Lock()
-	delete(h.rooms[k], s)
-	if len(h.rooms[k]) == 0 {
-		delete(h.rooms, k)
-	}
-	h.mu.Unlock()
-}
-
-// push queues each delta's frame on its recipient's sessions. It never
-// blocks: melody queues per session.
+// push hands each committed delta to the sessions of its recipient. It
+// never blocks: sessions queue their frames, and read the log elsewhere.
 func (h *Hub) push(deltas []live.Delta) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, d := range deltas {
-		sessions := h.rooms[member{d.Tenant, d.RecipientID}]
+		sessions := h.members[member{d.Tenant, d.RecipientID}]
 		if len(sessions) == 0 {
 			continue
 		}
-		b, err := json.Marshal(Frame{Type: "event", Topic: d.Topic, Room: live.Room(d.RecipientID), Position: d.Position, Data: d.Data})
-		if err != nil {
-			h.logger.Error("encode frame", "error", err)
+		frame := encodeDelta(d)
+		if frame == nil {
+			h.logger.Error("encode frame", "topic", d.Topic)
 			continue
 		}
-		for s := range sessions {
-			if evicted(s).Load() {
-				continue // it missed a frame already; it must not see a gap
-			}
-			_ = s.Write(b) // a closed session is leaving; the error adds nothing
+		for c := range sessions {
+			c.push(d, frame)
 		}
 	}
+}
+
+// PushLocal sends an ephemeral push to the matching sessions of this
+// instance and returns how many it reached.
+func (h *Hub) PushLocal(e live.Ephemeral) int {
+	h.mu.RLock()
+	var targets []*conn
+	room := ""
+	switch e.Target.Kind {
+	case live.TargetClient:
+		if c := h.clients[e.Target.ID]; c != nil && c.member.tenant == e.Target.Tenant {
+			targets = append(targets, c)
+		}
+	case live.TargetUser:
+		room = live.Room(e.Target.ID)
+		for c := range h.members[member{e.Target.Tenant, e.Target.ID}] {
+			targets = append(targets, c)
+		}
+	case live.TargetRoom:
+		room = e.Target.ID
+		if user, ok := live.RoomUser(e.Target.ID); ok {
+			for c := range h.members[member{e.Target.Tenant, user}] {
+				targets = append(targets, c)
+			}
+		}
+	case live.TargetBroadcast:
+		room = "broadcast"
+		for m, cs := range h.members {
+			if m.tenant != e.Target.Tenant {
+				continue
+			}
+			for c := range cs {
+				targets = append(targets, c)
+			}
+		}
+	}
+	h.mu.RUnlock()
+	reached := 0
+	for _, c := range targets {
+		r := room
+		if r == "" {
+			r = live.Room(c.member.recipient)
+		}
+		if c.pushEphemeral(r, e) {
+			reached++
+		}
+	}
+	return reached
+}
+
+// Client is one connected session, as the socket admin API lists it.
+type Client struct {
+	ClientID    string    `json:"clientId"`
+	UserID      string    `json:"userId"`
+	Rooms       []string  `json:"rooms"`
+	ConnectedAt time.Time `json:"connectedAt"`
+	Encrypted   bool      `json:"encrypted"`
+}
+
+// Clients lists the authenticated sessions of tenant on this instance.
+func (h *Hub) Clients(tenant string) []Client {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var out []Client
+	for m, cs := range h.members {
+		if m.tenant != tenant {
+			continue
+		}
+		for c := range cs {
+			c.mu.Lock()
+			out = append(out, Client{ClientID: c.id, UserID: m.recipient, Rooms: []string{live.Room(m.recipient)},
+				ConnectedAt: c.connectedAt, Encrypted: c.enc != nil})
+			c.mu.Unlock()
+		}
+	}
+	return out
+}
+
+func (h *Hub) bounds(m member) (oldest, latest int64, err error) {
+	if h.deltas == nil {
+		return 0, 0, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return h.deltas.Bounds(ctx, m.tenant, m.recipient)
+}
+
+func (h *Hub) since(m member, after int64) ([]live.Delta, error) {
+	if h.deltas == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return h.deltas.Since(ctx, m.tenant, m.recipient, after, replayPage)
 }
 
 // Close disconnects every session and stops listening for deltas.
@@ -316,4 +464,14 @@ func (h *Hub) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// newSessionID returns a random (version 4) UUID: a session's client id,
+// and the salt of its encryption keys.
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails; it aborts the program instead
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

@@ -48,7 +48,74 @@ type stack struct {
 	issuer *auth.DevIssuer
 	feed   *live.Hub
 	hub    *ws.Hub
-	url    string // ws://…/v1/stream
+	log    *memoryLog // the hub's delta log, unless the test gave its own
+	url    string     // ws://…/v1/stream
+}
+
+// memoryLog is a delta log in memory, what live.Log is in PostgreSQL: the
+// deltas a test publishes get their recipient's next seq and stay for
+// resumes, as the inbox projection's would.
+type memoryLog struct {
+	mu     sync.Mutex
+	deltas map[[2]string][]live.Delta
+	pruned map[[2]string]int64 // seqs up to this are gone
+}
+
+func (l *memoryLog) record(ds []live.Delta) []live.Delta {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.deltas == nil {
+		l.deltas, l.pruned = map[[2]string][]live.Delta{}, map[[2]string]int64{}
+	}
+	out := make([]live.Delta, len(ds))
+	for i, d := range ds {
+		k := [2]string{d.Tenant, d.RecipientID}
+		d.Seq = l.pruned[k] + int64(len(l.deltas[k])) + 1
+		l.deltas[k] = append(l.deltas[k], d)
+		out[i] = d
+	}
+	return out
+}
+
+// prune forgets a recipient's deltas up to seq.
+func (l *memoryLog) prune(tenant, recipient string, seq int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := [2]string{tenant, recipient}
+	drop := seq - l.pruned[k]
+	l.deltas[k] = l.deltas[k][drop:]
+	l.pruned[k] = seq
+}
+
+func (l *memoryLog) Since(_ context.Context, tenant, recipient string, after int64, limit int) ([]live.Delta, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []live.Delta
+	for _, d := range l.deltas[[2]string{tenant, recipient}] {
+		if d.Seq > after && len(out) < limit {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+func (l *memoryLog) Bounds(_ context.Context, tenant, recipient string) (oldest, latest int64, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := [2]string{tenant, recipient}
+	ds := l.deltas[k]
+	if len(ds) == 0 {
+		return 0, l.pruned[k], nil
+	}
+	return ds[0].Seq, ds[len(ds)-1].Seq, nil
+}
+
+// publish records deltas in the stack's log and publishes them, as the
+// projection and an instance's follower do.
+func (s *stack) publish(ds ...live.Delta) []live.Delta {
+	recorded := s.log.record(ds)
+	s.feed.Publish(recorded)
+	return recorded
 }
 
 func newStack(t *testing.T, cfg ws.Config) *stack {
@@ -70,6 +137,10 @@ func newStack(t *testing.T, cfg ws.Config) *stack {
 	}
 	herhttp.NewServer(herhttp.Deps{Verifier: verifier, Logger: logger}).RegisterDevIdentity(mux, issuer)
 	feed := live.NewHub()
+	log := &memoryLog{}
+	if cfg.Deltas == nil {
+		cfg.Deltas = log
+	}
 	hub := ws.NewHub(cfg, verifier, feed, logger)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -77,7 +148,7 @@ func newStack(t *testing.T, cfg ws.Config) *stack {
 		_ = hub.Close(ctx)
 	})
 	mux.Handle("GET /v1/stream", hub)
-	return &stack{t: t, srv: srv, issuer: issuer, feed: feed, hub: hub, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/stream"}
+	return &stack{t: t, srv: srv, issuer: issuer, feed: feed, hub: hub, log: log, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/stream"}
 }
 
 func (s *stack) token(sub, tenant string, ttl time.Duration) string {
@@ -117,8 +188,32 @@ type frame struct {
 	Type     string          `json:"type"`
 	Topic    string          `json:"topic"`
 	Room     string          `json:"room"`
+	Seq      int64           `json:"seq"`
 	Position string          `json:"position"`
 	Data     json.RawMessage `json:"data"`
+}
+
+// awaitClients waits until the hub lists sessions of each user of tenant.
+func (s *stack) awaitClients(tenant string, users ...string) {
+	s.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		listed := map[string]bool{}
+		for _, c := range s.hub.Clients(tenant) {
+			listed[c.UserID] = true
+		}
+		all := true
+		for _, u := range users {
+			all = all && listed[u]
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%v of %s never connected", users, tenant)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // client reads a connection in the background.
@@ -176,7 +271,7 @@ func (s *stack) awaitJoined(c *client, tenant, sub string) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		s.feed.Publish([]live.Delta{{Tenant: tenant, RecipientID: sub, Topic: probeTopic, Position: "0", Data: struct{}{}}})
+		s.publish(live.Delta{Tenant: tenant, RecipientID: sub, Topic: probeTopic, Position: "0", Data: struct{}{}})
 		select {
 		case <-c.probes:
 			return
@@ -242,14 +337,11 @@ func TestStreamRefusesBadTokens(t *testing.T) {
 		header http.Header
 		protos []string
 	}{
-		{"no token", nil, nil},
-		{"no token, subprotocol only", nil, []string{auth.Subprotocol}},
 		{"garbage bearer", bearer("garbage"), nil},
 		{"tampered bearer", bearer(valid[:len(valid)-4] + "AAAA"), nil},
 		{"other issuer", bearer(foreign), nil},
 		{"basic auth", http.Header{"Authorization": []string{"Basic " + valid}}, nil},
 		{"garbage subprotocol token", nil, []string{auth.Subprotocol, "bearer.garbage"}},
-		{"empty subprotocol token", nil, []string{auth.Subprotocol, "bearer."}},
 	} {
 		conn, hs, err := s.dial(c.header, c.protos...)
 		if conn != nil {
@@ -264,31 +356,31 @@ func TestStreamRefusesBadTokens(t *testing.T) {
 	}
 }
 
+// The inbox projection records deltas in the log in PostgreSQL; the
+// follower of the log hands them to the hub, which pushes each to its
+// recipient's sessions only.
 func TestStreamPushesToRecipientOnly(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, ws.Config{})
-
 	pool := pgtest.NewPool(t)
+	deltas := live.NewLog(pool, nil)
+	s := newStack(t, ws.Config{Deltas: deltas})
 	store := memory.New()
 	cmds := commands.New(store, nil)
-	runner := projections.NewRunner(pool, store, projections.NewInbox(s.feed), nil)
+	runner := projections.NewRunner(pool, store, projections.NewInbox(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		_ = runner.Run(ctx)
-	}()
+	var running sync.WaitGroup
+	running.Go(func() { _ = runner.Run(ctx) })
+	running.Go(func() { _ = deltas.FollowFrom(ctx, 0, s.feed.Publish) })
 	t.Cleanup(func() {
 		cancel()
-		<-stopped
+		running.Wait()
 	})
 
 	alice := s.connect(s.token("alice", "org-1", time.Hour))
 	bob := s.connect(s.token("bob", "org-1", time.Hour))
 	aliceElsewhere := s.connect(s.token("alice", "org-2", time.Hour))
-	s.awaitJoined(alice, "org-1", "alice")
-	s.awaitJoined(bob, "org-1", "bob")
-	s.awaitJoined(aliceElsewhere, "org-2", "alice")
+	s.awaitClients("org-1", "alice", "bob")
+	s.awaitClients("org-2", "alice")
 
 	occurredAt := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 	res, err := cmds.RequestNotification(context.Background(), commands.RequestNotification{
@@ -306,8 +398,8 @@ func TestStreamPushesToRecipientOnly(t *testing.T) {
 	}
 
 	created := alice.next(t, "alice created")
-	if created.Type != "event" || created.Topic != live.TopicCreated || created.Room != "signal/notification/alice" || created.Position != string(res.Position) {
-		t.Fatalf("created frame %+v, want position %s", created, res.Position)
+	if created.Type != "event" || created.Topic != live.TopicCreated || created.Room != "signal/notification/alice" || created.Position != string(res.Position) || created.Seq != 1 {
+		t.Fatalf("created frame %+v, want position %s, seq 1", created, res.Position)
 	}
 	var item map[string]any
 	if err := json.Unmarshal(created.Data, &item); err != nil {
@@ -324,7 +416,7 @@ func TestStreamPushesToRecipientOnly(t *testing.T) {
 	}
 
 	count := alice.next(t, "alice unread count")
-	if count.Type != "event" || count.Topic != live.TopicUnreadCount || count.Room != "signal/notification/alice" || count.Position == "" {
+	if count.Type != "event" || count.Topic != live.TopicUnreadCount || count.Room != "signal/notification/alice" || count.Position == "" || count.Seq != 2 {
 		t.Fatalf("unread count frame %+v", count)
 	}
 	var n struct {
@@ -356,7 +448,7 @@ func TestStreamSubprotocolAuth(t *testing.T) {
 	// The token's principal is the session's: it joins alice's room.
 	c := read(conn)
 	s.awaitJoined(c, "org-1", "alice")
-	s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicUnreadCount, Position: "7", Data: live.UnreadCount{Count: 3}}})
+	s.publish(live.Delta{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicUnreadCount, Position: "7", Data: live.UnreadCount{Count: 3}})
 	if f := c.next(t, "pushed frame"); f.Topic != live.TopicUnreadCount || f.Position != "7" || string(f.Data) != `{"count":3}` {
 		t.Fatalf("frame %+v data %s", f, f.Data)
 	}
@@ -529,7 +621,7 @@ func slowClientScenario(t *testing.T) {
 	}()
 	deadline := time.After(waitFor)
 	for joinedYet := false; !joinedYet; {
-		s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: probeTopic, Position: "0", Data: struct{}{}}})
+		s.publish(live.Delta{Tenant: "org-1", RecipientID: "alice", Topic: probeTopic, Position: "0", Data: struct{}{}})
 		select {
 		case <-joined:
 			joinedYet = true
@@ -551,7 +643,7 @@ func slowClientScenario(t *testing.T) {
 		defer close(published)
 		for i := 1; i <= deltas; i++ {
 			start := time.Now()
-			s.feed.Publish([]live.Delta{{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicCreated, Position: fmt.Sprint(i), Data: map[string]string{"pad": pad}}})
+			s.publish(live.Delta{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicCreated, Position: fmt.Sprint(i), Data: map[string]string{"pad": pad}})
 			slowest = max(slowest, time.Since(start))
 			if i == 600 {
 				close(resume)

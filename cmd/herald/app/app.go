@@ -27,6 +27,7 @@ import (
 	"github.com/heraldhq/herald/transport/auth"
 	herhttp "github.com/heraldhq/herald/transport/http"
 	"github.com/heraldhq/herald/transport/kafka"
+	"github.com/heraldhq/herald/transport/redis"
 	"github.com/heraldhq/herald/transport/ws"
 )
 
@@ -114,14 +115,9 @@ func openStorage(ctx context.Context, cfg Config, logger *slog.Logger, migrate b
 }
 
 // Projections are the projections Herald runs, in the order status lists
-// them. The inbox publishes its live deltas to feed; nil drops them, for a
-// process that serves no WebSocket.
-func Projections(feed *live.Hub) []projections.Projection {
-	var publisher projections.Publisher
-	if feed != nil {
-		publisher = feed
-	}
-	return []projections.Projection{projections.NewInbox(publisher), projections.NewDirectory()}
+// them.
+func Projections() []projections.Projection {
+	return []projections.Projection{projections.NewInbox(), projections.NewDirectory()}
 }
 
 // Close closes the event store, then the pool.
@@ -148,6 +144,9 @@ type App struct {
 	listener  net.Listener
 	broker    *kafka.DevBroker
 	runners   []*projections.Runner
+	deltas    *live.Log
+	feed      *live.Hub
+	emitter   *redis.Emitter // nil when off
 	ingress   *kafka.Ingress
 	server    *http.Server
 	hub       *ws.Hub
@@ -217,7 +216,8 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.Commands = commands.New(a.Store, logger)
 	feed := live.NewHub()
-	for _, p := range Projections(feed) {
+	a.feed, a.deltas = feed, live.NewLog(a.Pool, logger)
+	for _, p := range Projections() {
 		a.runners = append(a.runners, projections.NewRunner(a.Pool, a.Store, p, logger, projections.WithMetrics(a.Registry)))
 	}
 	kafkaCfg.Registerer = a.Registry
@@ -243,10 +243,22 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 		AllowedOrigins: cfg.AllowedOrigins,
 		// A refused handshake answers like any refused REST request.
 		Refuse: func(w http.ResponseWriter, r *http.Request, err error) { herhttp.WriteError(w, r, logger, err) },
+		Deltas: a.deltas,
 	}, verifier, feed, logger)
+	if cfg.Redis.URL != "" || len(cfg.Redis.ClusterAddrs) > 0 {
+		a.emitter, err = redis.NewEmitter(redis.Config{
+			URL: cfg.Redis.URL, ClusterAddrs: cfg.Redis.ClusterAddrs, Password: cfg.Redis.Password,
+			Channel: cfg.Redis.Channel, Registerer: a.Registry,
+		}, a.hub, logger)
+		if err != nil {
+			return fmt.Errorf("redis emitter: %w", err)
+		}
+	}
 	mux := http.NewServeMux()
 	api.Register(mux)
 	mux.Handle("GET /v1/stream", a.hub)
+	// Seed 000's clients connect to /stream.
+	mux.Handle("GET /stream", a.hub)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}))
 	if a.Issuer != nil {
 		api.RegisterDevIdentity(mux, a.Issuer)
@@ -301,6 +313,15 @@ func (a *App) Run(ctx context.Context) error {
 		g.Go(func() error { return ignoreCanceled(r.Run(gctx)) })
 	}
 	g.Go(func() error { return ignoreCanceled(a.ingress.Run(gctx)) })
+	// Every instance follows the committed deltas and pushes them to its
+	// own sessions; one of them prunes the log.
+	g.Go(func() error { return ignoreCanceled(a.deltas.Follow(gctx, a.feed.Publish)) })
+	g.Go(func() error { return ignoreCanceled(a.deltas.Retain(gctx, a.cfg.ResumeWindow, a.cfg.ResumeMax)) })
+	if a.emitter != nil {
+		// Best effort, as the seed's emitter: Redis down never stops
+		// Herald, and is not a readiness failure.
+		g.Go(func() error { return ignoreCanceled(a.emitter.Run(gctx)) })
+	}
 	// The listener accepts, the projections run and Kafka answered: Herald
 	// is up.
 	logger.InfoContext(ctx, "herald serving", "http", a.URL(), "kafka", a.kafkaAddr)
@@ -333,6 +354,9 @@ func (a *App) Close() {
 	}
 	if a.broker != nil {
 		a.broker.Close()
+	}
+	if a.emitter != nil {
+		_ = a.emitter.Close() // nothing to do about a failure at exit
 	}
 }
 

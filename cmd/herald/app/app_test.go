@@ -3,6 +3,7 @@ package app_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/cmd/herald/app"
@@ -265,5 +268,57 @@ func TestSlowAndIdleConnectionsAreClosed(t *testing.T) {
 	}
 	if took := time.Since(began); took > 8*time.Second {
 		t.Errorf("an idle connection stayed open %s with an idle timeout of 1s", took)
+	}
+}
+
+// A producer's message on the Redis emitter channel reaches the sessions it
+// names, through the machine's Redis.
+func TestRedisEmitterReachesSessions(t *testing.T) {
+	t.Parallel()
+	channel := "herald-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	a := start(t, func(c *app.Config) { c.Redis.URL, c.Redis.Channel = "redis://127.0.0.1:6379/0", channel })
+	tok, err := a.Issuer.Issue("alice", "org-1", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(a.URL(), "http")+"/stream", http.Header{"Authorization": {"Bearer " + tok}})
+	if resp != nil {
+		_ = resp.Body.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rdb := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	msg := `{"topic":"pos/order/updated","data":{"order":42},"destination":{"tenant":"org-1","kind":"user","id":"alice"}}`
+	got := make(chan []byte, 1)
+	go func() {
+		_, b, err := conn.ReadMessage()
+		if err == nil {
+			got <- b
+		}
+	}()
+	// Publish until the emitter has subscribed and the session is in.
+	deadline := time.After(20 * time.Second)
+	for {
+		if err := rdb.Publish(context.Background(), channel, msg).Err(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case b := <-got:
+			var f struct {
+				Type, Topic, Room string
+				Data              map[string]any
+			}
+			if err := json.Unmarshal(b, &f); err != nil || f.Type != "event" || f.Topic != "pos/order/updated" ||
+				f.Room != "signal/notification/alice" || f.Data["order"] != 42.0 {
+				t.Fatalf("frame %s (%v)", b, err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("the emitter's message never reached the session")
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }

@@ -28,6 +28,14 @@ type Config struct {
 	// request.
 	HTTPReadTimeout time.Duration
 	HTTPIdleTimeout time.Duration
+	// ResumeWindow and ResumeMax bound the deltas kept for WebSocket
+	// clients to resume from: none older than the window, at most ResumeMax
+	// per recipient.
+	ResumeWindow time.Duration
+	ResumeMax    int64
+	// Redis is the emitter bus producers push to sockets over; off when
+	// neither URL nor ClusterAddrs is set.
+	Redis RedisConfig
 	// EventStore is "postgres", or an esdb:// or kurrentdb:// connection
 	// string for EventStoreDB / KurrentDB.
 	EventStore string
@@ -68,6 +76,14 @@ type KafkaConfig struct {
 	GroupID  string
 	SASL     kafka.SASL
 	TLS      kafka.TLS
+}
+
+// RedisConfig is how Herald reaches the Redis of the emitter (seed 000).
+type RedisConfig struct {
+	URL          string
+	ClusterAddrs []string
+	Password     string
+	Channel      string
 }
 
 // AuthConfig is how access tokens are verified (DESIGN §9).
@@ -206,6 +222,25 @@ func Settings() []Setting {
 			durationSetting(func(c *Config) *time.Duration { return &c.HTTPReadTimeout }, time.Second, 10*time.Minute)},
 		{"HERALD_HTTP_IDLE_TIMEOUT", "120s", "how long an idle keep-alive connection is kept open", PartServe,
 			durationSetting(func(c *Config) *time.Duration { return &c.HTTPIdleTimeout }, time.Second, time.Hour)},
+		{"HERALD_WS_RESUME_WINDOW", "24h", "how long live deltas are kept for WebSocket clients to resume from (?since=)", PartServe,
+			durationSetting(func(c *Config) *time.Duration { return &c.ResumeWindow }, time.Minute, 30*24*time.Hour)},
+		{"HERALD_WS_RESUME_MAX", "10000", "most live deltas kept per recipient for resuming", PartServe,
+			func(c *Config, v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 1 || n > 1_000_000 {
+					return fmt.Errorf("%q: want a whole number from 1 to 1000000", v)
+				}
+				c.ResumeMax = n
+				return nil
+			}},
+		{"HERALD_REDIS_URL", "", "redis://[:password@]host:port/db of the Redis producers push socket messages over (the emitter); empty: the emitter is off", PartServe,
+			str(func(c *Config) *string { return &c.Redis.URL })},
+		{"HERALD_REDIS_CLUSTER_ADDRS", "", "comma-separated host:port of a Redis Cluster, instead of HERALD_REDIS_URL", PartServe,
+			func(c *Config, v string) error { c.Redis.ClusterAddrs = SplitList(v); return nil }},
+		{"HERALD_REDIS_PASSWORD", "", "password of the Redis Cluster (a URL carries its own)", PartServe,
+			str(func(c *Config) *string { return &c.Redis.Password })},
+		{"HERALD_REDIS_EMITTER_CHANNEL", "signal:websocket:emit", "Redis pub/sub channel of the emitter", PartServe,
+			str(func(c *Config) *string { return &c.Redis.Channel })},
 		{"HERALD_ACCESS_LOG", "true", "true to log every HTTP request at info (method, route, status, duration, request id)", PartServe,
 			func(c *Config, v string) error {
 				on, err := strconv.ParseBool(v)
@@ -347,6 +382,9 @@ func (c Config) validate(parts Part) error {
 		}
 		if c.ReadWait < time.Millisecond || c.ReadWait > time.Minute {
 			add("HERALD_READ_WAIT", "want a duration from 1ms to 1m, such as 2s")
+		}
+		if c.Redis.URL != "" && len(c.Redis.ClusterAddrs) > 0 {
+			add("HERALD_REDIS_URL", "set both it and HERALD_REDIS_CLUSTER_ADDRS; set one")
 		}
 		if c.HTTPReadTimeout < time.Second || c.HTTPIdleTimeout < time.Second {
 			add("HERALD_HTTP_READ_TIMEOUT", "want durations of at least 1s for it and HERALD_HTTP_IDLE_TIMEOUT")

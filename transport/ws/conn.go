@@ -1,0 +1,546 @@
+package ws
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/olahol/melody"
+
+	"github.com/heraldhq/herald/projections/live"
+	"github.com/heraldhq/herald/transport/auth"
+	"github.com/heraldhq/herald/transport/ws/secure"
+)
+
+// Close codes of the handshake and the encryption (docs/websocket.md).
+const (
+	// CloseBadKey: the handshake's clientPublicKey is not a P-256 point.
+	CloseBadKey = 4002
+	// CloseNoHandshake: a client without a token sent no handshake in time.
+	CloseNoHandshake = 4003
+	// CloseBadFrame: an encrypted frame failed authentication or replayed
+	// a counter.
+	CloseBadFrame = 4004
+)
+
+// Timing of a session's start.
+const (
+	// handshakeWait is how long a client that connected without a token
+	// has to send its handshake.
+	handshakeWait = 5 * time.Second
+	// resumeWait is how long a session that gave no since holds its live
+	// frames, after it connected or completed a handshake, for a resume
+	// message to arrive first: frames sent before it would come out of
+	// order with those it replays.
+	resumeWait = 500 * time.Millisecond
+	// replayPage bounds one read of the delta log during a replay.
+	replayPage = 1000
+	// maxPending bounds the live deltas a session holds while it replays;
+	// more means it cannot keep up, and it is closed with CloseTooSlow.
+	maxPending = 10_000
+)
+
+// phase is where a session stands in its life.
+type phase int
+
+const (
+	// awaitingHandshake: connected without a token, no handshake yet.
+	awaitingHandshake phase = iota
+	// holding: authenticated, live deltas held until a resume arrives or
+	// resumeWait passes.
+	holding
+	// replaying: catching up from the delta log; live deltas are held.
+	replaying
+	// streaming: every live delta is sent as it comes.
+	streaming
+)
+
+// conn is the state of one WebSocket session. Its mutex orders what is
+// sent on the session, so that seqs go out in order and the encryption's
+// counter matches the order frames are queued in; it is never held across a
+// database read.
+type conn struct {
+	h           *Hub
+	s           *melody.Session
+	id          string
+	connectedAt time.Time
+	since       int64 // the URL's since, or -1
+
+	mu        sync.Mutex
+	phase     phase
+	principal auth.Principal
+	member    member
+	cursor    int64 // the last seq sent
+	holdFrom  int64 // the recipient's latest seq when the session started
+	pending   []live.Delta
+	enc       *secure.Session
+	timer     *time.Timer
+	closed    bool
+
+	// evicted is set when the session's queue overflowed: it missed a frame
+	// and must get no other before its close.
+	evicted atomic.Bool
+	// queued and written count the frames put on the session's queue and
+	// those its writer sent; room is signalled as the writer drains it.
+	queued, written atomic.Int64
+	room            chan struct{}
+}
+
+// send queues one frame, sealed when the session is encrypted. Called with
+// c.mu held.
+func (c *conn) sendLocked(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.h.logger.Error("encode frame", "error", err)
+		return
+	}
+	c.sendBytesLocked(b)
+}
+
+// sendBytesLocked queues one encoded frame, sealed when the session is
+// encrypted. Called with c.mu held.
+func (c *conn) sendBytesLocked(b []byte) {
+	if c.evicted.Load() {
+		return
+	}
+	if c.enc != nil {
+		var err error
+		if b, err = c.enc.Seal(b); err != nil {
+			c.h.logger.Warn("seal frame", "error", err)
+			c.closeLocked(CloseBadFrame, "cannot seal frames any more")
+			return
+		}
+	}
+	c.queued.Add(1)
+	_ = c.s.Write(b) // a closed session is leaving; the error adds nothing
+}
+
+// sent is told that the session's writer wrote a frame.
+func (c *conn) sent() {
+	c.written.Add(1)
+	select {
+	case c.room <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) closeLocked(code int, reason string) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	go func() { _ = closeNow(c.s, code, reason) }()
+}
+
+func (c *conn) close(code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, reason)
+}
+
+// start begins an authenticated session: it joins its room and either
+// replays from since or holds live frames for a resume message.
+func (c *conn) start(p auth.Principal) {
+	c.mu.Lock()
+	c.principal, c.member = p, member{p.Tenant, p.Subject}
+	c.mu.Unlock()
+	c.h.join(c)
+	if !p.ExpiresAt.IsZero() {
+		time.AfterFunc(time.Until(p.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
+	}
+	if c.since >= 0 {
+		c.resume(c.since)
+		return
+	}
+	c.hold()
+}
+
+// begin starts an authenticated session on a goroutine of its own: a replay
+// waits for the session's writer, which melody starts only after the
+// connect handler returns, and the reader must go on reading meanwhile.
+func (c *conn) begin(p auth.Principal) { go c.start(p) }
+
+// hold holds live frames for resumeWait, for a resume message to come
+// first; then the session streams what came after the recipient's latest
+// seq when the session started, so that what was committed while it held
+// is sent too. A second call (after a handshake that turned encryption on)
+// restarts the wait from the same starting seq.
+func (c *conn) hold() {
+	c.mu.Lock()
+	again := c.phase == holding
+	c.mu.Unlock()
+	var latest int64
+	if !again {
+		var err error
+		if _, latest, err = c.h.bounds(c.member); err != nil {
+			c.h.logger.Warn("read the delta log", "error", err)
+			c.close(websocket.CloseInternalServerErr, "delta log unavailable")
+			return
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.phase == replaying || c.phase == streaming {
+		return
+	}
+	if !again {
+		c.phase, c.holdFrom = holding, latest
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = time.AfterFunc(resumeWait, c.stream)
+}
+
+// stream starts streaming after the seq the session started at: the client
+// asked for nothing older.
+func (c *conn) stream() {
+	c.mu.Lock()
+	if c.closed || c.phase != holding {
+		c.mu.Unlock()
+		return
+	}
+	c.phase = replaying // holds live deltas while the log is read
+	c.cursor = c.holdFrom
+	c.mu.Unlock()
+	c.catchUp()
+}
+
+// resume replays the deltas after since, then streams: no duplicate, no
+// gap. When since is older than what is retained, or from the future, the
+// client is told resync_required with the latest seq and streams from
+// there.
+func (c *conn) resume(since int64) {
+	c.mu.Lock()
+	if c.closed || c.phase == replaying || c.phase == streaming {
+		c.mu.Unlock()
+		return
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.phase = replaying
+	c.mu.Unlock()
+	oldest, latest, err := c.h.bounds(c.member)
+	if err != nil {
+		c.h.logger.Warn("read the delta log", "error", err)
+		c.close(websocket.CloseInternalServerErr, "delta log unavailable")
+		return
+	}
+	c.mu.Lock()
+	gone := since < latest && (oldest == 0 || oldest > since+1)
+	if gone || since > latest {
+		c.sendLocked(resyncFrame{Type: "resync_required", Seq: latest})
+		c.cursor = latest
+	} else {
+		c.cursor = since
+	}
+	c.mu.Unlock()
+	c.catchUp()
+}
+
+// catchUp sends what the log holds after the cursor, then what was held
+// meanwhile, then switches to streaming. The follower hands out deltas only
+// once committed, and a recipient's seqs are committed in order, so a held
+// delta beyond the next seq means the log holds the ones between: read it
+// again. Should the log have lost them (pruned meanwhile), the client is
+// told resync_required instead of being sent a gap. A replay may be far
+// longer than the session's queue: it waits for room before each frame.
+func (c *conn) catchUp() {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return
+		}
+		after := c.cursor
+		c.mu.Unlock()
+		deltas, err := c.h.since(c.member, after)
+		if err != nil {
+			c.h.logger.Warn("read the delta log", "error", err)
+			c.close(websocket.CloseInternalServerErr, "delta log unavailable")
+			return
+		}
+		if len(deltas) > 0 && deltas[0].Seq > after+1 {
+			c.mu.Lock()
+			c.sendLocked(resyncFrame{Type: "resync_required", Seq: deltas[0].Seq - 1})
+			c.cursor = deltas[0].Seq - 1
+			c.mu.Unlock()
+		}
+		for _, d := range deltas {
+			if !c.send(d) {
+				return
+			}
+		}
+		if len(deltas) == replayPage {
+			continue // more to read
+		}
+		// What was held meanwhile, in order.
+		for {
+			c.mu.Lock()
+			next, ok := c.nextPendingLocked()
+			if !ok {
+				break
+			}
+			c.mu.Unlock()
+			if !c.send(next) {
+				return
+			}
+		}
+		if len(c.pending) == 0 {
+			c.phase = streaming
+			c.mu.Unlock()
+			return
+		}
+		if len(deltas) == 0 {
+			// The log no longer holds what comes before the held deltas.
+			c.sendLocked(resyncFrame{Type: "resync_required", Seq: c.pending[0].Seq - 1})
+			c.cursor = c.pending[0].Seq - 1
+		}
+		c.mu.Unlock()
+	}
+}
+
+// nextPendingLocked drops the held deltas already sent and returns the one
+// that is next in line, if held.
+func (c *conn) nextPendingLocked() (live.Delta, bool) {
+	kept := c.pending[:0]
+	var next live.Delta
+	found := false
+	for _, d := range c.pending {
+		switch {
+		case d.Seq <= c.cursor:
+		case d.Seq == c.cursor+1 && !found:
+			next, found = d, true
+		default:
+			kept = append(kept, d)
+		}
+	}
+	c.pending = kept
+	return next, found
+}
+
+// send waits for room in the session's queue, then sends d if it is still
+// next; false when the session ended.
+func (c *conn) send(d live.Delta) bool {
+	for c.outstanding() >= c.h.replayWindow {
+		select {
+		case <-c.room:
+		case <-time.After(closeWait):
+			// The client reads nothing: it is too slow.
+			c.close(CloseTooSlow, "too slow")
+			return false
+		}
+		if c.isClosed() {
+			return false
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.deliverLocked(d, nil)
+	return true
+}
+
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// outstanding is how many frames wait in the session's queue.
+func (c *conn) outstanding() int64 { return c.queued.Load() - c.written.Load() }
+
+// deliverLocked sends d if it is the next seq; frame is its encoded frame
+// when the caller has it (live pushes encode once for every session).
+func (c *conn) deliverLocked(d live.Delta, frame []byte) {
+	if d.Seq != c.cursor+1 {
+		return
+	}
+	c.cursor = d.Seq
+	if frame == nil {
+		frame = encodeDelta(d)
+	}
+	if frame != nil {
+		c.sendBytesLocked(frame)
+	}
+}
+
+// encodeDelta is the frame of a delta; nil (logged) when it cannot be
+// encoded.
+func encodeDelta(d live.Delta) []byte {
+	b, err := json.Marshal(Frame{Type: "event", Topic: d.Topic, Room: live.Room(d.RecipientID), Seq: d.Seq, Position: d.Position, Data: d.Data})
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// push takes one live delta of the session's recipient, and its encoded
+// frame.
+func (c *conn) push(d live.Delta, frame []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if c.phase != streaming {
+		if len(c.pending) >= maxPending {
+			c.closeLocked(CloseTooSlow, "too slow")
+			return
+		}
+		c.pending = append(c.pending, d)
+		return
+	}
+	switch {
+	case d.Seq <= c.cursor:
+	case d.Seq == c.cursor+1:
+		c.deliverLocked(d, frame)
+	default:
+		// A gap: what is missing is in the log; read it first.
+		c.phase = replaying
+		c.pending = append(c.pending, d)
+		go c.catchUp()
+	}
+}
+
+// pushEphemeral sends a push that is not stored, if the session is
+// authenticated.
+func (c *conn) pushEphemeral(room string, e live.Ephemeral) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.phase == awaitingHandshake {
+		return false
+	}
+	c.sendLocked(Frame{Type: "event", Topic: e.Topic, Room: room, Data: e.Data})
+	return true
+}
+
+// clientMessage is what a client may send.
+type clientMessage struct {
+	Type            string `json:"type"`
+	Token           string `json:"token"`
+	ClientPublicKey string `json:"clientPublicKey"`
+	Since           *int64 `json:"since"`
+}
+
+type handshakeAck struct {
+	Type            string `json:"type"`
+	SessionID       string `json:"sessionId"`
+	ServerPublicKey string `json:"serverPublicKey"`
+	Encryption      string `json:"encryption"`
+}
+
+type resyncFrame struct {
+	Type string `json:"type"`
+	Seq  int64  `json:"seq"`
+}
+
+// onText handles a text frame the client sent (UTF-8 already checked).
+func (c *conn) onText(msg []byte) {
+	c.mu.Lock()
+	enc, ph := c.enc, c.phase
+	c.mu.Unlock()
+	if enc != nil {
+		plain, err := c.open(msg)
+		if err != nil {
+			c.close(CloseBadFrame, "frame refused")
+			return
+		}
+		msg = plain
+	}
+	var m clientMessage
+	if err := json.Unmarshal(msg, &m); err != nil {
+		if ph == awaitingHandshake {
+			c.close(CloseTokenExpired, "handshake required")
+		}
+		return
+	}
+	switch {
+	case m.Type == "handshake":
+		c.handshake(m)
+	case ph == awaitingHandshake:
+		c.close(CloseTokenExpired, "handshake required")
+	case m.Type == "resume" && m.Since != nil && *m.Since >= 0:
+		go c.resume(*m.Since)
+	}
+}
+
+func (c *conn) open(msg []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enc.Open(msg)
+}
+
+// handshake authenticates a client that connected without a token, and
+// turns encryption on when a key comes with it.
+func (c *conn) handshake(m clientMessage) {
+	c.mu.Lock()
+	ph, encrypted := c.phase, c.enc != nil
+	c.mu.Unlock()
+	if encrypted {
+		return // one handshake per session
+	}
+	var p auth.Principal
+	if ph == awaitingHandshake {
+		if m.Token == "" {
+			c.close(CloseTokenExpired, "handshake without a token")
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var err error
+		p, err = c.h.verifier.Verify(ctx, m.Token)
+		cancel()
+		if err != nil {
+			c.close(CloseTokenExpired, "invalid token")
+			return
+		}
+	}
+	if m.ClientPublicKey == "" {
+		c.close(CloseBadKey, "handshake without a clientPublicKey")
+		return
+	}
+	sess, serverKey, err := secure.Accept(m.ClientPublicKey, c.id)
+	if err != nil {
+		c.close(CloseBadKey, "invalid clientPublicKey")
+		return
+	}
+	c.mu.Lock()
+	if c.timer != nil && ph == awaitingHandshake {
+		c.timer.Stop()
+	}
+	// In clear: the client needs it to derive the keys.
+	c.sendLocked(handshakeAck{Type: "handshake_ack", SessionID: c.id, ServerPublicKey: serverKey, Encryption: secure.Encryption})
+	c.enc = sess
+	c.mu.Unlock()
+	if ph == awaitingHandshake {
+		c.begin(p)
+		return
+	}
+	go c.hold() // the resume message may follow the handshake
+}
+
+// errNotOurs marks a melody session Herald did not set up.
+var errNotOurs = errors.New("ws: session without Herald's state")
+
+func connOf(s *melody.Session) (*conn, error) {
+	v, ok := s.Get(keyConn)
+	if !ok {
+		return nil, errNotOurs
+	}
+	c, ok := v.(*conn)
+	if !ok {
+		return nil, fmt.Errorf("%w: %T", errNotOurs, v)
+	}
+	return c, nil
+}
