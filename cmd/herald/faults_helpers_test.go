@@ -63,6 +63,7 @@ type faultEnv struct {
 	brokers string
 	dbURL   string
 	jwksURL string
+	issuer  *auth.DevIssuer
 	db      *pgxpool.Pool
 	client  *kgo.Client
 	adm     *kadm.Client
@@ -117,6 +118,7 @@ func newFaultEnv(t *testing.T, partitions int32, dbURL string) *faultEnv {
 		brokers: broker.Addr(),
 		dbURL:   dbURL,
 		jwksURL: idp.URL + "/jwks.json",
+		issuer:  issuer,
 		db:      db,
 		client:  client,
 		adm:     kadm.NewClient(client),

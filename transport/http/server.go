@@ -62,6 +62,8 @@ type Deps struct {
 	Inbox     Inbox
 	Directory Directory
 	Verifier  Verifier
+	// Sockets serve the socket admin API.
+	Sockets Sockets
 	// Checks decide GET /readyz.
 	Checks []Check
 	Logger *slog.Logger
@@ -73,6 +75,7 @@ type Server struct {
 	inbox     Inbox
 	directory Directory
 	verifier  Verifier
+	sockets   Sockets
 	checks    []Check
 	logger    *slog.Logger
 	readWait  time.Duration
@@ -85,7 +88,7 @@ func NewServer(d Deps) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		commands: d.Commands, inbox: d.Inbox, directory: d.Directory, verifier: d.Verifier,
+		commands: d.Commands, inbox: d.Inbox, directory: d.Directory, verifier: d.Verifier, sockets: d.Sockets,
 		checks: d.Checks, logger: logger, readWait: DefaultReadWait,
 	}
 }
@@ -101,6 +104,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/openapi.json", s.openAPI)
 	s.registerInbox(mux)
 	s.registerDirectory(mux)
+	s.registerSockets(mux)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

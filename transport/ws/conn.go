@@ -153,6 +153,7 @@ func (c *conn) start(p auth.Principal) {
 	c.principal, c.member = p, member{p.Tenant, p.Subject}
 	c.mu.Unlock()
 	c.h.join(c)
+	c.h.register(c)
 	if !p.ExpiresAt.IsZero() {
 		time.AfterFunc(time.Until(p.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
 	}
@@ -523,6 +524,13 @@ func (c *conn) handshake(m clientMessage) {
 	c.sendLocked(handshakeAck{Type: "handshake_ack", SessionID: c.id, ServerPublicKey: serverKey, Encryption: secure.Encryption})
 	c.enc = sess
 	c.mu.Unlock()
+	if ph != awaitingHandshake && c.h.registry != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := c.h.registry.SetEncrypted(ctx, c.id); err != nil {
+			c.h.logger.Warn("session registry", "error", err)
+		}
+		cancel()
+	}
 	if ph == awaitingHandshake {
 		c.begin(p)
 		return

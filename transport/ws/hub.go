@@ -52,6 +52,14 @@ type DeltaLog interface {
 	Bounds(ctx context.Context, tenant, recipient string) (oldest, latest int64, err error)
 }
 
+// Registry records this instance's sessions where every instance can list
+// them (*live.Sockets).
+type Registry interface {
+	Add(ctx context.Context, s live.Session) error
+	SetEncrypted(ctx context.Context, clientID string) error
+	Remove(ctx context.Context, clientID string) error
+}
+
 // Config configures the hub.
 type Config struct {
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
@@ -69,6 +77,9 @@ type Config struct {
 	Refuse func(w http.ResponseWriter, r *http.Request, err error)
 	// Deltas is the log sessions resume from and start streaming after.
 	Deltas DeltaLog
+	// Registry, when set, records every authenticated session, for the
+	// socket admin API of every instance.
+	Registry Registry
 }
 
 // keyConn is the melody session key of a session's *conn.
@@ -107,6 +118,7 @@ type Hub struct {
 	origins  *auth.Origins
 	onRefuse func(w http.ResponseWriter, r *http.Request, err error)
 	deltas   DeltaLog
+	registry Registry
 
 	mu      sync.RWMutex
 	members map[member]map[*conn]struct{}
@@ -131,7 +143,7 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	m.Config.MaxMessageSize = maxClientFrame
 	h := &Hub{
 		m: m, verifier: verifier, logger: logger.With("component", "ws"),
-		origins: auth.NewOrigins(cfg.AllowedOrigins), onRefuse: cfg.Refuse, deltas: cfg.Deltas,
+		origins: auth.NewOrigins(cfg.AllowedOrigins), onRefuse: cfg.Refuse, deltas: cfg.Deltas, registry: cfg.Registry,
 		members: map[member]map[*conn]struct{}{}, clients: map[string]*conn{},
 		replayWindow: int64(max(m.Config.MessageBufferSize/2, 1)),
 	}
@@ -285,11 +297,44 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 	m := c.member
 	c.mu.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	delete(h.clients, c.id)
 	delete(h.members[m], c)
 	if len(h.members[m]) == 0 {
 		delete(h.members, m)
+	}
+	h.mu.Unlock()
+	h.unregister(c)
+}
+
+// register records an authenticated session in the registry. A session
+// that ended meanwhile is forgotten again: its disconnect may have run
+// first.
+func (h *Hub) register(c *conn) {
+	if h.registry == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.mu.Lock()
+	sess := live.Session{ClientID: c.id, Tenant: c.member.tenant, UserID: c.member.recipient, Rooms: []string{live.Room(c.member.recipient)},
+		ConnectedAt: c.connectedAt, Encrypted: c.enc != nil}
+	c.mu.Unlock()
+	if err := h.registry.Add(ctx, sess); err != nil {
+		h.logger.Warn("session registry", "error", err)
+	}
+	if c.isClosed() {
+		h.unregister(c)
+	}
+}
+
+func (h *Hub) unregister(c *conn) {
+	if h.registry == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.registry.Remove(ctx, c.id); err != nil {
+		h.logger.Warn("session registry", "error", err)
 	}
 }
 

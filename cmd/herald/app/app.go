@@ -2,11 +2,14 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -145,6 +148,7 @@ type App struct {
 	broker    *kafka.DevBroker
 	runners   []*projections.Runner
 	deltas    *live.Log
+	sockets   *live.Sockets
 	feed      *live.Hub
 	emitter   *redis.Emitter // nil when off
 	ingress   *kafka.Ingress
@@ -217,6 +221,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	a.Commands = commands.New(a.Store, logger)
 	feed := live.NewHub()
 	a.feed, a.deltas = feed, live.NewLog(a.Pool, logger)
+	a.sockets = live.NewSockets(a.Pool, instanceName(), logger)
 	for _, p := range Projections() {
 		a.runners = append(a.runners, projections.NewRunner(a.Pool, a.Store, p, logger, projections.WithMetrics(a.Registry)))
 	}
@@ -234,7 +239,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 		return fmt.Errorf("auth: %w", err)
 	}
 	api := herhttp.NewServer(herhttp.Deps{
-		Commands: a.Commands, Inbox: queries.NewInbox(a.Pool), Directory: queries.NewDirectory(a.Pool), Verifier: verifier,
+		Commands: a.Commands, Inbox: queries.NewInbox(a.Pool), Directory: queries.NewDirectory(a.Pool), Verifier: verifier, Sockets: a.sockets,
 		Checks: []herhttp.Check{{Name: "database", Func: a.Pool.Ping}, {Name: "jwks", Func: verifier.Ready}},
 		Logger: logger,
 	})
@@ -243,7 +248,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 		AllowedOrigins: cfg.AllowedOrigins,
 		// A refused handshake answers like any refused REST request.
 		Refuse: func(w http.ResponseWriter, r *http.Request, err error) { herhttp.WriteError(w, r, logger, err) },
-		Deltas: a.deltas,
+		Deltas: a.deltas, Registry: a.sockets,
 	}, verifier, feed, logger)
 	if cfg.Redis.URL != "" || len(cfg.Redis.ClusterAddrs) > 0 {
 		a.emitter, err = redis.NewEmitter(redis.Config{
@@ -317,6 +322,11 @@ func (a *App) Run(ctx context.Context) error {
 	// own sessions; one of them prunes the log.
 	g.Go(func() error { return ignoreCanceled(a.deltas.Follow(gctx, a.feed.Publish)) })
 	g.Go(func() error { return ignoreCanceled(a.deltas.Retain(gctx, a.cfg.ResumeWindow, a.cfg.ResumeMax)) })
+	// Ephemeral pushes (socket admin API) reach every instance over the
+	// bus; the registry lists every instance's sessions.
+	g.Go(func() error {
+		return ignoreCanceled(a.sockets.Run(gctx, func(e live.Ephemeral) { a.hub.PushLocal(e) }))
+	})
 	if a.emitter != nil {
 		// Best effort, as the seed's emitter: Redis down never stops
 		// Herald, and is not a readiness failure.
@@ -358,6 +368,19 @@ func (a *App) Close() {
 	if a.emitter != nil {
 		_ = a.emitter.Close() // nothing to do about a failure at exit
 	}
+}
+
+// instanceName names this process among the instances sharing the
+// database: the host and a random suffix, so that a restart is a new
+// instance whose sessions are its own.
+func instanceName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "herald"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return host + "-" + hex.EncodeToString(b[:])
 }
 
 func ignoreCanceled(err error) error {

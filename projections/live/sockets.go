@@ -1,0 +1,262 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/domain"
+)
+
+// Timing of the session registry and the push bus.
+const (
+	// heartbeat is how often an instance says it is alive.
+	heartbeat = 5 * time.Second
+	// aliveFor is how long an instance counts as alive after it last said
+	// so: its sessions are listed that long.
+	aliveFor = 20 * time.Second
+	// forgetAfter is how long the sessions of a silent instance are kept
+	// before any instance removes them.
+	forgetAfter = 5 * time.Minute
+	// pushesKept is how long a push stays in ws_pushes.
+	pushesKept = time.Minute
+)
+
+// pushChannel carries the id of each new push to every instance.
+const pushChannel = "herald_ws_pushes"
+
+// Session is one connected WebSocket session, on whichever instance.
+type Session struct {
+	ClientID    string    `json:"clientId"`
+	UserID      string    `json:"userId"`
+	Rooms       []string  `json:"rooms"`
+	ConnectedAt time.Time `json:"connectedAt"`
+	Encrypted   bool      `json:"encrypted"`
+	Instance    string    `json:"instance"`
+	Tenant      string    `json:"-"`
+}
+
+// Sockets is what every instance shares about WebSocket sessions, in
+// PostgreSQL: who is connected where (the registry), and the bus that
+// carries ephemeral pushes to every instance. It is safe for concurrent use.
+type Sockets struct {
+	pool     *pgxpool.Pool
+	instance string
+	logger   *slog.Logger
+}
+
+// NewSockets returns the registry and bus of the database pool connects to,
+// for the instance named instance (unique per process).
+func NewSockets(pool *pgxpool.Pool, instance string, logger *slog.Logger) *Sockets {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Sockets{pool: pool, instance: instance, logger: logger.With("component", "sockets")}
+}
+
+// Instance is the name of this instance in the registry.
+func (s *Sockets) Instance() string { return s.instance }
+
+// Add registers a session of this instance.
+func (s *Sockets) Add(ctx context.Context, sess Session) error {
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO ws_sessions (client_id, instance, tenant, user_id, rooms, connected_at, encrypted)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (client_id) DO UPDATE SET encrypted = EXCLUDED.encrypted`,
+		sess.ClientID, s.instance, sess.Tenant, sess.UserID, sess.Rooms, sess.ConnectedAt, sess.Encrypted)
+	if err != nil {
+		return fmt.Errorf("register session %s: %w", sess.ClientID, err)
+	}
+	return nil
+}
+
+// SetEncrypted records that a session turned encryption on.
+func (s *Sockets) SetEncrypted(ctx context.Context, clientID string) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE ws_sessions SET encrypted = true WHERE client_id = $1`, clientID); err != nil {
+		return fmt.Errorf("mark session %s encrypted: %w", clientID, err)
+	}
+	return nil
+}
+
+// Remove forgets a session that ended.
+func (s *Sockets) Remove(ctx context.Context, clientID string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM ws_sessions WHERE client_id = $1`, clientID); err != nil {
+		return fmt.Errorf("forget session %s: %w", clientID, err)
+	}
+	return nil
+}
+
+// List returns the sessions of tenant on every live instance.
+func (s *Sockets) List(ctx context.Context, tenant string) ([]Session, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT s.client_id, s.user_id, s.rooms, s.connected_at, s.encrypted, s.instance
+		FROM ws_sessions s JOIN ws_instances i ON i.instance = s.instance
+		WHERE s.tenant = $1 AND i.seen_at > now() - $2 * interval '1 second'
+		ORDER BY s.connected_at, s.client_id`, tenant, aliveFor.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Session, error) {
+		sess := Session{Tenant: tenant}
+		err := r.Scan(&sess.ClientID, &sess.UserID, &sess.Rooms, &sess.ConnectedAt, &sess.Encrypted, &sess.Instance)
+		return sess, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+// Publish sends an ephemeral push to every instance, validating it first,
+// and returns how many registered sessions it is meant for. The push is
+// stored only for the moment it takes to reach the instances: nothing
+// replays it.
+func (s *Sockets) Publish(ctx context.Context, e Ephemeral) (int, error) {
+	if err := e.Validate(); err != nil {
+		return 0, err
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return 0, fmt.Errorf("encode push: %w", err)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var id int64
+		if err := tx.QueryRow(ctx, `INSERT INTO ws_pushes (push) VALUES ($1) RETURNING id`, b).Scan(&id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, pushChannel, strconv.FormatInt(id, 10))
+		return err
+	})
+	if err != nil {
+		return 0, &domain.Error{Code: domain.CodeUnavailable, Message: "the push could not be sent; retry", Err: err}
+	}
+	sessions, err := s.List(ctx, e.Target.Tenant)
+	if err != nil {
+		// Sent; only the count is unknown, which is no reason to make the
+		// caller send it again.
+		s.logger.WarnContext(ctx, "push sent; its sessions could not be counted", "error", err)
+		return 0, nil //nolint:nilerr // see above
+	}
+	n := 0
+	for _, sess := range sessions {
+		if reaches(e.Target, sess) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// reaches reports whether a push to t reaches sess.
+func reaches(t Target, sess Session) bool {
+	switch t.Kind {
+	case TargetBroadcast:
+		return true
+	case TargetUser:
+		return sess.UserID == t.ID
+	case TargetClient:
+		return sess.ClientID == t.ID
+	case TargetRoom:
+		for _, r := range sess.Rooms {
+			if r == t.ID {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Run keeps this instance registered (a heartbeat every 5 s), removes the
+// sessions of instances gone silent, and hands deliver every push published
+// from now on, until ctx ends; it returns ctx's error. Pushes are best
+// effort: one published while this instance's connection is down is lost.
+func (s *Sockets) Run(ctx context.Context, deliver func(Ephemeral)) error {
+	go s.listen(ctx, deliver)
+	for {
+		if err := s.beat(ctx); err != nil && ctx.Err() == nil {
+			s.logger.WarnContext(ctx, "session registry heartbeat failed", "error", err)
+		}
+		if !domain.Sleep(ctx, heartbeat) {
+			// Gone: this instance's sessions go with it.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_, _ = s.pool.Exec(cctx, `DELETE FROM ws_sessions WHERE instance = $1`, s.instance)
+			_, _ = s.pool.Exec(cctx, `DELETE FROM ws_instances WHERE instance = $1`, s.instance)
+			cancel()
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Sockets) beat(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, `
+		INSERT INTO ws_instances (instance) VALUES ($1)
+		ON CONFLICT (instance) DO UPDATE SET seen_at = now()`, s.instance); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, `
+		DELETE FROM ws_sessions WHERE instance IN
+		  (SELECT instance FROM ws_instances WHERE seen_at < now() - $1 * interval '1 second')`, forgetAfter.Seconds()); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM ws_instances WHERE seen_at < now() - $1 * interval '1 second'`, forgetAfter.Seconds()); err != nil {
+		return err
+	}
+	_, err := s.pool.Exec(ctx, `DELETE FROM ws_pushes WHERE created_at < now() - $1 * interval '1 second'`, pushesKept.Seconds())
+	return err
+}
+
+// listen hands deliver each push announced on the channel, reconnecting
+// with backoff after errors, until ctx ends.
+func (s *Sockets) listen(ctx context.Context, deliver func(Ephemeral)) {
+	retry := domain.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, deliver, &retry)
+		if ctx.Err() != nil {
+			return
+		}
+		delay := retry.Next()
+		s.logger.WarnContext(ctx, "push bus listener lost; pushes from other instances are missed until it is back", "error", err, "retry_in", delay)
+		if !domain.Sleep(ctx, delay) {
+			return
+		}
+	}
+}
+
+func (s *Sockets) listenOnce(ctx context.Context, deliver func(Ephemeral), retry *domain.Backoff) error {
+	pooled, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	conn := pooled.Hijack() // a LISTENing connection must not return to the pool
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pushChannel); err != nil {
+		return err
+	}
+	retry.Reset()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		id, err := strconv.ParseInt(n.Payload, 10, 64)
+		if err != nil {
+			continue
+		}
+		var raw []byte
+		if err := s.pool.QueryRow(ctx, `SELECT push FROM ws_pushes WHERE id = $1`, id).Scan(&raw); err != nil {
+			s.logger.WarnContext(ctx, "push announced but unreadable", "id", id, "error", err)
+			continue
+		}
+		var e Ephemeral
+		if err := json.Unmarshal(raw, &e); err != nil {
+			s.logger.WarnContext(ctx, "push unreadable", "id", id, "error", err)
+			continue
+		}
+		deliver(e)
+	}
+}
