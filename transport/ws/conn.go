@@ -80,7 +80,10 @@ type conn struct {
 	pending   []live.Delta
 	enc       *secure.Session
 	timer     *time.Timer
-	closed    bool
+	// expiry closes the session when its token expires; stopped when the
+	// session ends, so that an ended session is not kept until then.
+	expiry *time.Timer
+	closed bool
 
 	// evicted is set when the session's queue overflowed: it missed a frame
 	// and must get no other before its close.
@@ -155,7 +158,11 @@ func (c *conn) start(p auth.Principal) {
 	c.h.join(c)
 	c.h.register(c)
 	if !p.ExpiresAt.IsZero() {
-		time.AfterFunc(time.Until(p.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
+		c.mu.Lock()
+		if !c.closed {
+			c.expiry = time.AfterFunc(time.Until(p.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
+		}
+		c.mu.Unlock()
 	}
 	if c.since >= 0 {
 		c.resume(c.since)
@@ -415,15 +422,15 @@ func (c *conn) push(d live.Delta, frame []byte) {
 	}
 }
 
-// pushEphemeral sends a push that is not stored, if the session is
-// authenticated.
-func (c *conn) pushEphemeral(room string, e live.Ephemeral) bool {
+// pushEphemeral sends the encoded frame of a push that is not stored, if
+// the session is authenticated.
+func (c *conn) pushEphemeral(frame []byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.phase == awaitingHandshake {
 		return false
 	}
-	c.sendLocked(Frame{Type: "event", Topic: e.Topic, Room: room, Data: e.Data})
+	c.sendBytesLocked(frame)
 	return true
 }
 

@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,13 @@ type Registry interface {
 	Remove(ctx context.Context, clientID string) error
 }
 
+// DefaultBufferSize is the frames a session's queue holds by default. The
+// queue is allocated whole for every session, so it is most of what an idle
+// session costs: 128 frames hold an org fan-out burst of 64 notifications
+// (a created and an unread_count frame each), and a client that falls
+// further behind resumes from the delta log without losing a frame.
+const DefaultBufferSize = 128
+
 // Config configures the hub.
 type Config struct {
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
@@ -67,7 +75,8 @@ type Config struct {
 	// (non-browser clients) and same-origin ones are always allowed.
 	AllowedOrigins []string
 	// BufferSize is how many frames may wait for one slow client before it
-	// is disconnected (it then reconnects and resumes). Default 256.
+	// is disconnected (it then reconnects and resumes). Default
+	// DefaultBufferSize.
 	BufferSize int
 	// Refuse answers a refused handshake: err is auth.forbidden for an
 	// origin not allowed, ws.upgrade_required for a request that is no
@@ -137,9 +146,13 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 		logger = slog.New(slog.DiscardHandler)
 	}
 	m := melody.New()
+	m.Config.MessageBufferSize = DefaultBufferSize
 	if cfg.BufferSize > 0 {
 		m.Config.MessageBufferSize = cfg.BufferSize
 	}
+	// Sessions are mostly idle: a pooled write buffer is held only while
+	// a frame is written, not for the whole life of every session.
+	m.Upgrader.WriteBufferPool = &sync.Pool{}
 	m.Config.MaxMessageSize = maxClientFrame
 	h := &Hub{
 		m: m, verifier: verifier, logger: logger.With("component", "ws"),
@@ -209,7 +222,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case err == nil:
-		p, err := h.verifier.Verify(r.Context(), token)
+		p, err := h.verify(r.Context(), token)
 		if err != nil {
 			h.refuse(w, r, err)
 			return
@@ -294,6 +307,9 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	m := c.member
 	c.mu.Unlock()
 	h.mu.Lock()
@@ -304,6 +320,25 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 	}
 	h.mu.Unlock()
 	h.unregister(c)
+}
+
+// verify checks a token on a goroutine of its own. Signature checks call
+// deep into crypto and grow the stack of the goroutine that runs them, and
+// this goroutine goes on to read the session for as long as it lasts: a
+// stack grown here stays with every session, some 10 KiB each. The
+// verifying goroutine's stack is freed as soon as it returns.
+func (h *Hub) verify(ctx context.Context, token string) (auth.Principal, error) {
+	type result struct {
+		p   auth.Principal
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := h.verifier.Verify(ctx, token)
+		done <- result{p, err}
+	}()
+	res := <-done
+	return res.p, res.err
 }
 
 // register records an authenticated session in the registry. A session
@@ -439,13 +474,25 @@ func (h *Hub) PushLocal(e live.Ephemeral) int {
 		}
 	}
 	h.mu.RUnlock()
+	// A broadcast reaches thousands of sessions with one frame: encode it
+	// once per room, not once per session.
+	frames := map[string][]byte{}
 	reached := 0
 	for _, c := range targets {
 		r := room
 		if r == "" {
 			r = live.Room(c.member.recipient)
 		}
-		if c.pushEphemeral(r, e) {
+		frame, ok := frames[r]
+		if !ok {
+			var err error
+			if frame, err = json.Marshal(Frame{Type: "event", Topic: e.Topic, Room: r, Data: e.Data}); err != nil {
+				h.logger.Error("encode push", "topic", e.Topic, "error", err)
+				return reached
+			}
+			frames[r] = frame
+		}
+		if c.pushEphemeral(frame) {
 			reached++
 		}
 	}
