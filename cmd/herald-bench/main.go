@@ -31,10 +31,20 @@ type options struct {
 	fanOutRuns int
 	only       string
 	out        string
+	// The ws measurement's sessions, timed admin broadcasts and org
+	// messages of the persisted fan-out.
+	wsConns, wsBroadcasts, wsFanOut int
 }
 
 func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if len(os.Args) > 1 && os.Args[1] == serverCommand {
+		if err := runServer(os.Args[2:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
+			logger.Error("benchmark server failed", "error", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr, logger); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -60,7 +70,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	// measurements, must still finish within five minutes.
 	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 75*time.Second, "longest an end-to-end run may take; a slower one reports its partial rate")
 	fs.IntVar(&o.fanOutRuns, "fanout-runs", 5, "timed rounds of the fan-out measurement (after one warm-up round)")
-	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, fanout or read (default all)")
+	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, fanout, read or ws (default all)")
+	fs.IntVar(&o.wsConns, "ws-connections", 10_000, "WebSocket sessions of the ws measurement")
+	fs.IntVar(&o.wsBroadcasts, "ws-broadcasts", 30, "timed admin broadcasts of the ws measurement (after one warm-up)")
+	fs.IntVar(&o.wsFanOut, "ws-fanout", 20, "org messages of the ws measurement's persisted fan-out")
 	fs.StringVar(&o.out, "out", "bench-results.json", "file the results are written to as JSON")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -68,8 +81,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.only != "" && o.only != "append" && o.only != "e2e" && o.only != "fanout" && o.only != "read":
-		return o, fmt.Errorf("-only %q: want append, e2e, fanout or read", o.only)
+	case o.only != "" && o.only != "append" && o.only != "e2e" && o.only != "fanout" && o.only != "read" && o.only != "ws":
+		return o, fmt.Errorf("-only %q: want append, e2e, fanout, read or ws", o.only)
+	case o.wsConns <= 0 || o.wsBroadcasts <= 0 || o.wsFanOut <= 0:
+		return o, errors.New("-ws-connections, -ws-broadcasts and -ws-fanout must be positive")
 	case o.fanOutRuns <= 0:
 		return o, errors.New("-fanout-runs must be positive")
 	case o.duration <= 0 || o.warmUp < 0:
@@ -147,6 +162,13 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			return fmt.Errorf("read: %w", err)
 		}
 		res.Read = &read
+	}
+	if opts.only == "" || opts.only == "ws" {
+		ws, err := runWS(ctx, opts, dbs, logger, stderr)
+		if err != nil {
+			return fmt.Errorf("ws: %w", err)
+		}
+		res.WS = &ws
 	}
 	res.WallSeconds = time.Since(began).Seconds()
 

@@ -22,6 +22,7 @@ type results struct {
 	EndToEnd        *e2eResult     `json:"end_to_end,omitempty"`
 	FanOut          *fanOutResult  `json:"fan_out,omitempty"`
 	Read            *readResult    `json:"read,omitempty"`
+	WS              *wsResult      `json:"ws,omitempty"`
 	WallSeconds     float64        `json:"wall_seconds"`
 }
 
@@ -93,6 +94,25 @@ func printTable(w io.Writer, r results) error {
 			[2]string{"note", rd.Note + "; CPU is this process's (clients included, PostgreSQL not)"},
 			[2]string{"plan", rd.Plan})
 	}
+	if ws := r.WS; ws != nil {
+		goals := make([]string, len(ws.Goals))
+		for i, g := range ws.Goals {
+			goals[i] = goalText(g)
+		}
+		f := ws.FanOut
+		fan := fmt.Sprintf("%d org messages at once: %s deliveries in %s, %s/s, p50 %.0f ms, p99 %.0f ms",
+			f.Messages, thousands(f.Deliveries), seconds(f.Seconds), thousands(round(f.DeliveriesPerSecond)), f.P50Ms, f.P99Ms)
+		if f.Missing > 0 {
+			fan += fmt.Sprintf(", %s never arrived", thousands(f.Missing))
+		}
+		block(fmt.Sprintf("WebSocket, %s sessions in another process, %d admin broadcasts", thousands(int64(ws.Connections)), ws.Broadcasts),
+			[2]string{"Herald", wsText(ws.Herald)},
+			[2]string{"baseline", "bare melody broadcast server, no auth or database: " + wsText(ws.Melody)},
+			[2]string{"ratio", "RSS " + times(ws.RSSRatio) + ", broadcast deliveries/s " + times(ws.RateRatio)},
+			[2]string{"fan-out", fan},
+			[2]string{"clients", fmt.Sprintf("%d duplicates, %d bad frames, %d early closes", ws.Errors.Duplicates, ws.Errors.BadFrames, ws.Errors.EarlyCloses)},
+			[2]string{"goal", strings.Join(goals, "; ")})
+	}
 	writeWrapped(&b, "", fmt.Sprintf("%s, GOMAXPROCS %d, %s", r.GoVersion, r.GOMAXPROCS, r.PostgresVersion))
 	fmt.Fprintf(&b, "wall time %s\n", (time.Duration(r.WallSeconds * float64(time.Second))).Round(time.Second))
 	_, err := io.WriteString(w, b.String())
@@ -136,6 +156,11 @@ func runText(e e2eRun, unit string) string {
 		s += " (" + strings.Join(notes, "; ") + ")"
 	}
 	return s
+}
+
+func wsText(r wsServerRun) string {
+	return fmt.Sprintf("%.1f KiB RSS per session (connected in %s); broadcast %s/s, p50 %.0f ms, p99 %.0f ms",
+		r.RSSPerConnKiB, seconds(r.ConnectSeconds), thousands(round(r.DeliveriesPerSecond)), r.P50Ms, r.P99Ms)
 }
 
 func readText(r readRun) string {

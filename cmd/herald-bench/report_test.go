@@ -24,6 +24,11 @@ func TestReportFitsItsWidth(t *testing.T) {
 			Goal: goal{Description: "≥ 5,000 requests/s and p99 ≤ 20ms"},
 			Note: "the 64 client goroutines run in this process, on the same 2 CPUs as the server and PostgreSQL",
 			Plan: "Limit → Index Scan using inbox_notifications_page on inbox_notifications (a very long plan description that must wrap)"},
+		WS: &wsResult{Connections: 10_000, Broadcasts: 10, RSSRatio: 1.61, RateRatio: 0.72,
+			Herald: wsServerRun{ConnectSeconds: 3.4, RSSPerConnKiB: 43.5, DeliveriesPerSecond: 72687, P50Ms: 79.8, P99Ms: 152.7},
+			Melody: wsServerRun{ConnectSeconds: 0.8, RSSPerConnKiB: 27.1, DeliveriesPerSecond: 104476, P50Ms: 55.3, P99Ms: 97},
+			FanOut: wsFanOutRun{Messages: 20, Deliveries: 199_000, Missing: 1000, Seconds: 30.1, DeliveriesPerSecond: 6637, P50Ms: 18235, P99Ms: 29623},
+			Goals:  []goal{{Description: "≤ 30 KiB RSS per connection"}, {Description: "fan-out p99 ≤ 3s", Met: true}}},
 		WallSeconds: 112,
 	}
 	var b strings.Builder
@@ -37,7 +42,8 @@ func TestReportFitsItsWidth(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"store append, 64 appenders", "7,867 events/s", "1.23×", "≥ 20,000 events/s: not met",
-		"end to end, 100,000 messages, 12 partitions", "timed out", "fan-out", "19.00× the time", "read, GET", "3,182 requests/s", "must wrap"} {
+		"end to end, 100,000 messages, 12 partitions", "timed out", "fan-out", "19.00× the time", "read, GET", "3,182 requests/s", "must wrap",
+		"WebSocket, 10,000 sessions", "43.5 KiB RSS per session", "broadcast deliveries/s 0.72×", "1,000 never arrived", "fan-out p99 ≤ 3s: met"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the report does not say %q:\n%s", want, out)
 		}
