@@ -94,12 +94,13 @@ func TestLiveDeltasReachEveryInstanceThroughAKill(t *testing.T) {
 	env := newFaultEnv(t, 3, pgtest.NewDatabase(t))
 	procs := []*serveProc{env.startServe("a"), env.startServe("b"), env.startServe("c")}
 	var mu sync.Mutex
+	killed := map[*serveProc]bool{} // kill's own flag is not for other goroutines
 	alive := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		var out []string
 		for _, p := range procs {
-			if !p.ending && !p.exited() {
+			if !killed[p] && !p.exited() {
 				out = append(out, p.base)
 			}
 		}
@@ -159,7 +160,7 @@ func TestLiveDeltasReachEveryInstanceThroughAKill(t *testing.T) {
 		return false, "no instance runs the inbox projection", nil
 	})
 	mu.Lock()
-	leader.ending = true
+	killed[leader] = true
 	mu.Unlock()
 	leader.kill(t)
 	produce(messages/2, messages)
