@@ -49,15 +49,25 @@ type Sockets struct {
 	pool     *pgxpool.Pool
 	instance string
 	logger   *slog.Logger
+	// from is the last push published before this instance opened the
+	// bus: Run delivers every later one.
+	from int64
 }
 
 // NewSockets returns the registry and bus of the database pool connects to,
-// for the instance named instance (unique per process).
-func NewSockets(pool *pgxpool.Pool, instance string, logger *slog.Logger) *Sockets {
+// for the instance named instance (unique per process). It reads where the
+// bus stands, so call it before the instance accepts sessions: Run then
+// delivers every push published from this call on, also those published
+// before its listener is up.
+func NewSockets(ctx context.Context, pool *pgxpool.Pool, instance string, logger *slog.Logger) (*Sockets, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Sockets{pool: pool, instance: instance, logger: logger.With("component", "sockets")}
+	s := &Sockets{pool: pool, instance: instance, logger: logger.With("component", "sockets")}
+	if err := pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ws_pushes`).Scan(&s.from); err != nil {
+		return nil, fmt.Errorf("open the push bus: %w", err)
+	}
+	return s, nil
 }
 
 // Instance is the name of this instance in the registry.
@@ -136,45 +146,44 @@ func (s *Sockets) Publish(ctx context.Context, e Ephemeral) (int, error) {
 	if err != nil {
 		return 0, &domain.Error{Code: domain.CodeUnavailable, Message: "the push could not be sent; retry", Err: err}
 	}
-	sessions, err := s.List(ctx, e.Target.Tenant)
+	n, err := s.Count(ctx, e.Target)
 	if err != nil {
 		// Sent; only the count is unknown, which is no reason to make the
 		// caller send it again.
 		s.logger.WarnContext(ctx, "push sent; its sessions could not be counted", "error", err)
 		return 0, nil //nolint:nilerr // see above
 	}
-	n := 0
-	for _, sess := range sessions {
-		if reaches(e.Target, sess) {
-			n++
-		}
+	return n, nil
+}
+
+// Count says how many sessions on live instances a push to t reaches.
+// Counted by the database: a broadcast to a large tenant must not fetch
+// every session to count them.
+func (s *Sockets) Count(ctx context.Context, t Target) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `
+		SELECT count(*)
+		FROM ws_sessions s JOIN ws_instances i ON i.instance = s.instance
+		WHERE s.tenant = $1 AND i.seen_at > now() - $2 * interval '1 second'
+		  AND CASE $3::text
+		    WHEN 'broadcast' THEN true
+		    WHEN 'user' THEN s.user_id = $4
+		    WHEN 'client' THEN s.client_id = $4
+		    WHEN 'room' THEN $4 = ANY (s.rooms)
+		    ELSE false
+		  END`, t.Tenant, aliveFor.Seconds(), string(t.Kind), t.ID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count sessions: %w", err)
 	}
 	return n, nil
 }
 
-// reaches reports whether a push to t reaches sess.
-func reaches(t Target, sess Session) bool {
-	switch t.Kind {
-	case TargetBroadcast:
-		return true
-	case TargetUser:
-		return sess.UserID == t.ID
-	case TargetClient:
-		return sess.ClientID == t.ID
-	case TargetRoom:
-		for _, r := range sess.Rooms {
-			if r == t.ID {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // Run keeps this instance registered (a heartbeat every 5 s), removes the
 // sessions of instances gone silent, and hands deliver every push published
-// from now on, until ctx ends; it returns ctx's error. Pushes are best
-// effort: one published while this instance's connection is down is lost.
+// since NewSockets, until ctx ends; it returns ctx's error. Call it once. A
+// push published while the listener is not up (starting, or reconnecting
+// after an error) is delivered when it is back, late; one older than
+// pushesKept by then is lost.
 func (s *Sockets) Run(ctx context.Context, deliver func(Ephemeral)) error {
 	go s.listen(ctx, deliver)
 	for {
@@ -214,27 +223,47 @@ func (s *Sockets) beat(ctx context.Context) error {
 // with backoff after errors, until ctx ends.
 func (s *Sockets) listen(ctx context.Context, deliver func(Ephemeral)) {
 	retry := domain.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	l := listener{s: s, deliver: deliver, seen: s.from}
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, deliver, &retry)
+		err := l.listenOnce(ctx, &retry)
 		if ctx.Err() != nil {
 			return
 		}
 		delay := retry.Next()
-		s.logger.WarnContext(ctx, "push bus listener lost; pushes from other instances are missed until it is back", "error", err, "retry_in", delay)
+		s.logger.WarnContext(ctx, "push bus listener lost; pushes from other instances are late until it is back", "error", err, "retry_in", delay)
 		if !domain.Sleep(ctx, delay) {
 			return
 		}
 	}
 }
 
-func (s *Sockets) listenOnce(ctx context.Context, deliver func(Ephemeral), retry *domain.Backoff) error {
-	pooled, err := s.pool.Acquire(ctx)
+// listener is the state of listen's goroutine, which alone uses it.
+type listener struct {
+	s       *Sockets
+	deliver func(Ephemeral)
+	// seen is the greatest push id delivered (or published before the bus
+	// was opened).
+	seen int64
+	// caught are the ids the last catch-up delivered, whose notification
+	// may still come; forgotten after caughtUntil, when it no longer can.
+	caught      map[int64]bool
+	caughtUntil time.Time
+}
+
+// listenOnce listens on one connection until it fails. Once listening, it
+// first delivers the pushes published since the last one seen, which no
+// notification will announce to it.
+func (l *listener) listenOnce(ctx context.Context, retry *domain.Backoff) error {
+	pooled, err := l.s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	conn := pooled.Hijack() // a LISTENing connection must not return to the pool
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+pushChannel); err != nil {
+		return err
+	}
+	if err := l.catchUp(ctx, conn); err != nil {
 		return err
 	}
 	retry.Reset()
@@ -247,16 +276,54 @@ func (s *Sockets) listenOnce(ctx context.Context, deliver func(Ephemeral), retry
 		if err != nil {
 			continue
 		}
+		if time.Now().After(l.caughtUntil) {
+			l.caught = nil
+		}
+		if l.caught[id] {
+			delete(l.caught, id)
+			continue
+		}
 		var raw []byte
-		if err := s.pool.QueryRow(ctx, `SELECT push FROM ws_pushes WHERE id = $1`, id).Scan(&raw); err != nil {
-			s.logger.WarnContext(ctx, "push announced but unreadable", "id", id, "error", err)
+		if err := l.s.pool.QueryRow(ctx, `SELECT push FROM ws_pushes WHERE id = $1`, id).Scan(&raw); err != nil {
+			l.s.logger.WarnContext(ctx, "push announced but unreadable", "id", id, "error", err)
 			continue
 		}
-		var e Ephemeral
-		if err := json.Unmarshal(raw, &e); err != nil {
-			s.logger.WarnContext(ctx, "push unreadable", "id", id, "error", err)
-			continue
-		}
-		deliver(e)
+		l.push(ctx, id, raw)
 	}
+}
+
+// catchUp delivers the pushes after the last one seen, in order.
+func (l *listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, `SELECT id, push FROM ws_pushes WHERE id > $1 ORDER BY id`, l.seen)
+	if err != nil {
+		return fmt.Errorf("read missed pushes: %w", err)
+	}
+	type missed struct {
+		id  int64
+		raw []byte
+	}
+	pushes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (missed, error) {
+		var m missed
+		err := r.Scan(&m.id, &m.raw)
+		return m, err
+	})
+	if err != nil {
+		return fmt.Errorf("read missed pushes: %w", err)
+	}
+	l.caught, l.caughtUntil = make(map[int64]bool, len(pushes)), time.Now().Add(pushesKept)
+	for _, m := range pushes {
+		l.caught[m.id] = true
+		l.push(ctx, m.id, m.raw)
+	}
+	return nil
+}
+
+func (l *listener) push(ctx context.Context, id int64, raw []byte) {
+	l.seen = max(l.seen, id)
+	var e Ephemeral
+	if err := json.Unmarshal(raw, &e); err != nil {
+		l.s.logger.WarnContext(ctx, "push unreadable", "id", id, "error", err)
+		return
+	}
+	l.deliver(e)
 }

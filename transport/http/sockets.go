@@ -21,6 +21,7 @@ const maxPushBody = 2 * live.MaxEphemeralDataBytes
 // reaches them (*live.Sockets).
 type Sockets interface {
 	List(ctx context.Context, tenant string) ([]live.Session, error)
+	Count(ctx context.Context, t live.Target) (int, error)
 	Publish(ctx context.Context, e live.Ephemeral) (int, error)
 }
 
@@ -76,16 +77,12 @@ func (s *Server) pushTo(target func(*http.Request) (live.TargetKind, string)) au
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		kind, id := target(r)
 		if kind == live.TargetClient {
-			sessions, err := s.sockets.List(r.Context(), p.Tenant)
+			n, err := s.sockets.Count(r.Context(), live.Target{Tenant: p.Tenant, Kind: kind, ID: id})
 			if err != nil {
 				WriteError(w, r, s.logger, &domain.Error{Code: domain.CodeUnavailable, Message: "the session registry is unavailable; retry", Err: err})
 				return
 			}
-			found := false
-			for _, sess := range sessions {
-				found = found || sess.ClientID == id
-			}
-			if !found {
+			if n == 0 {
 				WriteError(w, r, s.logger, domain.Errorf(domain.CodeNotFound, "no connected client %q", id))
 				return
 			}

@@ -221,7 +221,9 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	a.Commands = commands.New(a.Store, logger)
 	feed := live.NewHub()
 	a.feed, a.deltas = feed, live.NewLog(a.Pool, logger)
-	a.sockets = live.NewSockets(a.Pool, instanceName(), logger)
+	if a.sockets, err = live.NewSockets(ctx, a.Pool, instanceName(), logger); err != nil {
+		return err
+	}
 	for _, p := range Projections() {
 		a.runners = append(a.runners, projections.NewRunner(a.Pool, a.Store, p, logger, projections.WithMetrics(a.Registry)))
 	}
