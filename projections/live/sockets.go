@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,6 +53,20 @@ type Sockets struct {
 	// from is the last push published before this instance opened the
 	// bus: Run delivers every later one.
 	from int64
+
+	// Sessions to register wait in adds while one Add writes a batch: a
+	// burst of connections (every client of an instance that restarted)
+	// costs a few INSERTs, not one round trip each.
+	addMu   sync.Mutex
+	adds    []addRequest
+	writing bool
+}
+
+// addRequest is a session waiting to be registered, and where its result
+// goes.
+type addRequest struct {
+	sess Session
+	done chan error
 }
 
 // NewSockets returns the registry and bus of the database pool connects to,
@@ -73,15 +88,74 @@ func NewSockets(ctx context.Context, pool *pgxpool.Pool, instance string, logger
 // Instance is the name of this instance in the registry.
 func (s *Sockets) Instance() string { return s.instance }
 
-// Add registers a session of this instance.
+// Add registers a session of this instance. Concurrent calls are written
+// together: the first writes its own and whatever is waiting, in one
+// INSERT, then what came meanwhile, while the others wait for their result.
 func (s *Sockets) Add(ctx context.Context, sess Session) error {
+	req := addRequest{sess: sess, done: make(chan error, 1)}
+	s.addMu.Lock()
+	s.adds = append(s.adds, req)
+	if s.writing {
+		s.addMu.Unlock()
+		select {
+		case err := <-req.done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err() // still registered, by the writer, when it can
+		}
+	}
+	s.writing = true
+	for len(s.adds) > 0 {
+		batch := s.adds
+		s.adds = nil
+		s.addMu.Unlock()
+		// Not ctx: the batch holds other callers' sessions.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := s.insert(wctx, batch)
+		cancel()
+		for _, r := range batch {
+			r.done <- err
+		}
+		s.addMu.Lock()
+	}
+	s.writing = false
+	s.addMu.Unlock()
+	return <-req.done
+}
+
+// insert registers a batch of sessions with one statement.
+func (s *Sockets) insert(ctx context.Context, batch []addRequest) error {
+	var ids, tenants, users, rooms []string
+	var at []time.Time
+	var encrypted []bool
+	seen := make(map[string]int, len(batch))
+	for _, r := range batch {
+		sessRooms := r.sess.Rooms
+		if sessRooms == nil {
+			sessRooms = []string{} // null would not unnest
+		}
+		roomsJSON, err := json.Marshal(sessRooms)
+		if err != nil {
+			return fmt.Errorf("register session %s: %w", r.sess.ClientID, err)
+		}
+		if i, ok := seen[r.sess.ClientID]; ok {
+			// One statement cannot write a row twice: the later one wins,
+			// as it would have one statement later.
+			tenants[i], users[i], rooms[i], at[i], encrypted[i] = r.sess.Tenant, r.sess.UserID, string(roomsJSON), r.sess.ConnectedAt, r.sess.Encrypted
+			continue
+		}
+		seen[r.sess.ClientID] = len(ids)
+		ids, tenants, users = append(ids, r.sess.ClientID), append(tenants, r.sess.Tenant), append(users, r.sess.UserID)
+		rooms, at, encrypted = append(rooms, string(roomsJSON)), append(at, r.sess.ConnectedAt), append(encrypted, r.sess.Encrypted)
+	}
 	_, err := s.pool.Exec(ctx, `
 		INSERT INTO ws_sessions (client_id, instance, tenant, user_id, rooms, connected_at, encrypted)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		SELECT c, $1, t, u, ARRAY(SELECT jsonb_array_elements_text(r::jsonb)), a, e
+		FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bool[]) AS x(c, t, u, r, a, e)
 		ON CONFLICT (client_id) DO UPDATE SET encrypted = EXCLUDED.encrypted`,
-		sess.ClientID, s.instance, sess.Tenant, sess.UserID, sess.Rooms, sess.ConnectedAt, sess.Encrypted)
+		s.instance, ids, tenants, users, rooms, at, encrypted)
 	if err != nil {
-		return fmt.Errorf("register session %s: %w", sess.ClientID, err)
+		return fmt.Errorf("register %d sessions: %w", len(ids), err)
 	}
 	return nil
 }

@@ -157,3 +157,42 @@ func TestCountSessions(t *testing.T) {
 		}
 	}
 }
+
+// Sessions registered at once, as after a restart, are all registered, each
+// Add returning only once its own session is written.
+func TestConcurrentAddsAreAllRegistered(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	s := newSockets(t, pool, "a")
+	const n = 300
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			sess := live.Session{ClientID: fmt.Sprintf("c%d", i), Tenant: "org-1", UserID: fmt.Sprintf("u%d", i%7), ConnectedAt: time.Now().UTC()}
+			if i%2 == 0 {
+				sess.Rooms = []string{live.Room(sess.UserID)}
+			}
+			err := s.Add(ctx, sess)
+			if err == nil {
+				var found bool
+				err = pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ws_sessions WHERE client_id = $1)`, sess.ClientID).Scan(&found)
+				if err == nil && !found {
+					err = fmt.Errorf("Add returned before session %s was written", sess.ClientID)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rows, withRoom int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE cardinality(rooms) = 1) FROM ws_sessions WHERE instance = 'a'`).Scan(&rows, &withRoom); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n || withRoom != n/2 {
+		t.Fatalf("%d sessions registered, %d with their room; want %d and %d", rows, withRoom, n, n/2)
+	}
+}

@@ -216,10 +216,13 @@ func (c *conn) stream() {
 		c.mu.Unlock()
 		return
 	}
-	c.phase = replaying // holds live deltas while the log is read
+	c.phase = replaying // holds live deltas while they are sent
 	c.cursor = c.holdFrom
 	c.mu.Unlock()
-	c.catchUp()
+	// No log read: the session joined its room before it read holdFrom, so
+	// every later delta came through the feed and is held; the log is read
+	// only if the held ones show a gap.
+	c.catchUp(false)
 }
 
 // resume replays the deltas after since, then streams: no duplicate, no
@@ -252,7 +255,7 @@ func (c *conn) resume(since int64) {
 		c.cursor = since
 	}
 	c.mu.Unlock()
-	c.catchUp()
+	c.catchUp(true)
 }
 
 // catchUp sends what the log holds after the cursor, then what was held
@@ -262,7 +265,9 @@ func (c *conn) resume(since int64) {
 // again. Should the log have lost them (pruned meanwhile), the client is
 // told resync_required instead of being sent a gap. A replay may be far
 // longer than the session's queue: it waits for room before each frame.
-func (c *conn) catchUp() {
+// Without read, it starts with what was held, and reads the log only when
+// that shows a gap.
+func (c *conn) catchUp(read bool) {
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -271,11 +276,14 @@ func (c *conn) catchUp() {
 		}
 		after := c.cursor
 		c.mu.Unlock()
-		deltas, err := c.h.since(c.member, after)
-		if err != nil {
-			c.h.logger.Warn("read the delta log", "error", err)
-			c.close(websocket.CloseInternalServerErr, "delta log unavailable")
-			return
+		var deltas []live.Delta
+		if read {
+			var err error
+			if deltas, err = c.h.since(c.member, after); err != nil {
+				c.h.logger.Warn("read the delta log", "error", err)
+				c.close(websocket.CloseInternalServerErr, "delta log unavailable")
+				return
+			}
 		}
 		if len(deltas) > 0 && deltas[0].Seq > after+1 {
 			c.mu.Lock()
@@ -307,6 +315,12 @@ func (c *conn) catchUp() {
 			c.phase = streaming
 			c.mu.Unlock()
 			return
+		}
+		if !read {
+			// A gap before the held deltas: the log holds what is missing.
+			read = true
+			c.mu.Unlock()
+			continue
 		}
 		if len(deltas) == 0 {
 			// The log no longer holds what comes before the held deltas.
@@ -418,7 +432,7 @@ func (c *conn) push(d live.Delta, frame []byte) {
 		// A gap: what is missing is in the log; read it first.
 		c.phase = replaying
 		c.pending = append(c.pending, d)
-		go c.catchUp()
+		go c.catchUp(true)
 	}
 }
 
