@@ -49,8 +49,12 @@ const (
 type phase int
 
 const (
+	// starting: authenticated, joining its room; neither holding nor
+	// replaying yet. The zero value: a session authenticated on the upgrade
+	// starts here.
+	starting phase = iota
 	// awaitingHandshake: connected without a token, no handshake yet.
-	awaitingHandshake phase = iota
+	awaitingHandshake
 	// holding: authenticated, live deltas held until a resume arrives or
 	// resumeWait passes.
 	holding
@@ -544,6 +548,11 @@ func (c *conn) handshake(m clientMessage) {
 	// In clear: the client needs it to derive the keys.
 	c.sendLocked(handshakeAck{Type: "handshake_ack", SessionID: c.id, ServerPublicKey: serverKey, Encryption: secure.Encryption})
 	c.enc = sess
+	if ph == awaitingHandshake {
+		// Authenticated from now on: a resume the client sends as soon as
+		// it has the ack must not find the session still waiting.
+		c.phase = starting
+	}
 	c.mu.Unlock()
 	if ph != awaitingHandshake && c.h.registry != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
