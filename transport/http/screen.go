@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/heraldhq/herald/domain"
 )
@@ -28,7 +26,7 @@ const (
 // than any route takes. It returns nil for a request fit for routing.
 func screen(r *http.Request) error {
 	p := r.URL.Path
-	if !cleanText(p) {
+	if !domain.CleanText(p) {
 		return domain.Errorf(domain.CodeValidationFailed, "the path must be UTF-8 text without control characters").
 			WithDetail("fields", map[string]any{"path": "must be UTF-8 text without control characters"})
 	}
@@ -46,7 +44,7 @@ func screen(r *http.Request) error {
 			WithDetail("fields", map[string]any{"query": "must be a well-formed query string"})
 	}
 	for name, values := range q {
-		if !cleanText(name) {
+		if !domain.CleanText(name) {
 			return domain.Errorf(domain.CodeValidationFailed, "a query parameter name is not UTF-8 text without control characters").
 				WithDetail("fields", map[string]any{"query": "parameter names must be UTF-8 text without control characters"})
 		}
@@ -54,7 +52,7 @@ func screen(r *http.Request) error {
 			switch {
 			case len(v) > maxQueryValue:
 				return invalidParam(name, fmt.Sprintf("must be at most %d bytes", maxQueryValue))
-			case !cleanText(v):
+			case !domain.CleanText(v):
 				return invalidParam(name, "must be UTF-8 text without control characters")
 			}
 		}
@@ -68,17 +66,4 @@ func screen(r *http.Request) error {
 func invalidParam(name, problem string) error {
 	return domain.Errorf(domain.CodeValidationFailed, "invalid query parameter %s: it %s", name, problem).
 		WithDetail("fields", map[string]any{name: problem})
-}
-
-// cleanText reports whether s is UTF-8 text without control characters.
-func cleanText(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, c := range s {
-		if unicode.IsControl(c) {
-			return false
-		}
-	}
-	return true
 }

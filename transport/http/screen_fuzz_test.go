@@ -32,7 +32,7 @@ func FuzzScreen(f *testing.F) {
 			}
 			t.Fatalf("screen(%q, %q): %v, want a client error", path, rawQuery, err)
 		}
-		if !utf8.ValidString(path) || !cleanText(path) {
+		if !utf8.ValidString(path) || !domain.CleanText(path) {
 			t.Fatalf("screen let the path %q through", path)
 		}
 		q, perr := url.ParseQuery(rawQuery)
@@ -41,7 +41,7 @@ func FuzzScreen(f *testing.F) {
 		}
 		for name, values := range q {
 			for _, v := range values {
-				if !cleanText(name) || !cleanText(v) || len(v) > maxQueryValue {
+				if !domain.CleanText(name) || !domain.CleanText(v) || len(v) > maxQueryValue {
 					t.Fatalf("screen let %q=%q through", name, v)
 				}
 			}

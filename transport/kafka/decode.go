@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"reflect"
 	"strings"
 	"time"
 
@@ -43,7 +41,7 @@ func DecodeActivity(payload []byte, headerKey string) (domain.Request, string, e
 	var m activityMessage
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	if err := dec.Decode(&m); err != nil {
-		return domain.Request{}, "", invalid(err)
+		return domain.Request{}, "", domain.InvalidMessage(err)
 	}
 	// Anything after the object, even a stray bracket, makes it not one
 	// JSON value.
@@ -91,7 +89,7 @@ func DecodeActivity(payload []byte, headerKey string) (domain.Request, string, e
 	if key == "" {
 		canonical, err := canonicalJSON(payload)
 		if err != nil {
-			return domain.Request{}, "", invalid(err)
+			return domain.Request{}, "", domain.InvalidMessage(err)
 		}
 		key = "sha256:" + domain.ContentKey(canonical)
 	}
@@ -108,49 +106,4 @@ func canonicalJSON(b []byte) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(v)
-}
-
-func invalid(err error) error {
-	msg := "message is not valid JSON"
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		// Say it in JSON's words: the reader of a dead letter knows the
-		// message, not Herald's Go types.
-		if te.Field == "" {
-			msg = fmt.Sprintf("message must be a JSON object, not %s", jsonKind(te.Value))
-		} else {
-			msg = fmt.Sprintf("field %s holds %s where %s is expected", te.Field, jsonKind(te.Value), goKind(te.Type))
-		}
-	}
-	return &domain.Error{Code: domain.CodeInvalidMessage, Message: msg, Err: err}
-}
-
-// jsonKind names the kind of JSON value encoding/json reports in an
-// UnmarshalTypeError ("number", "object", ... or "number 5").
-func jsonKind(value string) string {
-	kind, _, _ := strings.Cut(value, " ")
-	switch kind {
-	case "object", "array":
-		return "an " + kind
-	case "bool":
-		return "a boolean"
-	default:
-		return "a " + kind
-	}
-}
-
-// goKind names the JSON value a Go type decodes from.
-func goKind(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "a boolean"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Struct, reflect.Map, reflect.Pointer:
-		return "an object"
-	default:
-		return "a number"
-	}
 }

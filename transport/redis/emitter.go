@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -123,12 +122,12 @@ func NewEmitter(cfg Config, p Pusher, logger *slog.Logger) (*Emitter, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Channel == "" {
-		cfg.Channel = DefaultChannel
-	}
 	client, err := newClient(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Channel == "" {
+		cfg.Channel = DefaultChannel
 	}
 	e := &Emitter{
 		client: client, channel: cfg.Channel, pusher: p,
@@ -141,38 +140,66 @@ func NewEmitter(cfg Config, p Pusher, logger *slog.Logger) (*Emitter, error) {
 	return e, nil
 }
 
-// newClient builds the single-server or cluster client cfg names.
-func newClient(cfg Config) (goredis.UniversalClient, error) {
-	var v domain.ValidationError
+// Problems says, by field (URL, ClusterAddrs[i], Password, Channel), what
+// keeps cfg from making an emitter; nil when nothing does. NewEmitter refuses
+// such a cfg: a caller that reads cfg from settings checks it at start-up
+// and reports each problem under its setting's name.
+func (cfg Config) Problems() map[string]string {
+	_, problems := cfg.options()
+	return problems
+}
+
+// options checks cfg and returns the single-server client's options (nil
+// for a cluster), or the problems, by field.
+func (cfg Config) options() (*goredis.Options, map[string]string) {
+	problems := map[string]string{}
+	add := func(field, problem string) {
+		if _, ok := problems[field]; !ok {
+			problems[field] = problem
+		}
+	}
 	rawURL := strings.TrimSpace(cfg.URL)
 	switch {
 	case rawURL != "" && len(cfg.ClusterAddrs) > 0:
-		v.Add("URL", "and ClusterAddrs exclude each other: give one")
+		add("URL", "and ClusterAddrs exclude each other: give one")
 	case rawURL == "" && len(cfg.ClusterAddrs) == 0:
-		v.Add("URL", "or ClusterAddrs is required")
+		add("URL", "or ClusterAddrs is required")
 	}
-	if strings.TrimSpace(cfg.Channel) == "" || !domain.CleanText(cfg.Channel) {
-		v.Add("Channel", "must be UTF-8 text without control characters, not blank")
+	if cfg.Channel != "" && (strings.TrimSpace(cfg.Channel) == "" || !domain.CleanText(cfg.Channel)) {
+		add("Channel", "must be UTF-8 text without control characters, not blank")
 	}
 	var opts *goredis.Options
 	if rawURL != "" && len(cfg.ClusterAddrs) == 0 {
 		var err error
 		if opts, err = goredis.ParseURL(rawURL); err != nil {
-			v.Add("URL", "must be redis://[user:password@]host:port/db or rediss://…: "+urlProblem(err))
+			add("URL", "must be redis://[user:password@]host:port/db or rediss://…: "+urlProblem(err))
 		} else if cfg.Password != "" {
 			if opts.Password != "" {
-				v.Add("Password", "must be empty when URL holds a password")
+				add("Password", "must be empty when URL holds a password")
 			}
 			opts.Password = cfg.Password
 		}
 	}
 	for i, addr := range cfg.ClusterAddrs {
 		if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
-			v.Add(fmt.Sprintf("ClusterAddrs[%d]", i), "must be host:port")
+			add(fmt.Sprintf("ClusterAddrs[%d]", i), "must be host:port")
 		}
 	}
-	if err := v.Err(domain.CodeValidationFailed, "invalid redis emitter configuration"); err != nil {
-		return nil, err
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	return opts, nil
+}
+
+// newClient builds the single-server or cluster client cfg names.
+func newClient(cfg Config) (goredis.UniversalClient, error) {
+	opts, problems := cfg.options()
+	if len(problems) > 0 {
+		var v domain.ValidationError
+		for field, problem := range problems {
+			v.Add(field, problem)
+		}
+		return nil, v.Err(domain.CodeValidationFailed, "invalid redis emitter configuration")
 	}
 	if opts != nil {
 		return goredis.NewClient(opts), nil
@@ -413,7 +440,7 @@ func Decode(payload []byte) (live.Ephemeral, error) {
 	var msg live.Ephemeral
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	if err := dec.Decode(&msg); err != nil {
-		return live.Ephemeral{}, invalid(err)
+		return live.Ephemeral{}, domain.InvalidMessage(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return live.Ephemeral{}, domain.Errorf(domain.CodeInvalidMessage, "message holds more than one JSON value")
@@ -422,51 +449,6 @@ func Decode(payload []byte) (live.Ephemeral, error) {
 		return live.Ephemeral{}, err
 	}
 	return msg, nil
-}
-
-// invalid describes a decoding error in JSON's words: whoever reads the log
-// knows the message, not Herald's Go types.
-func invalid(err error) error {
-	msg := "message is not valid JSON"
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		if te.Field == "" {
-			msg = "message must be a JSON object, not " + jsonKind(te.Value)
-		} else {
-			msg = fmt.Sprintf("field %s holds %s where %s is expected", te.Field, jsonKind(te.Value), goKind(te.Type))
-		}
-	}
-	return &domain.Error{Code: domain.CodeInvalidMessage, Message: msg, Err: err}
-}
-
-// jsonKind names the kind of JSON value encoding/json reports in an
-// UnmarshalTypeError ("number", "object", ... or "number 5").
-func jsonKind(value string) string {
-	kind, _, _ := strings.Cut(value, " ")
-	switch kind {
-	case "object", "array":
-		return "an " + kind
-	case "bool":
-		return "a boolean"
-	default:
-		return "a " + kind
-	}
-}
-
-// goKind names the JSON value a Go type decodes from.
-func goKind(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "a boolean"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Struct, reflect.Map, reflect.Pointer:
-		return "an object"
-	default:
-		return "a number"
-	}
 }
 
 // capText cuts s to at most n bytes, on a character boundary.

@@ -499,34 +499,6 @@ func (h *Hub) PushLocal(e live.Ephemeral) int {
 	return reached
 }
 
-// Client is one connected session, as the socket admin API lists it.
-type Client struct {
-	ClientID    string    `json:"clientId"`
-	UserID      string    `json:"userId"`
-	Rooms       []string  `json:"rooms"`
-	ConnectedAt time.Time `json:"connectedAt"`
-	Encrypted   bool      `json:"encrypted"`
-}
-
-// Clients lists the authenticated sessions of tenant on this instance.
-func (h *Hub) Clients(tenant string) []Client {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	var out []Client
-	for m, cs := range h.members {
-		if m.tenant != tenant {
-			continue
-		}
-		for c := range cs {
-			c.mu.Lock()
-			out = append(out, Client{ClientID: c.id, UserID: m.recipient, Rooms: []string{live.Room(m.recipient)},
-				ConnectedAt: c.connectedAt, Encrypted: c.enc != nil})
-			c.mu.Unlock()
-		}
-	}
-	return out
-}
-
 func (h *Hub) bounds(m member) (oldest, latest int64, err error) {
 	if h.deltas == nil {
 		return 0, 0, nil

@@ -49,7 +49,9 @@ type stack struct {
 	feed   *live.Hub
 	hub    *ws.Hub
 	log    *memoryLog // the hub's delta log, unless the test gave its own
-	url    string     // ws://…/v1/stream
+	// sessions is the hub's registry, unless the test gave its own.
+	sessions *memoryRegistry
+	url      string // ws://…/v1/stream
 }
 
 // memoryLog is a delta log in memory, what live.Log is in PostgreSQL: the
@@ -141,6 +143,10 @@ func newStack(t *testing.T, cfg ws.Config) *stack {
 	if cfg.Deltas == nil {
 		cfg.Deltas = log
 	}
+	sessions := &memoryRegistry{sessions: map[string]live.Session{}}
+	if cfg.Registry == nil {
+		cfg.Registry = sessions
+	}
 	hub := ws.NewHub(cfg, verifier, feed, logger)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -148,7 +154,7 @@ func newStack(t *testing.T, cfg ws.Config) *stack {
 		_ = hub.Close(ctx)
 	})
 	mux.Handle("GET /v1/stream", hub)
-	return &stack{t: t, srv: srv, issuer: issuer, feed: feed, hub: hub, log: log, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/stream"}
+	return &stack{t: t, srv: srv, issuer: issuer, feed: feed, hub: hub, log: log, sessions: sessions, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/stream"}
 }
 
 func (s *stack) token(sub, tenant string, ttl time.Duration) string {
@@ -193,15 +199,57 @@ type frame struct {
 	Data     json.RawMessage `json:"data"`
 }
 
-// awaitClients waits until the hub lists sessions of each user of tenant.
+// memoryRegistry is the session registry in memory, what live.Sockets is
+// in PostgreSQL.
+type memoryRegistry struct {
+	mu       sync.Mutex
+	sessions map[string]live.Session
+}
+
+func (r *memoryRegistry) Add(_ context.Context, s live.Session) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sessions[s.ClientID] = s
+	return nil
+}
+
+func (r *memoryRegistry) SetEncrypted(_ context.Context, clientID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.sessions[clientID]; ok {
+		s.Encrypted = true
+		r.sessions[clientID] = s
+	}
+	return nil
+}
+
+func (r *memoryRegistry) Remove(_ context.Context, clientID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.sessions, clientID)
+	return nil
+}
+
+// users lists the users of tenant with a registered session.
+func (r *memoryRegistry) users(tenant string) map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]bool{}
+	for _, s := range r.sessions {
+		if s.Tenant == tenant {
+			out[s.UserID] = true
+		}
+	}
+	return out
+}
+
+// awaitClients waits until the hub registered sessions of each user of
+// tenant: a session registers once it joined its user's room.
 func (s *stack) awaitClients(tenant string, users ...string) {
 	s.t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
-		listed := map[string]bool{}
-		for _, c := range s.hub.Clients(tenant) {
-			listed[c.UserID] = true
-		}
+		listed := s.sessions.users(tenant)
 		all := true
 		for _, u := range users {
 			all = all && listed[u]
