@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/transport/kafka"
+	"github.com/heraldhq/herald/transport/redis"
 )
 
 // Config is Herald's configuration, typed. Load fills it from HERALD_
@@ -386,6 +388,9 @@ func (c Config) validate(parts Part) error {
 		if c.Redis.URL != "" && len(c.Redis.ClusterAddrs) > 0 {
 			add("HERALD_REDIS_URL", "set both it and HERALD_REDIS_CLUSTER_ADDRS; set one")
 		}
+		if c.Redis.URL != "" || len(c.Redis.ClusterAddrs) > 0 {
+			c.validateRedis(add)
+		}
 		if c.HTTPReadTimeout < time.Second || c.HTTPIdleTimeout < time.Second {
 			add("HERALD_HTTP_READ_TIMEOUT", "want durations of at least 1s for it and HERALD_HTTP_IDLE_TIMEOUT")
 		}
@@ -504,4 +509,23 @@ func SplitList(s string) []string {
 func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
+}
+
+// validateRedis reports the emitter's own checks under the settings they
+// come from, at start-up rather than when the emitter is built.
+func (c Config) validateRedis(add func(name, problem string)) {
+	settings := map[string]string{
+		"URL": "HERALD_REDIS_URL", "ClusterAddrs": "HERALD_REDIS_CLUSTER_ADDRS",
+		"Password": "HERALD_REDIS_PASSWORD", "Channel": "HERALD_REDIS_EMITTER_CHANNEL",
+	}
+	cfg := redis.Config{URL: c.Redis.URL, ClusterAddrs: c.Redis.ClusterAddrs, Password: c.Redis.Password, Channel: c.Redis.Channel}
+	problems := cfg.Problems()
+	for _, field := range slices.Sorted(maps.Keys(problems)) {
+		problem := problems[field]
+		name, index, _ := strings.Cut(field, "[")
+		if index != "" {
+			problem = "address " + strings.TrimSuffix(index, "]") + " (from 0) " + problem
+		}
+		add(settings[name], problem)
+	}
 }

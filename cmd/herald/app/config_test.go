@@ -2,6 +2,7 @@ package app
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -181,5 +182,41 @@ func TestKafkaSettingsAreChecked(t *testing.T) {
 		case c.setting != "" && (!errors.As(err, &se) || !strings.Contains(se.Problems[c.setting], c.want)):
 			t.Errorf("%s: %v; want %s to say %q", c.name, err, c.setting, c.want)
 		}
+	}
+}
+
+// The emitter's settings are checked at start-up, each problem under its
+// own variable, rather than when the emitter is built.
+func TestRedisSettingsAreCheckedAtStartUp(t *testing.T) {
+	cases := map[string]struct {
+		vars map[string]string
+		name string
+		says string
+	}{
+		"not a redis URL": {map[string]string{"HERALD_REDIS_URL": "http://127.0.0.1:6379"}, "HERALD_REDIS_URL", "redis://"},
+		"both":            {map[string]string{"HERALD_REDIS_URL": "redis://127.0.0.1:6379", "HERALD_REDIS_CLUSTER_ADDRS": "127.0.0.1:7000"}, "HERALD_REDIS_URL", "set one"},
+		"address no port": {map[string]string{"HERALD_REDIS_CLUSTER_ADDRS": "127.0.0.1:7000,node-b"}, "HERALD_REDIS_CLUSTER_ADDRS", "address 1 (from 0) must be host:port"},
+		"two passwords":   {map[string]string{"HERALD_REDIS_URL": "redis://:a@127.0.0.1:6379", "HERALD_REDIS_PASSWORD": "b"}, "HERALD_REDIS_PASSWORD", "must be empty"},
+		"blank channel":   {map[string]string{"HERALD_REDIS_URL": "redis://127.0.0.1:6379", "HERALD_REDIS_EMITTER_CHANNEL": " "}, "HERALD_REDIS_EMITTER_CHANNEL", "not blank"},
+		"channel, no URL": {map[string]string{"HERALD_REDIS_EMITTER_CHANNEL": " "}, "", ""},
+		"good URL":        {map[string]string{"HERALD_REDIS_URL": "redis://127.0.0.1:6379/2"}, "", ""},
+		"good cluster":    {map[string]string{"HERALD_REDIS_CLUSTER_ADDRS": "127.0.0.1:7000,127.0.0.1:7001"}, "", ""},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			vars := serveEnv()
+			maps.Copy(vars, c.vars)
+			err := Load(env(vars)).Validate()
+			if c.name == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var se *SettingsError
+			if !errors.As(err, &se) || !strings.Contains(se.Problems[c.name], c.says) {
+				t.Fatalf("got %v; want %s to say %q", err, c.name, c.says)
+			}
+		})
 	}
 }
