@@ -169,10 +169,22 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) (float64, bool)
 	return 0, false
 }
 
+// wantMetric waits for the metric to read want. The runner counts an event
+// after its transaction commits, so a test that has just seen the
+// checkpoint move may read the counter a moment before it moves too.
 func wantMetric(t *testing.T, reg *prometheus.Registry, name string, want float64) {
 	t.Helper()
-	if got, ok := metric(t, reg, name); !ok || got != want {
-		t.Errorf("%s = %v (present: %v), want %v", name, got, ok, want)
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		got, ok := metric(t, reg, name)
+		if ok && got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s = %v (present: %v), want %v", name, got, ok, want)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
