@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,8 +30,18 @@ const (
 	pushesKept = time.Minute
 )
 
-// pushChannel carries the id of each new push to every instance.
+// pushChannel carries each new push to every instance: its id, then, when
+// it fits, a space and the push itself.
 const pushChannel = "herald_ws_pushes"
+
+const (
+	// maxNotifyPayload is the largest payload PostgreSQL's NOTIFY takes,
+	// less one byte for safety: it counts bytes, and refuses 8000.
+	maxNotifyPayload = 7999
+	// notifyIDRoom is the room kept before the push for its id (at most
+	// 19 digits) and the space after it.
+	notifyIDRoom = 20
+)
 
 // Session is one connected WebSocket session, on whichever instance.
 type Session struct {
@@ -209,14 +220,17 @@ func (s *Sockets) Publish(ctx context.Context, e Ephemeral) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode push: %w", err)
 	}
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var id int64
-		if err := tx.QueryRow(ctx, `INSERT INTO ws_pushes (push) VALUES ($1) RETURNING id`, b).Scan(&id); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, pushChannel, strconv.FormatInt(id, 10))
-		return err
-	})
+	// A push that fits in the notification travels in it, after its id,
+	// so that no instance has to read it back; a larger one is announced
+	// by its id alone. One statement, one round trip: the notification
+	// goes out when the statement's transaction commits.
+	inline := ""
+	if len(b)+notifyIDRoom <= maxNotifyPayload {
+		inline = " " + string(b)
+	}
+	_, err = s.pool.Exec(ctx, `
+		WITH p AS (INSERT INTO ws_pushes (push) VALUES ($1) RETURNING id)
+		SELECT pg_notify($2, p.id::text || $3) FROM p`, b, pushChannel, inline)
 	if err != nil {
 		return 0, &domain.Error{Code: domain.CodeUnavailable, Message: "the push could not be sent; retry", Err: err}
 	}
@@ -346,8 +360,10 @@ func (l *listener) listenOnce(ctx context.Context, retry *domain.Backoff) error 
 		if err != nil {
 			return err
 		}
-		id, err := strconv.ParseInt(n.Payload, 10, 64)
+		idText, inline, _ := strings.Cut(n.Payload, " ")
+		id, err := strconv.ParseInt(idText, 10, 64)
 		if err != nil {
+			l.s.logger.WarnContext(ctx, "push announced with an unreadable id", "payload_bytes", len(n.Payload))
 			continue
 		}
 		if time.Now().After(l.caughtUntil) {
@@ -357,10 +373,12 @@ func (l *listener) listenOnce(ctx context.Context, retry *domain.Backoff) error 
 			delete(l.caught, id)
 			continue
 		}
-		var raw []byte
-		if err := l.s.pool.QueryRow(ctx, `SELECT push FROM ws_pushes WHERE id = $1`, id).Scan(&raw); err != nil {
-			l.s.logger.WarnContext(ctx, "push announced but unreadable", "id", id, "error", err)
-			continue
+		raw := []byte(inline)
+		if inline == "" {
+			if err := l.s.pool.QueryRow(ctx, `SELECT push FROM ws_pushes WHERE id = $1`, id).Scan(&raw); err != nil {
+				l.s.logger.WarnContext(ctx, "push announced but unreadable", "id", id, "error", err)
+				continue
+			}
 		}
 		l.push(ctx, id, raw)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,35 @@ func TestPushesReachAListenerThatWasNotListening(t *testing.T) {
 		}
 	}
 	expect(t, got, 3, 4, 5)
+}
+
+// A push travels in its notification when it fits, and is read back from
+// the database when it does not: both arrive whole, in order, on another
+// instance.
+func TestPushesOfEverySizeArriveWhole(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	publisher := newSockets(t, pool, "publisher")
+	got := runSockets(t, newSockets(t, pool, "listener"))
+	var sent []live.Ephemeral
+	for _, size := range []int{0, 7_900, 7_990, 8_000, live.MaxEphemeralDataBytes - 100} {
+		e := live.Ephemeral{Target: live.Target{Tenant: "org-1", Kind: live.TargetBroadcast}, Topic: "t",
+			Data: json.RawMessage(fmt.Sprintf(`{"pad":%q,"é":"ü"}`, strings.Repeat("x", size)))}
+		if _, err := publisher.Publish(ctx, e); err != nil {
+			t.Fatalf("publish %d bytes: %v", size, err)
+		}
+		sent = append(sent, e)
+	}
+	for i, want := range sent {
+		select {
+		case e := <-got:
+			if e.Topic != want.Topic || e.Target != want.Target || string(e.Data) != string(want.Data) {
+				t.Fatalf("push %d arrived as %s %+v with %d bytes of data, want %d bytes", i, e.Topic, e.Target, len(e.Data), len(want.Data))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("push %d (%d bytes) never delivered", i, len(want.Data))
+		}
+	}
 }
 
 // Count counts the sessions of live instances a target reaches, within its
