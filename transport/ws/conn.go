@@ -571,8 +571,12 @@ func (c *conn) handshake(m clientMessage) {
 // errNotOurs marks a melody session Herald did not set up.
 var errNotOurs = errors.New("ws: session without Herald's state")
 
+// connOf is the Herald state of s. It reads s.Keys without the session's
+// lock, which Session.Get would take on every frame written: the map is
+// filled when the session is created and never written after (Herald does
+// not call Set).
 func connOf(s *melody.Session) (*conn, error) {
-	v, ok := s.Get(keyConn)
+	v, ok := s.Keys[keyConn]
 	if !ok {
 		return nil, errNotOurs
 	}

@@ -1,12 +1,14 @@
 package ws
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -150,9 +152,17 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	if cfg.BufferSize > 0 {
 		m.Config.MessageBufferSize = cfg.BufferSize
 	}
-	// Sessions are mostly idle: a pooled write buffer is held only while
-	// a frame is written, not for the whole life of every session.
-	m.Upgrader.WriteBufferPool = &sync.Pool{}
+	// A small write buffer of the session's own: a frame larger than it
+	// still goes out as one frame in one system call (its header and the
+	// buffer, then the rest), and a buffer shared through a pool would cost
+	// a pool round trip and an allocation on every frame of a broadcast.
+	m.Upgrader.WriteBufferSize = writeBufferSize
+	// A read buffer of the session's own: left at 0, the upgrader reads
+	// through net/http's buffered reader, which keeps net/http's whole
+	// connection state (two 4 KiB buffers among it) alive for as long as
+	// the session lasts. Client frames are small; larger ones are read
+	// through.
+	m.Upgrader.ReadBufferSize = readBufferSize
 	m.Config.MaxMessageSize = maxClientFrame
 	h := &Hub{
 		m: m, verifier: verifier, logger: logger.With("component", "ws"),
@@ -250,10 +260,54 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{h: h, id: newSessionID(), connectedAt: time.Now().UTC(), since: since, room: make(chan struct{}, 1)}
 	keys := map[string]any{keyConn: c, keyPrincipal: principal}
-	if err := h.m.HandleRequestWithKeys(w, r, keys); err != nil {
-		h.logger.DebugContext(r.Context(), "websocket upgrade failed", "error", err)
+	// The session runs on a goroutine of its own, and this handler returns
+	// as soon as the connection is hijacked. Run on the handler's
+	// goroutine, as melody does, the session would keep that goroutine's
+	// stack, grown through the middleware, and net/http's state of the
+	// connection for its whole life: a quarter of what an idle session
+	// costs. The request's context ends when the handler returns; the
+	// session gets one that does not.
+	hw := &hijackWriter{ResponseWriter: w, hijacked: make(chan struct{})}
+	r = r.WithContext(context.WithoutCancel(r.Context()))
+	failed := make(chan error, 1)
+	go func() {
+		err := h.m.HandleRequestWithKeys(hw, r, keys)
+		if err != nil {
+			h.logger.DebugContext(r.Context(), "websocket upgrade failed", "error", err)
+		}
+		failed <- err
+	}()
+	select {
+	case <-hw.hijacked:
+	case <-failed: // the upgrader has answered
 	}
 }
+
+// Buffer sizes of a session.
+const (
+	readBufferSize  = 1024
+	writeBufferSize = 512
+)
+
+// hijackWriter tells when the upgrader has taken the connection over: from
+// then on the upgrade no longer uses the ResponseWriter, and the handler may
+// return.
+type hijackWriter struct {
+	http.ResponseWriter
+	hijacked chan struct{}
+}
+
+// Hijack hands the connection over and tells the handler so.
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		close(w.hijacked)
+	}
+	return conn, rw, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // keyPrincipal holds the *auth.Principal of a session authenticated before
 // the upgrade, nil for one that must send a handshake.

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -499,6 +500,41 @@ func TestStreamSubprotocolAuth(t *testing.T) {
 	s.publish(live.Delta{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicUnreadCount, Position: "7", Data: live.UnreadCount{Count: 3}})
 	if f := c.next(t, "pushed frame"); f.Topic != live.TopicUnreadCount || f.Position != "7" || string(f.Data) != `{"count":3}` {
 		t.Fatalf("frame %+v data %s", f, f.Data)
+	}
+}
+
+// The HTTP handler of an upgrade returns once the connection is handed
+// over, while the session goes on: net/http's state of the connection and
+// the handler's stack are not kept for the session's life, and the access
+// log tells of the upgrade when it happens.
+func TestStreamHandlerReturnsWhileTheSessionGoesOn(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, ws.Config{})
+	var returned atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.hub.ServeHTTP(w, r)
+		returned.Add(1)
+	}))
+	t.Cleanup(srv.Close)
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	conn, resp, err := d.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), bearer(s.token("alice", "org-1", time.Hour)))
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	_ = resp.Body.Close()
+	t.Cleanup(func() { _ = conn.Close() })
+	c := read(conn)
+	s.awaitJoined(c, "org-1", "alice")
+	deadline := time.Now().Add(waitFor)
+	for returned.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the upgrade's handler has not returned while its session is open")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.publish(live.Delta{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicUnreadCount, Position: "8", Data: live.UnreadCount{Count: 1}})
+	if f := c.next(t, "frame after the handler returned"); f.Topic != live.TopicUnreadCount || f.Position != "8" {
+		t.Fatalf("frame %+v", f)
 	}
 }
 
