@@ -269,17 +269,16 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// session gets one that does not.
 	hw := &hijackWriter{ResponseWriter: w, hijacked: make(chan struct{})}
 	r = r.WithContext(context.WithoutCancel(r.Context()))
-	failed := make(chan error, 1)
+	ended := make(chan struct{})
 	go func() {
-		err := h.m.HandleRequestWithKeys(hw, r, keys)
-		if err != nil {
+		defer close(ended)
+		if err := h.m.HandleRequestWithKeys(hw, r, keys); err != nil {
 			h.logger.DebugContext(r.Context(), "websocket upgrade failed", "error", err)
 		}
-		failed <- err
 	}()
 	select {
 	case <-hw.hijacked:
-	case <-failed: // the upgrader has answered
+	case <-ended: // the upgrade failed, and the upgrader has answered
 	}
 }
 
