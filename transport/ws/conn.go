@@ -160,7 +160,6 @@ func (c *conn) start(p auth.Principal) {
 	c.principal, c.member = p, member{p.Tenant, p.Subject}
 	c.mu.Unlock()
 	c.h.join(c)
-	c.h.register(c)
 	if !p.ExpiresAt.IsZero() {
 		c.mu.Lock()
 		if !c.closed {
@@ -169,10 +168,15 @@ func (c *conn) start(p auth.Principal) {
 		c.mu.Unlock()
 	}
 	if c.since >= 0 {
+		c.h.register(c)
 		c.resume(c.since)
 		return
 	}
+	// Listed only once the seq it streams after is read: a delta committed
+	// after the session shows in the registry is always sent to it, never
+	// taken for one from before it connected.
 	c.hold()
+	c.h.register(c)
 }
 
 // begin starts an authenticated session on a goroutine of its own: a replay
