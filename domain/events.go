@@ -397,6 +397,8 @@ var Events = func() *Registry {
 	Register[InboxMarkedRead](r, SchemaVersion)
 	Register[MemberJoined](r, SchemaVersion)
 	Register[MemberLeft](r, SchemaVersion)
+	Register[TemplateCreated](r, SchemaVersion)
+	Register[TemplateUpdated](r, SchemaVersion)
 	return r
 }()
 

@@ -58,12 +58,7 @@ type groupHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal,
 // admin authenticates the caller, requires notif.admin, then resolves the
 // group of the path within the caller's tenant.
 func (s *Server) admin(group func(*http.Request, auth.Principal) (domain.Group, error), h groupHandler) http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-		if !p.Has(PermissionAdmin) {
-			WriteError(w, r, s.logger, domain.Errorf(domain.CodeForbidden, "this operation needs the %s permission", PermissionAdmin).
-				WithDetail("permission", PermissionAdmin))
-			return
-		}
+	return s.permitted(PermissionAdmin, func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		g, err := group(r, p)
 		if err != nil {
 			WriteError(w, r, s.logger, err)

@@ -73,8 +73,14 @@ func statusOf(code string) int {
 		return http.StatusUnauthorized
 	case domain.CodeForbidden:
 		return http.StatusForbidden
-	case domain.CodeNotFound, domain.CodeNotificationMissing:
+	case domain.CodeNotFound, domain.CodeNotificationMissing, domain.CodeTemplateNotFound:
 		return http.StatusNotFound
+	case domain.CodeTemplateInvalid, domain.CodeTemplateMissingParam:
+		return http.StatusUnprocessableEntity
+	case domain.CodeTemplateExists:
+		return http.StatusConflict
+	case domain.CodeTemplateVersionConflict:
+		return http.StatusPreconditionFailed
 	case codeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
 	case domain.CodeIdempotencyConflict:

@@ -106,6 +106,36 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	e.do(http.MethodPut, "/v1/directory/merchants/shop/members/mallory", adminB, nil).data(t, http.StatusOK, nil)
 	e.waitMembers(adminB, "/v1/directory/merchants/shop/members", "mallory")
 
+	// Templates: A's template does not exist for B, on every route; B's
+	// template of the same name, type and language is B's own.
+	editorA, editorB := e.editorToken("org-a"), e.editorToken("org-b")
+	tplA, _ := e.createTemplate(editorA, resetSMS)
+	unknownTpl := domain.TemplateID("org-a", "never", "sms", "vi")
+	for _, route := range []struct{ method, suffix, body string }{
+		{http.MethodGet, "", ""}, {http.MethodGet, "/history", ""},
+		{http.MethodPut, "", resetSMS}, {http.MethodPost, "/preview", `{"params":{"code":"1"}}`},
+	} {
+		var body []byte
+		if route.body != "" {
+			body = []byte(route.body)
+		}
+		got := e.do(route.method, "/v1/templates/"+tplA.ID+route.suffix, editorB, body)
+		got.error(t, http.StatusNotFound, domain.CodeTemplateNotFound)
+		want := e.do(route.method, "/v1/templates/"+unknownTpl+route.suffix, editorB, body)
+		if comparable(t, got) != comparable(t, want) {
+			t.Errorf("%s template%s: A's template answers %s, an unknown one %s", route.method, route.suffix, got.body, want.body)
+		}
+	}
+	tplB, tokenB := e.createTemplate(editorB, resetSMS)
+	if tplB.ID == tplA.ID {
+		t.Errorf("B's template took A's id %s", tplA.ID)
+	}
+	var listB []templateAnswer
+	e.do(http.MethodGet, "/v1/templates", editorB, nil, herhttp.HeaderConsistencyToken, tokenB).data(t, http.StatusOK, &listB)
+	if len(listB) != 1 || listB[0].ID != tplB.ID {
+		t.Errorf("B lists templates %+v, want only its own %s", listB, tplB.ID)
+	}
+
 	// Nothing B did reached A.
 	e.waitMembers(adminA, "/v1/directory/merchants/shop/members", "carol")
 	e.waitMembers(adminA, "/v1/directory/orgs/org-a/members", "alice", "bob")

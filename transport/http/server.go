@@ -28,6 +28,10 @@ type Commands interface {
 	MarkAllRead(context.Context, commands.MarkAllRead) (eventstore.Position, error)
 	NotificationHistory(ctx context.Context, tenant, recipient, id string) ([]commands.HistoryEntry, error)
 	ChangeMembers(context.Context, commands.ChangeMembers) (commands.ChangeMembersResult, error)
+	CreateTemplate(context.Context, commands.CreateTemplate) (commands.TemplateResult, error)
+	UpdateTemplate(context.Context, commands.UpdateTemplate) (commands.TemplateResult, error)
+	TemplateHistory(ctx context.Context, tenant, id string) ([]commands.HistoryEntry, error)
+	PreviewTemplate(ctx context.Context, tenant, id string, params map[string]any) (domain.Template, commands.Rendered, error)
 	// ComparePositions orders two consistency tokens, as the event store
 	// does.
 	ComparePositions(a, b string) (int, error)
@@ -48,6 +52,13 @@ type Directory interface {
 	Checkpoint(context.Context) (string, error)
 }
 
+// Templates reads the templates read model (*queries.Templates).
+type Templates interface {
+	List(context.Context, queries.ListTemplates) (queries.TemplatesPage, error)
+	Get(ctx context.Context, tenant, id string) (queries.TemplateView, error)
+	Checkpoint(context.Context) (string, error)
+}
+
 // Verifier turns a bearer token into its principal (*auth.Verifier).
 type Verifier interface {
 	Verify(ctx context.Context, token string) (auth.Principal, error)
@@ -61,6 +72,7 @@ type Deps struct {
 	Commands  Commands
 	Inbox     Inbox
 	Directory Directory
+	Templates Templates
 	Verifier  Verifier
 	// Sockets serve the socket admin API.
 	Sockets Sockets
@@ -74,6 +86,7 @@ type Server struct {
 	commands  Commands
 	inbox     Inbox
 	directory Directory
+	templates Templates
 	verifier  Verifier
 	sockets   Sockets
 	checks    []Check
@@ -88,7 +101,7 @@ func NewServer(d Deps) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		commands: d.Commands, inbox: d.Inbox, directory: d.Directory, verifier: d.Verifier, sockets: d.Sockets,
+		commands: d.Commands, inbox: d.Inbox, directory: d.Directory, templates: d.Templates, verifier: d.Verifier, sockets: d.Sockets,
 		checks: d.Checks, logger: logger, readWait: DefaultReadWait,
 	}
 }
@@ -104,6 +117,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/openapi.json", s.openAPI)
 	s.registerInbox(mux)
 	s.registerDirectory(mux)
+	s.registerTemplates(mux)
 	s.registerSockets(mux)
 }
 
@@ -151,4 +165,17 @@ func (s *Server) authed(h authedHandler) http.HandlerFunc {
 		w.Header().Set("Connection", "close")
 		WriteError(w, r, s.logger, err)
 	}
+}
+
+// permitted authenticates the caller and requires permission, before the
+// handler reads anything.
+func (s *Server) permitted(permission string, h authedHandler) http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		if !p.Has(permission) {
+			WriteError(w, r, s.logger, domain.Errorf(domain.CodeForbidden, "this operation needs the %s permission", permission).
+				WithDetail("permission", permission))
+			return
+		}
+		h(w, r, p)
+	})
 }

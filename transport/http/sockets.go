@@ -27,28 +27,16 @@ type Sockets interface {
 
 func (s *Server) registerSockets(mux *http.ServeMux) {
 	const base = "/v1/socket/websocket/clients"
-	mux.HandleFunc("GET "+base, s.socketAdmin(s.listClients))
-	mux.HandleFunc("POST "+base+"/broadcast", s.socketAdmin(s.pushTo(func(*http.Request) (live.TargetKind, string) {
+	mux.HandleFunc("GET "+base, s.permitted(PermissionSocketAdmin, s.listClients))
+	mux.HandleFunc("POST "+base+"/broadcast", s.permitted(PermissionSocketAdmin, s.pushTo(func(*http.Request) (live.TargetKind, string) {
 		return live.TargetBroadcast, ""
 	})))
-	mux.HandleFunc("POST "+base+"/rooms/{room}/send", s.socketAdmin(s.pushTo(func(r *http.Request) (live.TargetKind, string) {
+	mux.HandleFunc("POST "+base+"/rooms/{room}/send", s.permitted(PermissionSocketAdmin, s.pushTo(func(r *http.Request) (live.TargetKind, string) {
 		return live.TargetRoom, r.PathValue("room")
 	})))
-	mux.HandleFunc("POST "+base+"/{clientId}/send", s.socketAdmin(s.pushTo(func(r *http.Request) (live.TargetKind, string) {
+	mux.HandleFunc("POST "+base+"/{clientId}/send", s.permitted(PermissionSocketAdmin, s.pushTo(func(r *http.Request) (live.TargetKind, string) {
 		return live.TargetClient, r.PathValue("clientId")
 	})))
-}
-
-// socketAdmin authenticates the caller and requires notif.socket_admin.
-func (s *Server) socketAdmin(h authedHandler) http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-		if !p.Has(PermissionSocketAdmin) {
-			WriteError(w, r, s.logger, domain.Errorf(domain.CodeForbidden, "this operation needs the %s permission", PermissionSocketAdmin).
-				WithDetail("permission", PermissionSocketAdmin))
-			return
-		}
-		h(w, r, p)
-	})
 }
 
 // listClients lists the caller's tenant's sessions on every instance.
