@@ -35,14 +35,20 @@ type Commands struct {
 	now    func() time.Time
 	logger *slog.Logger
 	dirs   directories
+	// defaultLanguage ends every template lookup's language fallback.
+	defaultLanguage string
 }
 
 // New returns the command handlers over store.
-func New(store eventstore.Store, logger *slog.Logger) *Commands {
+func New(store eventstore.Store, logger *slog.Logger, opts ...Option) *Commands {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Commands{store: store, now: time.Now, logger: logger}
+	c := &Commands{store: store, now: time.Now, logger: logger, defaultLanguage: DefaultLanguage}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // RequestNotification asks for a notification to the recipients of Request.

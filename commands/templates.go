@@ -170,32 +170,21 @@ func (c *Commands) templateEvents(ctx context.Context, tenant, id string, each f
 	if !domain.ValidID(id) {
 		return missing
 	}
-	stream := domain.TemplateStream(id)
-	const page = 256
-	found := false
-	for from := int64(0); ; {
-		evs, err := c.store.ReadStream(ctx, stream, from, page)
-		if err != nil {
-			return storeError(fmt.Errorf("load %s: %w", stream, err))
+	found, wrong := false, false
+	err := c.foldStream(ctx, domain.TemplateStream(id), func(e eventstore.RecordedEvent, v domain.Event) {
+		if e.Version == 0 {
+			created, ok := v.(domain.TemplateCreated)
+			found, wrong = true, !ok || created.Tenant != tenant
 		}
-		for _, e := range evs {
-			v, err := decodeRecorded(e)
-			if err != nil {
-				return err
-			}
-			if e.Version == 0 {
-				created, ok := v.(domain.TemplateCreated)
-				if !ok || created.Tenant != tenant {
-					return missing
-				}
-				found = true
-			}
+		if !wrong {
 			each(e, v)
 		}
-		if len(evs) < page {
-			break
-		}
-		from = evs[len(evs)-1].Version + 1
+	})
+	if err != nil {
+		return err
+	}
+	if wrong {
+		return missing
 	}
 	if !found {
 		return missing

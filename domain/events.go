@@ -399,6 +399,8 @@ var Events = func() *Registry {
 	Register[MemberLeft](r, SchemaVersion)
 	Register[TemplateCreated](r, SchemaVersion)
 	Register[TemplateUpdated](r, SchemaVersion)
+	Register[DeliveryScheduled](r, SchemaVersion)
+	Register[DeliverySuppressed](r, SchemaVersion)
 	return r
 }()
 

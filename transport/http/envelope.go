@@ -73,11 +73,11 @@ func statusOf(code string) int {
 		return http.StatusUnauthorized
 	case domain.CodeForbidden:
 		return http.StatusForbidden
-	case domain.CodeNotFound, domain.CodeNotificationMissing, domain.CodeTemplateNotFound:
+	case domain.CodeNotFound, domain.CodeNotificationMissing, domain.CodeTemplateNotFound, domain.CodeDeliveryNotFound:
 		return http.StatusNotFound
-	case domain.CodeTemplateInvalid, domain.CodeTemplateMissingParam:
+	case domain.CodeTemplateInvalid, domain.CodeTemplateMissingParam, domain.CodeChannelMismatch:
 		return http.StatusUnprocessableEntity
-	case domain.CodeTemplateExists:
+	case domain.CodeTemplateExists, domain.CodeIdempotencyKeyConflict:
 		return http.StatusConflict
 	case domain.CodeTemplateVersionConflict:
 		return http.StatusPreconditionFailed

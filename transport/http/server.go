@@ -32,6 +32,8 @@ type Commands interface {
 	UpdateTemplate(context.Context, commands.UpdateTemplate) (commands.TemplateResult, error)
 	TemplateHistory(ctx context.Context, tenant, id string) ([]commands.HistoryEntry, error)
 	PreviewTemplate(ctx context.Context, tenant, id string, params map[string]any) (domain.Template, commands.Rendered, error)
+	Send(context.Context, commands.Send) (commands.SendResult, error)
+	Delivery(ctx context.Context, tenant, id, user string, seeAll bool) (string, []commands.HistoryEntry, error)
 	// ComparePositions orders two consistency tokens, as the event store
 	// does.
 	ComparePositions(a, b string) (int, error)
@@ -59,6 +61,12 @@ type Templates interface {
 	Checkpoint(context.Context) (string, error)
 }
 
+// Deliveries reads the deliveries read model (*queries.Deliveries).
+type Deliveries interface {
+	List(context.Context, queries.ListDeliveries) (queries.DeliveriesPage, error)
+	Checkpoint(context.Context) (string, error)
+}
+
 // Verifier turns a bearer token into its principal (*auth.Verifier).
 type Verifier interface {
 	Verify(ctx context.Context, token string) (auth.Principal, error)
@@ -69,11 +77,12 @@ type Verifier interface {
 // in-memory event store where no SQL is under test, no read model for a
 // route that reads none. A route whose dependency is nil must not be called.
 type Deps struct {
-	Commands  Commands
-	Inbox     Inbox
-	Directory Directory
-	Templates Templates
-	Verifier  Verifier
+	Commands   Commands
+	Inbox      Inbox
+	Directory  Directory
+	Templates  Templates
+	Deliveries Deliveries
+	Verifier   Verifier
 	// Sockets serve the socket admin API.
 	Sockets Sockets
 	// Checks decide GET /readyz.
@@ -83,15 +92,16 @@ type Deps struct {
 
 // Server serves the REST API. It is safe for concurrent use.
 type Server struct {
-	commands  Commands
-	inbox     Inbox
-	directory Directory
-	templates Templates
-	verifier  Verifier
-	sockets   Sockets
-	checks    []Check
-	logger    *slog.Logger
-	readWait  time.Duration
+	commands   Commands
+	inbox      Inbox
+	directory  Directory
+	templates  Templates
+	deliveries Deliveries
+	verifier   Verifier
+	sockets    Sockets
+	checks     []Check
+	logger     *slog.Logger
+	readWait   time.Duration
 }
 
 // NewServer returns the REST API over d.
@@ -101,7 +111,7 @@ func NewServer(d Deps) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		commands: d.Commands, inbox: d.Inbox, directory: d.Directory, templates: d.Templates, verifier: d.Verifier, sockets: d.Sockets,
+		commands: d.Commands, inbox: d.Inbox, directory: d.Directory, templates: d.Templates, deliveries: d.Deliveries, verifier: d.Verifier, sockets: d.Sockets,
 		checks: d.Checks, logger: logger, readWait: DefaultReadWait,
 	}
 }
@@ -118,6 +128,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.registerInbox(mux)
 	s.registerDirectory(mux)
 	s.registerTemplates(mux)
+	s.registerDeliveries(mux)
 	s.registerSockets(mux)
 }
 

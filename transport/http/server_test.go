@@ -89,7 +89,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	api := herhttp.NewServer(herhttp.Deps{
-		Commands: cmds, Inbox: queries.NewInbox(pool), Directory: directory, Templates: queries.NewTemplates(pool), Verifier: verifier,
+		Commands: cmds, Inbox: queries.NewInbox(pool), Directory: directory, Templates: queries.NewTemplates(pool), Deliveries: queries.NewDeliveries(pool), Verifier: verifier,
 		Checks: []herhttp.Check{{Name: "database", Func: pool.Ping}, {Name: "jwks", Func: verifier.Ready}},
 		Logger: logger,
 	})
@@ -97,7 +97,7 @@ func newEnv(t *testing.T) *env {
 	api.RegisterDevIdentity(mux, issuer)
 
 	var running sync.WaitGroup
-	for _, p := range []projections.Projection{projections.NewInbox(), projections.NewDirectory(), projections.NewTemplates()} {
+	for _, p := range []projections.Projection{projections.NewInbox(), projections.NewDirectory(), projections.NewTemplates(), projections.NewDeliveries()} {
 		runner := projections.NewRunner(pool, store, p, logger)
 		running.Go(func() { _ = runner.Run(ctx) })
 	}

@@ -120,7 +120,7 @@ func openStorage(ctx context.Context, cfg Config, logger *slog.Logger, migrate b
 // Projections are the projections Herald runs, in the order status lists
 // them.
 func Projections() []projections.Projection {
-	return []projections.Projection{projections.NewInbox(), projections.NewDirectory(), projections.NewTemplates()}
+	return []projections.Projection{projections.NewInbox(), projections.NewDirectory(), projections.NewTemplates(), projections.NewDeliveries()}
 }
 
 // Close closes the event store, then the pool.
@@ -218,7 +218,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 
 	a.Registry = prometheus.NewRegistry()
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a.Commands = commands.New(a.Store, logger)
+	a.Commands = commands.New(a.Store, logger, commands.WithDefaultLanguage(cfg.DefaultLanguage))
 	feed := live.NewHub()
 	a.feed, a.deltas = feed, live.NewLog(a.Pool, logger)
 	if a.sockets, err = live.NewSockets(ctx, a.Pool, instanceName(), logger); err != nil {
@@ -241,7 +241,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 		return fmt.Errorf("auth: %w", err)
 	}
 	api := herhttp.NewServer(herhttp.Deps{
-		Commands: a.Commands, Inbox: queries.NewInbox(a.Pool), Directory: queries.NewDirectory(a.Pool), Templates: queries.NewTemplates(a.Pool), Verifier: verifier, Sockets: a.sockets,
+		Commands: a.Commands, Inbox: queries.NewInbox(a.Pool), Directory: queries.NewDirectory(a.Pool), Templates: queries.NewTemplates(a.Pool), Deliveries: queries.NewDeliveries(a.Pool), Verifier: verifier, Sockets: a.sockets,
 		Checks: []herhttp.Check{{Name: "database", Func: a.Pool.Ping}, {Name: "jwks", Func: verifier.Ready}},
 		Logger: logger,
 	})

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/templating"
 	"github.com/heraldhq/herald/transport/kafka"
 	"github.com/heraldhq/herald/transport/redis"
 )
@@ -35,6 +37,9 @@ type Config struct {
 	// per recipient.
 	ResumeWindow time.Duration
 	ResumeMax    int64
+	// DefaultLanguage ends a template lookup's language fallback (BCP 47,
+	// canonical).
+	DefaultLanguage string
 	// Redis is the emitter bus producers push to sockets over; off when
 	// neither URL nor ClusterAddrs is set.
 	Redis RedisConfig
@@ -233,6 +238,15 @@ func Settings() []Setting {
 					return fmt.Errorf("%q: want a whole number from 1 to 1000000", v)
 				}
 				c.ResumeMax = n
+				return nil
+			}},
+		{"HERALD_DEFAULT_LANGUAGE", commands.DefaultLanguage, "language (BCP 47) a template lookup falls back to when the wanted one has no variant", PartServe,
+			func(c *Config, v string) error {
+				lang, err := templating.CanonicalLanguage(v)
+				if err != nil {
+					return fmt.Errorf("%q: want a BCP 47 language tag such as en or vi-VN", v)
+				}
+				c.DefaultLanguage = lang
 				return nil
 			}},
 		{"HERALD_REDIS_URL", "", "redis://[:password@]host:port/db of the Redis producers push socket messages over (the emitter); empty: the emitter is off", PartServe,

@@ -1,0 +1,320 @@
+package commands
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/commands/templating"
+	"github.com/heraldhq/herald/domain"
+)
+
+// DefaultLanguage is the tenant default language when none is configured.
+const DefaultLanguage = "en"
+
+// Option configures Commands.
+type Option func(*Commands)
+
+// WithDefaultLanguage sets the language a template lookup falls back to
+// when neither the wanted language nor its shorter forms have a variant
+// (HERALD_DEFAULT_LANGUAGE). It must be a BCP 47 tag; New keeps
+// DefaultLanguage otherwise.
+func WithDefaultLanguage(tag string) Option {
+	return func(c *Commands) {
+		if lang, err := templating.CanonicalLanguage(tag); err == nil {
+			c.defaultLanguage = lang
+		}
+	}
+}
+
+// Send asks for one message rendered from a template (POST /v1/send).
+type Send struct {
+	Tenant     string
+	TemplateID string
+	// Recipient is an email address, an E.164 phone number or a user id,
+	// as Channel needs.
+	Recipient string
+	Channel   string
+	Params    map[string]any
+	// Language, when set, picks the variant of the template's name and
+	// type in that language, by the fallback of templating.Fallbacks.
+	Language string
+	// IdempotencyKey names the request forever; empty makes every call a
+	// new request.
+	IdempotencyKey string
+	Actor          string
+	ActorName      string
+	CorrelationID  string
+}
+
+// SendResult says what Send did.
+type SendResult struct {
+	// DeliveryID is the delivery's id, which clients know as the
+	// notification id (an in-app delivery's inbox notification has it too).
+	DeliveryID string
+	Status     string
+	// Duplicate is true when the key had been used for this very request.
+	Duplicate bool
+	Position  eventstore.Position
+}
+
+// sendFingerprint is what names a send for idempotency: its body as the
+// client sent it, not what it rendered to, so that a retry after the
+// template changed is still the same request.
+type sendFingerprint struct {
+	TemplateID string         `json:"templateId"`
+	Recipient  string         `json:"recipient"`
+	Channel    string         `json:"channel"`
+	Params     map[string]any `json:"params"`
+	Language   string         `json:"language"`
+}
+
+// Send renders the template for the recipient and records DeliveryScheduled
+// on the delivery's stream; an in-app delivery also records its inbox
+// notification, in the same append. Nothing is recorded when the request is
+// refused: a bad recipient, a channel other than the template's type
+// (delivery.channel_mismatch), or a parameter the template needs and Params
+// lack (template.missing_param). Under an idempotency key, the same request
+// again answers the same delivery, and another request is
+// idempotency.conflict.
+func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
+	var v domain.ValidationError
+	if !domain.ValidID(cmd.TemplateID) {
+		v.Add("template_id", "must be the id of one of your templates")
+	}
+	if cmd.Channel == "" {
+		v.Add("channel", "is required: email, sms, push or in_app")
+	} else if p := domain.AddressProblem(cmd.Channel, cmd.Recipient); p != "" {
+		if p == "has no channel to be checked against" {
+			v.Add("channel", "must be email, sms, push or in_app")
+		} else {
+			v.Add("recipient", p)
+		}
+	}
+	if cmd.Language != "" {
+		if _, err := templating.CanonicalLanguage(cmd.Language); err != nil {
+			v.Add("language", "must be a BCP 47 language tag such as en or vi-VN")
+		}
+	}
+	if err := v.Err(domain.CodeValidationFailed, "invalid send"); err != nil {
+		return SendResult{}, err
+	}
+	chosen, err := c.loadTemplate(ctx, cmd.Tenant, cmd.TemplateID)
+	if err != nil {
+		if domain.ErrorCode(err) == domain.CodeTemplateNotFound {
+			return SendResult{}, domain.Errorf(domain.CodeTemplateNotFound, "template %s not found", cmd.TemplateID).
+				WithDetail("fields", map[string]any{"template_id": "names no template of yours"})
+		}
+		return SendResult{}, err
+	}
+	if cmd.Channel != chosen.Template.Type {
+		return SendResult{}, domain.Errorf(domain.CodeChannelMismatch, "the template is a %s template; channel must be %s", chosen.Template.Type, chosen.Template.Type).
+			WithDetail("channel", cmd.Channel).WithDetail("template_type", chosen.Template.Type)
+	}
+	if cmd.Language != "" {
+		if chosen, err = c.templateVariant(ctx, cmd.Tenant, chosen, cmd.Language); err != nil {
+			return SendResult{}, err
+		}
+	}
+	t := chosen.Template
+	params := cmd.Params
+	if params == nil {
+		params = map[string]any{}
+	}
+	rendered, err := renderTemplate(t.TemplateFields, params)
+	if err != nil {
+		return SendResult{}, err
+	}
+	fp, err := domain.Fingerprint(sendFingerprint{cmd.TemplateID, cmd.Recipient, cmd.Channel, params, cmd.Language})
+	if err != nil {
+		return SendResult{}, domain.Errorf(domain.CodeValidationFailed, "params cannot be recorded: %v", err)
+	}
+	key := cmd.IdempotencyKey
+	if key == "" {
+		key = rand.Text()
+	}
+	id := domain.SendDeliveryID(cmd.Tenant, key)
+	now := c.now().UTC()
+	scheduled := domain.DeliveryScheduled{
+		ID: id, Tenant: cmd.Tenant, RequestFingerprint: fp, From: domain.DeliveryFromSend, Channel: cmd.Channel, Address: cmd.Recipient,
+		Template: domain.DeliveryTemplate{ID: t.ID, Name: t.Name, Version: t.Version, Language: t.Language},
+		Subject:  rendered.Subject, Content: rendered.Content, HTML: rendered.HTML, Category: t.Category, Critical: t.Critical,
+		Params: params, ScheduledAt: now,
+	}
+	if cmd.Channel == domain.ChannelPush || cmd.Channel == domain.ChannelInApp {
+		scheduled.RecipientID = cmd.Recipient
+	}
+	meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID)
+	stream := domain.DeliveryStream(id)
+	ev, err := newEvent(scheduled.EventID(stream, 0), scheduled, meta)
+	if err != nil {
+		return SendResult{}, err
+	}
+	appends := []eventstore.StreamAppend{{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}}}
+	if cmd.Channel == domain.ChannelInApp {
+		// The inbox notification is written with the delivery: the
+		// recipient reads it in the inbox and live, as any other.
+		meta.CausationID = ev.ID
+		created, err := newCreated(scheduled.Notification(), meta)
+		if err != nil {
+			return SendResult{}, err
+		}
+		appends = append(appends, eventstore.StreamAppend{Stream: domain.NotificationStream(id), Expected: eventstore.NoStream, Events: []eventstore.EventData{created}})
+	}
+	results, err := c.store.AppendMulti(ctx, appends)
+	if errors.Is(err, eventstore.ErrWrongVersion) {
+		return c.sentBefore(ctx, cmd.Tenant, id, fp)
+	}
+	if err != nil {
+		return SendResult{}, storeError(fmt.Errorf("record send %s: %w", id, err))
+	}
+	last := results[len(results)-1].Position
+	return SendResult{DeliveryID: id, Status: domain.StatusQueued, Duplicate: results[0].Deduplicated, Position: last}, nil
+}
+
+// sentBefore answers a send whose delivery stream exists already: the same
+// request is a duplicate, another is idempotency.conflict.
+func (c *Commands) sentBefore(ctx context.Context, tenant, id, fingerprint string) (SendResult, error) {
+	d, pos, err := c.loadDelivery(ctx, tenant, id)
+	if err != nil {
+		if domain.ErrorCode(err) == domain.CodeDeliveryNotFound {
+			// Another tenant's stream cannot share the id (the tenant is in
+			// it), so this is a store fault.
+			return SendResult{}, fmt.Errorf("delivery %s exists but cannot be read: %w", id, err)
+		}
+		return SendResult{}, err
+	}
+	if d.RequestFingerprint != fingerprint {
+		return SendResult{}, domain.Errorf(domain.CodeIdempotencyKeyConflict,
+			"this Idempotency-Key was used for another request; use a new key for a new request").WithDetail("notification_id", id)
+	}
+	if d.Channel == domain.ChannelInApp {
+		// An earlier attempt may have stopped between the two streams (an
+		// event store without multi-stream transactions): complete it.
+		if pos, err = c.completeInApp(ctx, tenant, id, pos); err != nil {
+			return SendResult{}, err
+		}
+	}
+	return SendResult{DeliveryID: id, Status: d.Status, Duplicate: true, Position: pos}, nil
+}
+
+// completeInApp writes the inbox notification of an in-app delivery if an
+// earlier attempt did not.
+func (c *Commands) completeInApp(ctx context.Context, tenant, id string, pos eventstore.Position) (eventstore.Position, error) {
+	evs, err := c.store.ReadStream(ctx, domain.NotificationStream(id), 0, 1)
+	if err != nil {
+		return "", storeError(fmt.Errorf("load notification %s: %w", id, err))
+	}
+	if len(evs) > 0 {
+		return c.later(pos, evs[0].Position), nil
+	}
+	first, err := c.store.ReadStream(ctx, domain.DeliveryStream(id), 0, 1)
+	if err != nil || len(first) == 0 {
+		return "", storeError(fmt.Errorf("load delivery %s: %w", id, err))
+	}
+	v, err := decodeRecorded(first[0])
+	if err != nil {
+		return "", err
+	}
+	s, ok := v.(domain.DeliveryScheduled)
+	if !ok {
+		return pos, nil
+	}
+	meta := c.requestMeta(tenant, "", "", id)
+	meta.CausationID = first[0].ID
+	created, err := newCreated(s.Notification(), meta)
+	if err != nil {
+		return "", err
+	}
+	r, err := c.store.Append(ctx, domain.NotificationStream(id), eventstore.NoStream, created)
+	if err != nil && !errors.Is(err, eventstore.ErrWrongVersion) {
+		return "", storeError(fmt.Errorf("complete in-app delivery %s: %w", id, err))
+	}
+	return c.later(pos, r.Position), nil
+}
+
+// templateVariant returns the variant of t's name and type for the wanted
+// language: the first of its fallbacks (the tag, its shorter forms, the
+// default language) that has a template, read from the template streams;
+// t itself when none has.
+func (c *Commands) templateVariant(ctx context.Context, tenant string, t TemplateResult, wanted string) (TemplateResult, error) {
+	for _, lang := range templating.Fallbacks(wanted, c.defaultLanguage) {
+		if lang == t.Template.Language {
+			return t, nil
+		}
+		v, err := c.loadTemplate(ctx, tenant, domain.TemplateID(tenant, t.Template.Name, t.Template.Type, lang))
+		if domain.ErrorCode(err) == domain.CodeTemplateNotFound {
+			continue
+		}
+		if err != nil {
+			return TemplateResult{}, err
+		}
+		return v, nil
+	}
+	return t, nil
+}
+
+// Delivery returns the events of a delivery, oldest first, with its status,
+// when the caller may see it: with seeAll (notif.send_manual), any of the
+// tenant's; else only one whose recipient is user. Any other is
+// delivery.not_found.
+func (c *Commands) Delivery(ctx context.Context, tenant, id, user string, seeAll bool) (string, []HistoryEntry, error) {
+	missing := domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
+	if !domain.ValidID(id) {
+		return "", nil, missing
+	}
+	d := domain.NewDelivery()
+	var out []HistoryEntry
+	err := c.foldStream(ctx, domain.DeliveryStream(id), func(e eventstore.RecordedEvent, v domain.Event) {
+		d.Apply(v, e.Version)
+		out = append(out, historyEntry(e, v))
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	if len(out) == 0 || d.Tenant != tenant || (!seeAll && (d.RecipientID == "" || d.RecipientID != user)) {
+		return "", nil, missing
+	}
+	return d.Status, out, nil
+}
+
+// loadDelivery folds one of a tenant's deliveries.
+func (c *Commands) loadDelivery(ctx context.Context, tenant, id string) (*domain.Delivery, eventstore.Position, error) {
+	d := domain.NewDelivery()
+	var last eventstore.Position
+	err := c.foldStream(ctx, domain.DeliveryStream(id), func(e eventstore.RecordedEvent, v domain.Event) {
+		d.Apply(v, e.Version)
+		last = e.Position
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if d.Version < 0 || d.Tenant != tenant {
+		return nil, "", domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
+	}
+	return d, last, nil
+}
+
+// foldStream hands every event of stream to each, in order.
+func (c *Commands) foldStream(ctx context.Context, stream string, each func(eventstore.RecordedEvent, domain.Event)) error {
+	const page = 256
+	for from := int64(0); ; {
+		evs, err := c.store.ReadStream(ctx, stream, from, page)
+		if err != nil {
+			return storeError(fmt.Errorf("load %s: %w", stream, err))
+		}
+		for _, e := range evs {
+			v, err := decodeRecorded(e)
+			if err != nil {
+				return err
+			}
+			each(e, v)
+		}
+		if len(evs) < page {
+			return nil
+		}
+		from = evs[len(evs)-1].Version + 1
+	}
+}
