@@ -35,6 +35,8 @@ type Commands struct {
 	now    func() time.Time
 	logger *slog.Logger
 	dirs   directories
+	// indexes caches the tenants' template indexes.
+	indexes templateIndexes
 	// defaultLanguage ends every template lookup's language fallback.
 	defaultLanguage string
 }

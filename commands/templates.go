@@ -65,6 +65,9 @@ func (c *Commands) CreateTemplate(ctx context.Context, cmd CreateTemplate) (Temp
 		return TemplateResult{}, err
 	}
 	created := domain.CreateTemplate(cmd.Tenant, fields)
+	if err := c.indexTemplate(ctx, cmd.Tenant, created.ID, fields); err != nil {
+		return TemplateResult{}, err
+	}
 	stream := domain.TemplateStream(created.ID)
 	ev, err := newEvent(created.EventID(stream, 0), created, c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID))
 	if err != nil {
@@ -120,6 +123,9 @@ func (c *Commands) UpdateTemplate(ctx context.Context, cmd UpdateTemplate) (Temp
 		}
 		if decided == nil {
 			return cur, nil
+		}
+		if err := c.indexTemplate(ctx, cmd.Tenant, cmd.ID, fields); err != nil {
+			return TemplateResult{}, err
 		}
 		// The stream's versions count from 0, the template's from 1.
 		ev, err := newEvent(decided.EventID(stream, t.Version), decided, c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID))

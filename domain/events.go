@@ -399,8 +399,10 @@ var Events = func() *Registry {
 	Register[MemberLeft](r, SchemaVersion)
 	Register[TemplateCreated](r, SchemaVersion)
 	Register[TemplateUpdated](r, SchemaVersion)
+	Register[TemplateIndexed](r, SchemaVersion)
 	Register[DeliveryScheduled](r, SchemaVersion)
 	Register[DeliverySuppressed](r, SchemaVersion)
+	Register[EnvelopeReceived](r, SchemaVersion)
 	return r
 }()
 

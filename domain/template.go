@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -271,4 +272,79 @@ func (t *Template) Update(f TemplateFields) (Event, error) {
 		return nil, nil
 	}
 	return TemplateUpdated{ID: t.ID, Tenant: t.Tenant, TemplateFields: f}, nil
+}
+
+// EventTemplateIndexed is the stored type of TemplateIndexed.
+const EventTemplateIndexed = "TemplateIndexed"
+
+// TemplateIndexStream is the stream that lists a tenant's templates and the
+// events they answer. An envelope finds its templates by folding it, caught
+// up, rather than from a read model: a template created a moment before an
+// envelope arrives is in the index, since it is indexed before it is
+// written.
+func TemplateIndexStream(tenant string) string { return "template-index-" + tenant }
+
+// TemplateIndexed records that a template exists with a trigger event. It
+// is appended before the template's own event, so the index always names at
+// least every template and every trigger the templates hold; a template's
+// own stream stays the truth about what it holds now.
+type TemplateIndexed struct {
+	Tenant       string `json:"tenant"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Type         string `json:"type"`
+	Language     string `json:"language"`
+	TriggerEvent string `json:"triggerEvent,omitempty"`
+}
+
+// EventType implements Event.
+func (TemplateIndexed) EventType() string { return EventTemplateIndexed }
+
+// EventID implements Event. Besides its version, the id names the entry:
+// two instances indexing different templates at the same version conflict
+// rather than pass for a retry.
+func (e TemplateIndexed) EventID(stream string, version int64) string {
+	return eventID(stream, versionedDiscriminator(EventTemplateIndexed, version)+"\x00"+e.ID+"\x00"+e.TriggerEvent)
+}
+
+// TemplateIndex is the write-side state of a tenant's template index. It is
+// not safe for concurrent use.
+type TemplateIndex struct {
+	Version int64 // of the last applied event; -1 when none
+	// triggers holds, per template id, every trigger event it was indexed
+	// with (a superset of what it answers now).
+	triggers map[string]map[string]bool
+}
+
+// NewTemplateIndex returns an empty index.
+func NewTemplateIndex() *TemplateIndex {
+	return &TemplateIndex{Version: -1, triggers: map[string]map[string]bool{}}
+}
+
+// Apply folds one event of the index stream.
+func (x *TemplateIndex) Apply(event Event, version int64) {
+	if e, ok := event.(TemplateIndexed); ok {
+		if x.triggers[e.ID] == nil {
+			x.triggers[e.ID] = map[string]bool{}
+		}
+		x.triggers[e.ID][e.TriggerEvent] = true
+	}
+	x.Version = version
+}
+
+// Indexed reports whether template id is indexed with trigger.
+func (x *TemplateIndex) Indexed(id, trigger string) bool { return x.triggers[id][trigger] }
+
+// Candidates returns the ids of the templates ever indexed with trigger,
+// sorted: the templates an envelope of that event type may use, to be
+// checked against their own streams.
+func (x *TemplateIndex) Candidates(trigger string) []string {
+	var out []string
+	for id, ts := range x.triggers {
+		if ts[trigger] {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

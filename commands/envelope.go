@@ -1,0 +1,360 @@
+package commands
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/commands/templating"
+	"github.com/heraldhq/herald/domain"
+)
+
+// HandleEnvelope records one event envelope (seed 002) and the deliveries it
+// triggers.
+type HandleEnvelope struct {
+	Envelope domain.Envelope
+	Source   domain.Source
+}
+
+// EnvelopeResult says what HandleEnvelope did.
+type EnvelopeResult struct {
+	ID      string
+	Outcome string
+	// Duplicate is true when the envelope had been recorded before; any
+	// delivery the earlier handling left unwritten was written now.
+	Duplicate bool
+	// Scheduled counts the deliveries queued; Suppressed the others, by
+	// reason. Both are zero for a duplicate.
+	Scheduled  int
+	Suppressed map[string]int
+	Position   eventstore.Position
+}
+
+// HandleEnvelope finds the tenant's templates whose trigger event is the
+// envelope's event type, from the template index and the templates' own
+// streams (never a read model), and decides one delivery per template name
+// and type, in the variant of the data's language (data.language, else
+// data.locale; see templating.Fallbacks), else the default language's,
+// else any. A delivery whose address (AddressFields) or parameter the data
+// lack is recorded as DeliverySuppressed with the reason. The envelope and
+// its deliveries are written in one multi-stream append; an envelope no
+// template answers is recorded with outcome no_template. The event id is
+// the idempotency key, forever: a redelivery records nothing new (it
+// completes what an interrupted handling left), and other content under
+// the same event id is notification.idempotency_conflict.
+func (c *Commands) HandleEnvelope(ctx context.Context, cmd HandleEnvelope) (EnvelopeResult, error) {
+	env := cmd.Envelope
+	if env.Data == nil {
+		env.Data = map[string]any{}
+	}
+	if err := env.Validate(); err != nil {
+		return EnvelopeResult{}, err
+	}
+	fp, err := domain.Fingerprint(env)
+	if err != nil {
+		return EnvelopeResult{}, domain.Errorf(domain.CodeValidationFailed, "the envelope cannot be recorded: %v", err)
+	}
+	id := domain.EnvelopeID(env.Tenant, env.EventID)
+	stream := domain.EnvelopeStream(id)
+	// A redelivery is answered from what was recorded, without deciding
+	// again.
+	if first, err := c.store.ReadStream(ctx, stream, 0, 1); err != nil {
+		return EnvelopeResult{}, storeError(fmt.Errorf("load %s: %w", stream, err))
+	} else if len(first) > 0 {
+		return c.envelopeSeen(ctx, first[0], fp)
+	}
+
+	received := domain.EnvelopeReceived{ID: id, Envelope: env, Fingerprint: fp, Outcome: domain.OutcomeNoTemplate, ReceivedAt: c.now().UTC(), Source: &cmd.Source}
+	chosen, err := c.envelopeTemplates(ctx, env)
+	if err != nil {
+		return EnvelopeResult{}, err
+	}
+	res := EnvelopeResult{ID: id, Suppressed: map[string]int{}}
+	var decided []domain.Event
+	for _, t := range chosen {
+		d := decideEnvelopeDelivery(received, t)
+		decided = append(decided, d)
+		if s, ok := d.(domain.DeliverySuppressed); ok {
+			res.Suppressed[s.Reason]++
+		} else {
+			res.Scheduled++
+		}
+		received.Deliveries = append(received.Deliveries, domain.EnvelopeDelivery{
+			ID: domain.EnvelopeDeliveryID(id, t.Name, t.Type), TemplateID: t.ID, TemplateVersion: t.Version, Channel: t.Type,
+		})
+	}
+	if len(chosen) > 0 {
+		received.Outcome = domain.OutcomeDelivered
+	}
+	res.Outcome = received.Outcome
+
+	meta := domain.Metadata{
+		Tenant: env.Tenant, SchemaVersion: domain.SchemaVersion, CorrelationID: id, Source: &cmd.Source, HandledAt: received.ReceivedAt,
+	}
+	ev, err := newEvent(received.EventID(stream, 0), received, meta)
+	if err != nil {
+		return EnvelopeResult{}, err
+	}
+	meta.CausationID = ev.ID
+	appends := []eventstore.StreamAppend{{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}}}
+	for _, d := range decided {
+		more, err := deliveryAppends(d, meta)
+		if err != nil {
+			return EnvelopeResult{}, err
+		}
+		appends = append(appends, more...)
+	}
+	results, err := c.store.AppendMulti(ctx, appends)
+	if errors.Is(err, eventstore.ErrWrongVersion) {
+		// Another handling of the same event id got there first.
+		first, rerr := c.store.ReadStream(ctx, stream, 0, 1)
+		if rerr != nil || len(first) == 0 {
+			return EnvelopeResult{}, storeError(fmt.Errorf("load %s after a conflict: %w", stream, errors.Join(err, rerr)))
+		}
+		return c.envelopeSeen(ctx, first[0], fp)
+	}
+	if err != nil {
+		return EnvelopeResult{}, storeError(fmt.Errorf("record envelope %s: %w", id, err))
+	}
+	res.Position = results[len(results)-1].Position
+	for _, r := range results {
+		res.Position = c.later(res.Position, r.Position)
+	}
+	if results[0].Deduplicated {
+		return EnvelopeResult{ID: id, Outcome: received.Outcome, Duplicate: true, Position: res.Position}, nil
+	}
+	return res, nil
+}
+
+// deliveryAppends are the streams a decided delivery opens: its own, and an
+// in-app delivery's inbox notification.
+func deliveryAppends(d domain.Event, meta domain.Metadata) ([]eventstore.StreamAppend, error) {
+	var id string
+	switch e := d.(type) {
+	case domain.DeliveryScheduled:
+		id = e.ID
+	case domain.DeliverySuppressed:
+		id = e.ID
+	}
+	stream := domain.DeliveryStream(id)
+	ev, err := newEvent(d.EventID(stream, 0), d, meta)
+	if err != nil {
+		return nil, err
+	}
+	out := []eventstore.StreamAppend{{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}}}
+	if s, ok := d.(domain.DeliveryScheduled); ok && s.Channel == domain.ChannelInApp {
+		m := meta
+		m.CausationID = ev.ID
+		created, err := newCreated(s.Notification(), m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, eventstore.StreamAppend{Stream: domain.NotificationStream(id), Expected: eventstore.NoStream, Events: []eventstore.EventData{created}})
+	}
+	return out, nil
+}
+
+// envelopeSeen answers an envelope whose stream exists: the same content is
+// a duplicate, whose recorded deliveries are completed; other content is
+// notification.idempotency_conflict.
+func (c *Commands) envelopeSeen(ctx context.Context, first eventstore.RecordedEvent, fingerprint string) (EnvelopeResult, error) {
+	v, err := decodeRecorded(first)
+	if err != nil {
+		return EnvelopeResult{}, err
+	}
+	received, ok := v.(domain.EnvelopeReceived)
+	if !ok {
+		return EnvelopeResult{}, fmt.Errorf("envelope stream %s opens with %s", first.StreamID, first.Type)
+	}
+	if received.Fingerprint != fingerprint {
+		return EnvelopeResult{}, domain.Errorf(domain.CodeIdempotencyConflict,
+			"event id %q was recorded with other content; an event id names one event forever", received.Envelope.EventID)
+	}
+	pos := first.Position
+	meta := domain.Metadata{
+		Tenant: received.Tenant, SchemaVersion: domain.SchemaVersion, CorrelationID: received.ID, CausationID: first.ID,
+		Source: received.Source, HandledAt: received.ReceivedAt,
+	}
+	for _, d := range received.Deliveries {
+		p, err := c.completeEnvelopeDelivery(ctx, received, d, meta)
+		if err != nil {
+			return EnvelopeResult{}, err
+		}
+		pos = c.later(pos, p)
+	}
+	return EnvelopeResult{ID: received.ID, Outcome: received.Outcome, Duplicate: true, Position: pos}, nil
+}
+
+// completeEnvelopeDelivery writes a recorded delivery that an interrupted
+// handling (on an event store without multi-stream transactions) left
+// unwritten, deciding it again from the template version recorded, so it is
+// what the first handling decided.
+func (c *Commands) completeEnvelopeDelivery(ctx context.Context, received domain.EnvelopeReceived, d domain.EnvelopeDelivery, meta domain.Metadata) (eventstore.Position, error) {
+	streams := []string{domain.DeliveryStream(d.ID)}
+	if d.Channel == domain.ChannelInApp {
+		streams = append(streams, domain.NotificationStream(d.ID))
+	}
+	var pos eventstore.Position
+	missing := false
+	for _, s := range streams {
+		evs, err := c.store.ReadStream(ctx, s, 0, 1)
+		if err != nil {
+			return "", storeError(fmt.Errorf("load %s: %w", s, err))
+		}
+		if len(evs) == 0 {
+			missing = true
+			continue
+		}
+		pos = c.later(pos, evs[0].Position)
+	}
+	if !missing {
+		return pos, nil
+	}
+	t, err := c.loadTemplateAt(ctx, received.Tenant, d.TemplateID, d.TemplateVersion)
+	if err != nil {
+		return "", fmt.Errorf("complete delivery %s: %w", d.ID, err)
+	}
+	appends, err := deliveryAppends(decideEnvelopeDelivery(received, t), meta)
+	if err != nil {
+		return "", err
+	}
+	for _, a := range appends {
+		r, err := c.store.Append(ctx, a.Stream, eventstore.NoStream, a.Events...)
+		if err != nil && !errors.Is(err, eventstore.ErrWrongVersion) {
+			return "", storeError(fmt.Errorf("complete %s: %w", a.Stream, err))
+		}
+		pos = c.later(pos, r.Position)
+	}
+	return pos, nil
+}
+
+// loadTemplateAt folds a tenant's template up to version.
+func (c *Commands) loadTemplateAt(ctx context.Context, tenant, id string, version int64) (domain.Template, error) {
+	var t domain.Template
+	err := c.templateEvents(ctx, tenant, id, func(_ eventstore.RecordedEvent, v domain.Event) {
+		if t.Version < version {
+			t.Apply(v)
+		}
+	})
+	if err == nil && t.Version != version {
+		err = fmt.Errorf("template %s has no version %d", id, version)
+	}
+	return t, err
+}
+
+// envelopeTemplates chooses the templates an envelope triggers: of every
+// name and type whose templates answer its event type, the variant in the
+// data's language by its fallbacks, else the one in the default language,
+// else the first by language tag. The result is sorted by name and type.
+func (c *Commands) envelopeTemplates(ctx context.Context, env domain.Envelope) ([]domain.Template, error) {
+	ids, err := c.templateCandidates(ctx, env.Tenant, env.EventType)
+	if err != nil {
+		return nil, err
+	}
+	type group struct{ name, typ string }
+	variants := map[group]map[string]domain.Template{}
+	var groups []group
+	for _, id := range ids {
+		t, err := c.loadTemplate(ctx, env.Tenant, id)
+		if domain.ErrorCode(err) == domain.CodeTemplateNotFound {
+			continue // indexed by a create that did not complete
+		}
+		if err != nil {
+			return nil, err
+		}
+		if t.Template.TriggerEvent != env.EventType {
+			continue // answered it once; not any more
+		}
+		g := group{t.Template.Name, t.Template.Type}
+		if variants[g] == nil {
+			variants[g] = map[string]domain.Template{}
+			groups = append(groups, g)
+		}
+		variants[g][t.Template.Language] = t.Template
+	}
+	slices.SortFunc(groups, func(a, b group) int {
+		return cmp.Or(cmp.Compare(a.name, b.name), cmp.Compare(a.typ, b.typ))
+	})
+	wanted := dataLanguage(env.Data)
+	out := make([]domain.Template, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, pickVariant(variants[g], templating.Fallbacks(wanted, c.defaultLanguage)))
+	}
+	return out, nil
+}
+
+// pickVariant returns the variant of the first language of fallbacks that
+// has one, else the one whose language tag sorts first.
+func pickVariant(byLanguage map[string]domain.Template, fallbacks []string) domain.Template {
+	for _, lang := range fallbacks {
+		if t, ok := byLanguage[lang]; ok {
+			return t
+		}
+	}
+	langs := make([]string, 0, len(byLanguage))
+	for l := range byLanguage {
+		langs = append(langs, l)
+	}
+	slices.Sort(langs)
+	return byLanguage[langs[0]]
+}
+
+// dataLanguage is the language an envelope's data asks for: data.language,
+// else data.locale, when a string.
+func dataLanguage(data map[string]any) string {
+	for _, k := range []string{"language", "locale"} {
+		if s, ok := data[k].(string); ok && s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// decideEnvelopeDelivery decides the delivery of an envelope through
+// template t: scheduled with the rendered text, or suppressed because the
+// data lack the address or a parameter. It depends only on its arguments,
+// so a redelivery decides the same.
+func decideEnvelopeDelivery(received domain.EnvelopeReceived, t domain.Template) domain.Event {
+	id := domain.EnvelopeDeliveryID(received.ID, t.Name, t.Type)
+	ref := domain.DeliveryTemplate{ID: t.ID, Name: t.Name, Version: t.Version, Language: t.Language}
+	field := domain.AddressFields[t.Type]
+	address, _ := received.Data[field].(string)
+	recipient, _ := received.Data["user_id"].(string)
+	if domain.IdentifierProblem(recipient) != "" {
+		recipient = ""
+	}
+	suppress := func(reason, detail string) domain.Event {
+		return domain.DeliverySuppressed{
+			ID: id, Tenant: received.Tenant, RequestFingerprint: received.Fingerprint, From: domain.DeliveryFromEnvelope, Trigger: received.Envelope.EventType,
+			Channel: t.Type, Address: address, RecipientID: recipient, Template: ref, Reason: reason, Detail: detail, SuppressedAt: received.ReceivedAt,
+		}
+	}
+	if address == "" {
+		return suppress(domain.SuppressedNoAddress, "data."+field+" is absent or not a string")
+	}
+	if p := domain.AddressProblem(t.Type, address); p != "" {
+		return suppress(domain.SuppressedNoAddress, "data."+field+" "+p)
+	}
+	rendered, err := renderTemplate(t.TemplateFields, received.Data)
+	if err != nil {
+		var de *domain.Error
+		if errors.As(err, &de) && de.Code == domain.CodeTemplateMissingParam {
+			return suppress(domain.SuppressedMissingParam, de.Message)
+		}
+		// A recorded template always parses; should one not, the
+		// delivery is suppressed with why rather than the envelope lost.
+		return suppress(domain.SuppressedMissingParam, err.Error())
+	}
+	if t.Type == domain.ChannelPush || t.Type == domain.ChannelInApp {
+		recipient = address
+	}
+	return domain.DeliveryScheduled{
+		ID: id, Tenant: received.Tenant, RequestFingerprint: received.Fingerprint, From: domain.DeliveryFromEnvelope, Trigger: received.Envelope.EventType,
+		Channel: t.Type, Address: address, RecipientID: recipient, Template: ref,
+		Subject: rendered.Subject, Content: rendered.Content, HTML: rendered.HTML, Category: t.Category, Critical: t.Critical,
+		Params: received.Data, ScheduledAt: received.ReceivedAt,
+	}
+}
