@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"os"
@@ -15,7 +16,7 @@ var banner = template.Must(template.New("banner").Parse(`
   Herald dev mode is up.
 
   REST + WebSocket   {{.HTTP}}   (GET /v1/notifications, GET /v1/stream)
-  Kafka broker       {{.Kafka}}   (topic {{.Topic}}, dead letters {{.Topic}}.dlq)
+  Kafka broker       {{.Kafka}}   (topics {{.Topic}} and {{.Events}}, dead letters <topic>.dlq)
   Dev tokens         POST {{.HTTP}}/dev/token   JWKS {{.HTTP}}/dev/jwks.json
   Database           {{.DB}}
 
@@ -48,7 +49,8 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		select {
 		case <-a.Ready():
 			bannerDone <- banner.Execute(stdout, map[string]string{
-				"HTTP": a.URL(), "Kafka": strings.Join(a.KafkaBrokers(), ","), "Topic": kafka.TopicActivity, "DB": redactURL(cfg.DatabaseURL),
+				"HTTP": a.URL(), "Kafka": strings.Join(a.KafkaBrokers(), ","), "Topic": kafka.TopicActivity,
+				"Events": cmp.Or(cfg.Kafka.EventsTopic, kafka.TopicEvents), "DB": redactURL(cfg.DatabaseURL),
 			})
 		case <-ctx.Done():
 			bannerDone <- nil

@@ -107,3 +107,77 @@ func canonicalJSON(b []byte) ([]byte, error) {
 	}
 	return json.Marshal(v)
 }
+
+// HeaderTenant is the Kafka header that names an envelope's tenant when its
+// metadata does not.
+const HeaderTenant = "tenant"
+
+// envelopeMessage is seed 002's event envelope on the wire.
+type envelopeMessage struct {
+	EventType string          `json:"event_type"`
+	Data      json.RawMessage `json:"data"`
+	Metadata  struct {
+		EventID       string `json:"event_id"`
+		Timestamp     string `json:"timestamp"`
+		SourceService string `json:"source_service"`
+		Tenant        string `json:"tenant"`
+	} `json:"metadata"`
+}
+
+// DecodeEnvelope decodes seed 002's event envelope. Its tenant is
+// metadata.tenant, else headerTenant, else defaultTenant. Errors are
+// *domain.Error: notification.invalid_message for what is not such an
+// envelope, common.validation_failed for one with missing or malformed
+// fields (no tenant among them), or that is not UTF-8.
+func DecodeEnvelope(payload []byte, headerTenant, defaultTenant string) (domain.Envelope, error) {
+	if len(payload) > MaxMessageBytes {
+		return domain.Envelope{}, domain.Errorf(domain.CodeInvalidMessage, "message of %d bytes exceeds the %d-byte limit", len(payload), MaxMessageBytes)
+	}
+	var m envelopeMessage
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if err := dec.Decode(&m); err != nil {
+		return domain.Envelope{}, domain.InvalidMessage(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return domain.Envelope{}, domain.Errorf(domain.CodeInvalidMessage, "message holds more than one JSON value")
+	}
+	if !domain.UTF8JSON(payload) {
+		return domain.Envelope{}, domain.Errorf(domain.CodeValidationFailed, "message is not UTF-8: it holds invalid bytes or a lone surrogate escape")
+	}
+	env := domain.Envelope{
+		EventID: strings.TrimSpace(m.Metadata.EventID), EventType: strings.TrimSpace(m.EventType),
+		SourceService: m.Metadata.SourceService,
+	}
+	for _, t := range []string{m.Metadata.Tenant, headerTenant, defaultTenant} {
+		if t = strings.TrimSpace(t); t != "" {
+			env.Tenant = t
+			break
+		}
+	}
+	var v domain.ValidationError
+	if len(m.Data) > 0 && string(m.Data) != "null" {
+		dec := json.NewDecoder(bytes.NewReader(m.Data))
+		// Numbers stay as written: 0.1 renders as 0.1, and an id of 20
+		// digits keeps them all.
+		dec.UseNumber()
+		if err := dec.Decode(&env.Data); err != nil {
+			v.Add("data", "must be a JSON object")
+		}
+	}
+	if m.Metadata.Timestamp != "" {
+		t, err := time.Parse(time.RFC3339Nano, m.Metadata.Timestamp)
+		if err != nil {
+			v.Add("metadata.timestamp", "must be an RFC 3339 time")
+		} else {
+			t = t.UTC()
+			env.Timestamp = &t
+		}
+	}
+	if err := v.Err(domain.CodeValidationFailed, "invalid event envelope"); err != nil {
+		return domain.Envelope{}, err
+	}
+	if err := env.Validate(); err != nil {
+		return domain.Envelope{}, err
+	}
+	return env, nil
+}

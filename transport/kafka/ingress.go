@@ -22,13 +22,17 @@ import (
 	"github.com/heraldhq/herald/domain"
 )
 
-// Topics and defaults of seed 001.
+// Topics and defaults of seeds 001 and 002.
 const (
 	TopicActivity    = "signal.activity-notification"
+	TopicEvents      = "notification.events"
 	DLQSuffix        = ".dlq"
 	DefaultClientID  = "SIGNAL_NOTIF_CONSUMER"
 	DefaultGroupID   = "SIGNAL_NOTIF_CONSUMER_GROUP"
 	IdempotencyKeyHd = "Idempotency-Key"
+	// EventsGroupSuffix follows the consumer group's name in the name of
+	// the group that consumes the envelopes topic.
+	EventsGroupSuffix = ".events"
 )
 
 // Dead-letter headers Herald adds, next to Watermill's reason_poisoned.
@@ -43,10 +47,19 @@ const (
 type Config struct {
 	Brokers  []string
 	ClientID string
-	GroupID  string
-	// Topic is the inbound topic; default TopicActivity. Dead letters go to
-	// Topic + ".dlq".
+	// GroupID is the consumer group of the activity topic; the envelopes
+	// topic's is GroupID + EventsGroupSuffix.
+	GroupID string
+	// Topic is the activity topic; default TopicActivity. Dead letters go
+	// to Topic + ".dlq".
 	Topic string
+	// EventsTopic is the topic of seed 002's event envelopes; default
+	// TopicEvents. Dead letters go to EventsTopic + ".dlq".
+	EventsTopic string
+	// DefaultTenant is the tenant of an envelope that names none, in its
+	// metadata or a tenant header; empty: such an envelope is
+	// dead-lettered.
+	DefaultTenant string
 	// MaxRetries bounds the in-place retries of a transiently failing
 	// message before it is handed back to the broker client, which delivers
 	// it again: a message is never skipped for a transient failure.
@@ -63,11 +76,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Requester records notification requests: *commands.Commands. It is an
-// interface so that a test can stand a failing or panicking handler in its
-// place behind a real broker.
+// Requester records notification requests and envelopes:
+// *commands.Commands. It is an interface so that a test can stand a failing
+// or panicking handler in its place behind a real broker.
 type Requester interface {
 	RequestNotification(context.Context, commands.RequestNotification) (commands.RequestResult, error)
+	HandleEnvelope(context.Context, commands.HandleEnvelope) (commands.EnvelopeResult, error)
 }
 
 // Ingress consumes the activity topic. Offsets are committed only after the
@@ -80,11 +94,7 @@ type Ingress struct {
 	// connected is set once Connect succeeded.
 	connected atomic.Bool
 
-	metrics   *metrics
-	processed prometheus.Counter
-	duplicate prometheus.Counter
-	retried   prometheus.Counter
-	duration  prometheus.Observer
+	metrics *metrics
 }
 
 // NewIngress returns an ingress that hands messages to cmds.
@@ -100,6 +110,9 @@ func NewIngress(cfg Config, cmds Requester, logger *slog.Logger) (*Ingress, erro
 	}
 	if cfg.Topic == "" {
 		cfg.Topic = TopicActivity
+	}
+	if cfg.EventsTopic == "" {
+		cfg.EventsTopic = TopicEvents
 	}
 	if cfg.MaxRetries <= 0 {
 		cfg.MaxRetries = 5
@@ -117,18 +130,26 @@ func NewIngress(cfg Config, cmds Requester, logger *slog.Logger) (*Ingress, erro
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer, cfg.Topic)
+	m, err := newMetrics(cfg.Registerer, cfg.Topic, cfg.EventsTopic)
 	if err != nil {
 		return nil, err
 	}
-	return &Ingress{
-		cfg: cfg, tls: tlsCfg, commands: cmds, logger: logger.With("component", "kafka"),
-		metrics:   m,
-		processed: m.messages.WithLabelValues(cfg.Topic, OutcomeProcessed),
-		duplicate: m.messages.WithLabelValues(cfg.Topic, OutcomeDuplicate),
-		retried:   m.messages.WithLabelValues(cfg.Topic, OutcomeRetried),
-		duration:  m.duration.WithLabelValues(cfg.Topic),
-	}, nil
+	return &Ingress{cfg: cfg, tls: tlsCfg, commands: cmds, logger: logger.With("component", "kafka"), metrics: m}, nil
+}
+
+// route is one consumed topic: how its messages are handled, and what else
+// counts its dead letters.
+type route struct {
+	name, topic string
+	// groupSuffix follows Config.GroupID in the name of the topic's
+	// consumer group.
+	groupSuffix string
+	// process handles one message and returns its outcome; an error is
+	// retried unless it is one of permanentCodes.
+	process func(ctx context.Context, msg *message.Message, source domain.Source) (outcome string, err error)
+	// deadLettered counts, besides herald_kafka_messages_total, the
+	// messages dead-lettered; nil for none.
+	deadLettered prometheus.Counter
 }
 
 // permanentError marks a message that no retry can cure.
@@ -164,7 +185,6 @@ func (in *Ingress) Run(ctx context.Context) error {
 	// means redeliveries, and those are deduplicated.
 	subCfg.Consumer.Offsets.AutoCommit.Enable = true
 	subCfg.Consumer.Offsets.AutoCommit.Interval = time.Second
-	sub := newWindowSubscriber(in.cfg.Brokers, in.cfg.GroupID, subCfg, in.cfg.Window, wlog)
 	pubCfg := wkafka.DefaultSaramaSyncPublisherConfig()
 	in.applyNet(pubCfg)
 	// Sarama's own limit on a produced message (1 MiB by default) goes up
@@ -180,35 +200,44 @@ func (in *Ingress) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kafka dead-letter publisher: %w", err)
 	}
-	pub := deadLetters{pub: kpub, counted: in.metrics.messages.WithLabelValues(in.cfg.Topic, OutcomeDeadLettered)}
-	defer pub.Close()
+	defer kpub.Close()
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
 	if err != nil {
 		return err
 	}
-	// Order matters: the poison queue wraps the retry, so a permanent error
-	// skips the retries and is dead-lettered at once, while a transient one
-	// is retried and, if it still fails, nacked, never dead-lettered.
-	poison, err := middleware.PoisonQueueWithFilter(pub, in.cfg.Topic+DLQSuffix, isPermanent)
-	if err != nil {
-		return err
+	router.AddMiddleware(middleware.Recoverer)
+	for _, r := range in.routes() {
+		counted := []prometheus.Counter{in.metrics.messages.WithLabelValues(r.topic, OutcomeDeadLettered)}
+		if r.deadLettered != nil {
+			counted = append(counted, r.deadLettered)
+		}
+		// Order matters: the poison queue wraps the retry, so a permanent
+		// error skips the retries and is dead-lettered at once, while a
+		// transient one is retried and, if it still fails, nacked, never
+		// dead-lettered.
+		poison, err := middleware.PoisonQueueWithFilter(deadLetters{pub: kpub, counted: counted}, r.topic+DLQSuffix, isPermanent)
+		if err != nil {
+			return err
+		}
+		// Each topic is consumed by a group of its own, so that the
+		// members and rebalances of one never involve the other.
+		sub := newWindowSubscriber(in.cfg.Brokers, in.cfg.GroupID+r.groupSuffix, subCfg, in.cfg.Window, wlog)
+		h := router.AddConsumerHandler(r.name, r.topic, sub, in.handler(r))
+		h.AddMiddleware(
+			poison,
+			middleware.Retry{
+				MaxRetries:          in.cfg.MaxRetries,
+				InitialInterval:     100 * time.Millisecond,
+				MaxInterval:         5 * time.Second,
+				Multiplier:          2,
+				RandomizationFactor: 0.5,
+				ShouldRetry:         func(p middleware.RetryParams) bool { return !isPermanent(p.Err) },
+				Logger:              wlog,
+			}.Middleware,
+		)
 	}
-	router.AddMiddleware(
-		middleware.Recoverer,
-		poison,
-		middleware.Retry{
-			MaxRetries:          in.cfg.MaxRetries,
-			InitialInterval:     100 * time.Millisecond,
-			MaxInterval:         5 * time.Second,
-			Multiplier:          2,
-			RandomizationFactor: 0.5,
-			ShouldRetry:         func(p middleware.RetryParams) bool { return !isPermanent(p.Err) },
-			Logger:              wlog,
-		}.Middleware,
-	)
-	router.AddConsumerHandler("activity-notification", in.cfg.Topic, sub, in.handle)
-	in.logger.InfoContext(ctx, "kafka ingress starting", "topic", in.cfg.Topic, "group", in.cfg.GroupID, "brokers", in.cfg.Brokers)
+	in.logger.InfoContext(ctx, "kafka ingress starting", "topics", []string{in.cfg.Topic, in.cfg.EventsTopic}, "group", in.cfg.GroupID, "brokers", in.cfg.Brokers)
 	if err := router.Run(ctx); err != nil {
 		return fmt.Errorf("kafka router: %w", err)
 	}
@@ -224,60 +253,98 @@ var permanentCodes = map[string]bool{
 	domain.CodeIdempotencyConflict: true,
 }
 
-// handle turns one message into a RequestNotification.
-func (in *Ingress) handle(msg *message.Message) (err error) {
-	start := time.Now()
-	defer func() { in.duration.Observe(time.Since(start).Seconds()) }()
-	ctx := msg.Context()
-	partition, offset := coordinatesFrom(ctx)
-	log := in.logger.With("topic", in.cfg.Topic, "partition", partition, "offset", offset)
+// routes are the topics the ingress consumes.
+func (in *Ingress) routes() []route {
+	return []route{
+		{name: "activity-notification", topic: in.cfg.Topic, process: in.activity},
+		{name: "notification-events", topic: in.cfg.EventsTopic, groupSuffix: EventsGroupSuffix, process: in.envelope,
+			deadLettered: in.metrics.envelopes.WithLabelValues(OutcomeDeadLettered)},
+	}
+}
 
-	fail := func(err error) error {
-		msg.Metadata.Set(HeaderErrorCode, domain.ErrorCode(err))
-		msg.Metadata.Set(HeaderOriginalTopic, in.cfg.Topic)
-		msg.Metadata.Set(HeaderOriginalPartition, strconv.Itoa(int(partition)))
-		msg.Metadata.Set(HeaderOriginalOffset, strconv.FormatInt(offset, 10))
-		log.WarnContext(ctx, "message dead-lettered", "code", domain.ErrorCode(err), "error", err)
-		return permanentError{err}
-	}
-	// A message that makes Herald panic would panic again on every
-	// redelivery and stall its partition for good; it is dead-lettered
-	// instead, where it waits, intact, for the fix and a replay.
-	defer func() {
-		if p := recover(); p != nil {
-			log.ErrorContext(ctx, "panic handling message", "panic", p, "stack", string(debug.Stack()))
-			err = fail(&domain.Error{Code: domain.CodeInternal, Message: "handling the message panicked", Err: fmt.Errorf("panic: %v", p)})
+// handler handles one message of r: it dead-letters what cannot be handled,
+// with why and where it came from, and returns the errors worth a retry.
+func (in *Ingress) handler(r route) message.NoPublishHandlerFunc {
+	duration := in.metrics.duration.WithLabelValues(r.topic)
+	retried := in.metrics.messages.WithLabelValues(r.topic, OutcomeRetried)
+	return func(msg *message.Message) (err error) {
+		start := time.Now()
+		defer func() { duration.Observe(time.Since(start).Seconds()) }()
+		ctx := msg.Context()
+		partition, offset := coordinatesFrom(ctx)
+		log := in.logger.With("topic", r.topic, "partition", partition, "offset", offset)
+
+		fail := func(err error) error {
+			msg.Metadata.Set(HeaderErrorCode, domain.ErrorCode(err))
+			msg.Metadata.Set(HeaderOriginalTopic, r.topic)
+			msg.Metadata.Set(HeaderOriginalPartition, strconv.Itoa(int(partition)))
+			msg.Metadata.Set(HeaderOriginalOffset, strconv.FormatInt(offset, 10))
+			log.WarnContext(ctx, "message dead-lettered", "code", domain.ErrorCode(err), "error", err)
+			return permanentError{err}
 		}
-	}()
-	req, key, err := DecodeActivity(msg.Payload, msg.Metadata.Get(IdempotencyKeyHd))
-	if err != nil {
-		return fail(err)
-	}
-	res, err := in.commands.RequestNotification(ctx, commands.RequestNotification{
-		Request:        req,
-		IdempotencyKey: key,
-		Source:         domain.Source{Kind: "kafka", Topic: in.cfg.Topic, Partition: partition, Offset: offset},
-	})
-	if err != nil {
-		if permanentCodes[domain.ErrorCode(err)] {
-			return fail(err)
-		}
-		if ctx.Err() != nil {
-			// Shutting down: the message is not acked and will be
-			// delivered again.
-			log.DebugContext(ctx, "message interrupted by shutdown", "error", err)
+		// A message that makes Herald panic would panic again on every
+		// redelivery and stall its partition for good; it is dead-lettered
+		// instead, where it waits, intact, for the fix and a replay.
+		defer func() {
+			if p := recover(); p != nil {
+				log.ErrorContext(ctx, "panic handling message", "panic", p, "stack", string(debug.Stack()))
+				err = fail(&domain.Error{Code: domain.CodeInternal, Message: "handling the message panicked", Err: fmt.Errorf("panic: %v", p)})
+			}
+		}()
+		outcome, err := r.process(ctx, msg, domain.Source{Kind: "kafka", Topic: r.topic, Partition: partition, Offset: offset})
+		if err != nil {
+			if permanentCodes[domain.ErrorCode(err)] {
+				return fail(err)
+			}
+			if ctx.Err() != nil {
+				// Shutting down: the message is not acked and will be
+				// delivered again.
+				log.DebugContext(ctx, "message interrupted by shutdown", "error", err)
+				return err
+			}
+			retried.Inc()
+			log.WarnContext(ctx, "message failed, will retry", "error", err)
 			return err
 		}
-		in.retried.Inc()
-		log.WarnContext(ctx, "message failed, will retry", "error", err)
-		return err
+		in.metrics.messages.WithLabelValues(r.topic, outcome).Inc()
+		return nil
+	}
+}
+
+// activity turns a message of the activity topic into a RequestNotification.
+func (in *Ingress) activity(ctx context.Context, msg *message.Message, source domain.Source) (string, error) {
+	req, key, err := DecodeActivity(msg.Payload, msg.Metadata.Get(IdempotencyKeyHd))
+	if err != nil {
+		return "", err
+	}
+	res, err := in.commands.RequestNotification(ctx, commands.RequestNotification{Request: req, IdempotencyKey: key, Source: source})
+	if err != nil {
+		return "", err
 	}
 	if res.Duplicate {
-		in.duplicate.Inc()
-	} else {
-		in.processed.Inc()
-		in.metrics.created.Add(float64(len(res.NotificationIDs)))
+		return OutcomeDuplicate, nil
 	}
-	log.DebugContext(ctx, "message handled", "request_id", res.RequestID, "notifications", len(res.NotificationIDs), "duplicate", res.Duplicate)
-	return nil
+	in.metrics.created.Add(float64(len(res.NotificationIDs)))
+	return OutcomeProcessed, nil
+}
+
+// envelope turns a message of the events topic into a HandleEnvelope.
+func (in *Ingress) envelope(ctx context.Context, msg *message.Message, source domain.Source) (string, error) {
+	env, err := DecodeEnvelope(msg.Payload, msg.Metadata.Get(HeaderTenant), in.cfg.DefaultTenant)
+	if err != nil {
+		return "", err
+	}
+	res, err := in.commands.HandleEnvelope(ctx, commands.HandleEnvelope{Envelope: env, Source: source})
+	if err != nil {
+		return "", err
+	}
+	if res.Duplicate {
+		in.metrics.envelopes.WithLabelValues(OutcomeDuplicate).Inc()
+		return OutcomeDuplicate, nil
+	}
+	in.metrics.envelopes.WithLabelValues(res.Outcome).Inc()
+	for reason, n := range res.Suppressed {
+		in.metrics.suppressed.WithLabelValues(reason).Add(float64(n))
+	}
+	return OutcomeProcessed, nil
 }

@@ -162,7 +162,7 @@ func setup(t *testing.T) (*kgo.Client, eventstore.Store, string) {
 // topics.
 func startBroker(t *testing.T) string {
 	t.Helper()
-	broker, err := kafka.StartDevBroker("127.0.0.1:0", 3, kafka.TopicActivity, dlq)
+	broker, err := kafka.StartDevBroker("127.0.0.1:0", 3, kafka.TopicActivity, dlq, kafka.TopicEvents, kafka.TopicEvents+kafka.DLQSuffix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,24 +216,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// deadLetters reads the dead-letter topic from the start until it has n
-// records (or 20 s passed) and returns them.
+// deadLetters reads the activity dead-letter topic from the start until it
+// has n records (or 20 s passed) and returns them.
 func deadLetters(t *testing.T, addr string, n int, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
-	consumer, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(addr), kgo.ConsumeTopics(dlq), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
-	var dead []*kgo.Record
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for len(dead) < n && ctx.Err() == nil {
-		consumer.PollFetches(ctx).EachRecord(func(r *kgo.Record) { dead = append(dead, r) })
-	}
-	return dead
+	return consumeAll(t, addr, dlq, n, opts...)
 }
 
 func headers(r *kgo.Record) map[string]string {

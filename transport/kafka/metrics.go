@@ -8,6 +8,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/domain"
 )
 
 // Outcomes of herald_kafka_messages_total.
@@ -29,12 +31,18 @@ type metrics struct {
 	messages *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	created  prometheus.Counter
+	// envelopes counts seed 002's envelopes by outcome: delivered,
+	// duplicate, no_template, dead_lettered.
+	envelopes *prometheus.CounterVec
+	// suppressed counts the deliveries envelopes decided not to send, by
+	// reason.
+	suppressed *prometheus.CounterVec
 }
 
 // newMetrics creates the series, registered on reg unless it is nil. The
-// topic's outcomes start at zero, so that they are exported, and can be
+// topics' outcomes start at zero, so that they are exported, and can be
 // graphed, before the first message.
-func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, topics ...string) (*metrics, error) {
 	m := &metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_kafka_messages_total",
@@ -49,15 +57,31 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 			Name: "herald_notifications_created_total",
 			Help: "Notifications created from Kafka messages, duplicates excluded.",
 		}),
+		envelopes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_envelopes_total",
+			Help: "Event envelopes of notification.events, by outcome (delivered, duplicate, no_template, dead_lettered).",
+		}, []string{"outcome"}),
+		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_deliveries_suppressed_total",
+			Help: "Deliveries envelopes decided not to send, by reason (no_address, missing_param).",
+		}, []string{"reason"}),
 	}
-	for _, o := range []string{OutcomeProcessed, OutcomeDuplicate, OutcomeDeadLettered, OutcomeRetried} {
-		m.messages.WithLabelValues(topic, o)
+	for _, topic := range topics {
+		for _, o := range []string{OutcomeProcessed, OutcomeDuplicate, OutcomeDeadLettered, OutcomeRetried} {
+			m.messages.WithLabelValues(topic, o)
+		}
+		m.duration.WithLabelValues(topic)
 	}
-	m.duration.WithLabelValues(topic)
+	for _, o := range []string{domain.OutcomeDelivered, OutcomeDuplicate, domain.OutcomeNoTemplate, OutcomeDeadLettered} {
+		m.envelopes.WithLabelValues(o)
+	}
+	for _, r := range []string{domain.SuppressedNoAddress, domain.SuppressedMissingParam} {
+		m.suppressed.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.duration, m.created} {
+	for _, c := range []prometheus.Collector{m.messages, m.duration, m.created, m.envelopes, m.suppressed} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("kafka metrics: %w", err)
 		}
@@ -77,7 +101,7 @@ const HeaderPayloadDropped = "payload_dropped"
 // fail forever and stall its partition.
 type deadLetters struct {
 	pub     message.Publisher
-	counted prometheus.Counter
+	counted []prometheus.Counter
 }
 
 // Publish implements message.Publisher.
@@ -97,9 +121,12 @@ func (d deadLetters) Publish(topic string, msgs ...*message.Message) error {
 	if err != nil {
 		return err
 	}
-	d.counted.Add(float64(len(msgs)))
+	for _, c := range d.counted {
+		c.Add(float64(len(msgs)))
+	}
 	return nil
 }
 
-// Close implements message.Publisher.
-func (d deadLetters) Close() error { return d.pub.Close() }
+// Close implements message.Publisher. The publisher is shared by every
+// topic's dead letters and closed by the ingress, not by each of them.
+func (d deadLetters) Close() error { return nil }

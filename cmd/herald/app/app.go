@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -195,17 +196,23 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	}
 	kafkaCfg := kafka.Config{
 		Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID, GroupID: cfg.Kafka.GroupID,
+		EventsTopic: cfg.Kafka.EventsTopic, DefaultTenant: cfg.Kafka.DefaultTenant,
 		SASL: cfg.Kafka.SASL, TLS: cfg.Kafka.TLS,
 	}
 	if cfg.Dev {
 		if len(cfg.Kafka.Brokers) == 0 {
-			if a.broker, err = kafka.StartDevBroker(cfg.DevKafkaAddr, devPartitions, kafka.TopicActivity, kafka.TopicActivity+kafka.DLQSuffix); err != nil {
+			events := cmp.Or(cfg.Kafka.EventsTopic, kafka.TopicEvents)
+			if a.broker, err = kafka.StartDevBroker(cfg.DevKafkaAddr, devPartitions,
+				kafka.TopicActivity, kafka.TopicActivity+kafka.DLQSuffix, events, events+kafka.DLQSuffix); err != nil {
 				return fmt.Errorf("%w (set HERALD_DEV_KAFKA_ADDR to another address)", err)
 			}
 			a.kafkaAddr = []string{a.broker.Addr()}
 			// The embedded broker speaks plain Kafka: security meant for
 			// a real cluster must not reach it.
-			kafkaCfg = kafka.Config{Brokers: a.kafkaAddr, ClientID: cfg.Kafka.ClientID, GroupID: cfg.Kafka.GroupID}
+			kafkaCfg = kafka.Config{
+				Brokers: a.kafkaAddr, ClientID: cfg.Kafka.ClientID, GroupID: cfg.Kafka.GroupID,
+				EventsTopic: cfg.Kafka.EventsTopic, DefaultTenant: cfg.Kafka.DefaultTenant,
+			}
 		}
 		if a.Issuer, err = auth.NewDevIssuer(DevIssuer, DevAudience, cfg.Auth.TenantClaim); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/templating"
+	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/transport/kafka"
 	"github.com/heraldhq/herald/transport/redis"
 )
@@ -81,8 +82,12 @@ type KafkaConfig struct {
 	Brokers  []string
 	ClientID string
 	GroupID  string
-	SASL     kafka.SASL
-	TLS      kafka.TLS
+	// EventsTopic is the topic of seed 002's event envelopes.
+	EventsTopic string
+	// DefaultTenant is the tenant of an envelope that names none.
+	DefaultTenant string
+	SASL          kafka.SASL
+	TLS           kafka.TLS
 }
 
 // RedisConfig is how Herald reaches the Redis of the emitter (seed 000).
@@ -169,6 +174,22 @@ func Settings() []Setting {
 			str(func(c *Config) *string { return &c.Kafka.ClientID })},
 		{"HERALD_KAFKA_GROUP_ID", kafka.DefaultGroupID, "Kafka consumer group", PartServe,
 			str(func(c *Config) *string { return &c.Kafka.GroupID })},
+		{"HERALD_KAFKA_EVENTS_TOPIC", kafka.TopicEvents, "Kafka topic of event envelopes mapped to templates by trigger event (seed 002); dead letters go to <topic>.dlq", PartServe,
+			func(c *Config, v string) error {
+				if strings.TrimSpace(v) == "" || strings.ContainsAny(v, " ,") {
+					return fmt.Errorf("%q: want one topic name", v)
+				}
+				c.Kafka.EventsTopic = v
+				return nil
+			}},
+		{"HERALD_DEFAULT_TENANT", "", "tenant of an event envelope that names none in metadata.tenant or a tenant header; empty: such an envelope is dead-lettered", PartServe,
+			func(c *Config, v string) error {
+				if v != "" && domain.IdentifierProblem(v) != "" {
+					return fmt.Errorf("%q: want a tenant id: %s", v, domain.IdentifierProblem(v))
+				}
+				c.Kafka.DefaultTenant = v
+				return nil
+			}},
 		{"HERALD_KAFKA_SASL_MECHANISM", "", "Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none", PartServe,
 			func(c *Config, v string) error {
 				switch v {
