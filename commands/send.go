@@ -104,7 +104,7 @@ func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
 	chosen, err := c.loadTemplate(ctx, cmd.Tenant, cmd.TemplateID)
 	if err != nil {
 		if domain.ErrorCode(err) == domain.CodeTemplateNotFound {
-			return SendResult{}, domain.Errorf(domain.CodeTemplateNotFound, "template %s not found", cmd.TemplateID).
+			return SendResult{}, domain.Errorf(domain.CodeTemplateNotFound, "template_id names no template of yours").
 				WithDetail("fields", map[string]any{"template_id": "names no template of yours"})
 		}
 		return SendResult{}, err

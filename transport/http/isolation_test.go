@@ -136,6 +136,31 @@ func TestTenantIsolationMatrix(t *testing.T) {
 		t.Errorf("B lists templates %+v, want only its own %s", listB, tplB.ID)
 	}
 
+	// Sends and deliveries: B cannot send through A's template, nor read
+	// A's delivery, nor list it.
+	senderA, senderB := e.senderToken("org-a"), e.senderToken("org-b")
+	var sentA sendAnswer
+	sendBody := func(tpl string) []byte {
+		return []byte(`{"template_id":"` + tpl + `","recipient":"+84901234567","channel":"sms","params":{"code":"1"}}`)
+	}
+	r = e.do(http.MethodPost, "/v1/send", senderA, sendBody(tplA.ID))
+	r.data(t, http.StatusAccepted, &sentA)
+	refused := e.do(http.MethodPost, "/v1/send", senderB, sendBody(tplA.ID))
+	refused.error(t, http.StatusNotFound, domain.CodeTemplateNotFound)
+	if want := e.do(http.MethodPost, "/v1/send", senderB, sendBody(unknownTpl)); comparable(t, refused) != comparable(t, want) {
+		t.Errorf("send through A's template answers %s, through an unknown one %s", refused.body, want.body)
+	}
+	refused = e.do(http.MethodGet, "/v1/deliveries/"+sentA.NotificationID, senderB, nil)
+	refused.error(t, http.StatusNotFound, domain.CodeDeliveryNotFound)
+	if want := e.do(http.MethodGet, "/v1/deliveries/"+unknownTpl, senderB, nil); comparable(t, refused) != comparable(t, want) {
+		t.Errorf("A's delivery answers %s, an unknown one %s", refused.body, want.body)
+	}
+	var deliveriesB []json.RawMessage
+	e.do(http.MethodGet, "/v1/deliveries", adminB, nil, herhttp.HeaderConsistencyToken, r.header.Get(herhttp.HeaderConsistencyToken)).data(t, http.StatusOK, &deliveriesB)
+	if len(deliveriesB) != 0 {
+		t.Errorf("B lists %d deliveries", len(deliveriesB))
+	}
+
 	// Nothing B did reached A.
 	e.waitMembers(adminA, "/v1/directory/merchants/shop/members", "carol")
 	e.waitMembers(adminA, "/v1/directory/orgs/org-a/members", "alice", "bob")
