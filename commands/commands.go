@@ -35,8 +35,10 @@ type Commands struct {
 	now    func() time.Time
 	logger *slog.Logger
 	dirs   directories
-	// indexes caches the tenants' template indexes.
-	indexes templateIndexes
+	// indexes caches the tenants' template indexes, templates the
+	// templates envelopes use.
+	indexes   templateIndexes
+	templates templateCache
 	// defaultLanguage ends every template lookup's language fallback.
 	defaultLanguage string
 }

@@ -59,14 +59,6 @@ func (c *Commands) HandleEnvelope(ctx context.Context, cmd HandleEnvelope) (Enve
 	}
 	id := domain.EnvelopeID(env.Tenant, env.EventID)
 	stream := domain.EnvelopeStream(id)
-	// A redelivery is answered from what was recorded, without deciding
-	// again.
-	if first, err := c.store.ReadStream(ctx, stream, 0, 1); err != nil {
-		return EnvelopeResult{}, storeError(fmt.Errorf("load %s: %w", stream, err))
-	} else if len(first) > 0 {
-		return c.envelopeSeen(ctx, first[0], fp)
-	}
-
 	received := domain.EnvelopeReceived{ID: id, Envelope: env, Fingerprint: fp, Outcome: domain.OutcomeNoTemplate, ReceivedAt: c.now().UTC(), Source: &cmd.Source}
 	chosen, err := c.envelopeTemplates(ctx, env)
 	if err != nil {
@@ -250,30 +242,30 @@ func (c *Commands) loadTemplateAt(ctx context.Context, tenant, id string, versio
 // data's language by its fallbacks, else the one in the default language,
 // else the first by language tag. The result is sorted by name and type.
 func (c *Commands) envelopeTemplates(ctx context.Context, env domain.Envelope) ([]domain.Template, error) {
-	ids, err := c.templateCandidates(ctx, env.Tenant, env.EventType)
+	cands, err := c.templateCandidates(ctx, env.Tenant, env.EventType)
 	if err != nil {
 		return nil, err
 	}
 	type group struct{ name, typ string }
 	variants := map[group]map[string]domain.Template{}
 	var groups []group
-	for _, id := range ids {
-		t, err := c.loadTemplate(ctx, env.Tenant, id)
+	for _, cand := range cands {
+		t, err := c.currentTemplate(ctx, env.Tenant, cand)
 		if domain.ErrorCode(err) == domain.CodeTemplateNotFound {
 			continue // indexed by a create that did not complete
 		}
 		if err != nil {
 			return nil, err
 		}
-		if t.Template.TriggerEvent != env.EventType {
+		if t.TriggerEvent != env.EventType {
 			continue // answered it once; not any more
 		}
-		g := group{t.Template.Name, t.Template.Type}
+		g := group{t.Name, t.Type}
 		if variants[g] == nil {
 			variants[g] = map[string]domain.Template{}
 			groups = append(groups, g)
 		}
-		variants[g][t.Template.Language] = t.Template
+		variants[g][t.Language] = t
 	}
 	slices.SortFunc(groups, func(a, b group) int {
 		return cmp.Or(cmp.Compare(a.name, b.name), cmp.Compare(a.typ, b.typ))

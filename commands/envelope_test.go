@@ -142,8 +142,22 @@ func TestEnvelopeSeesATemplateAnotherInstanceJustCreated(t *testing.T) {
 	if err != nil || res.Outcome != domain.OutcomeDelivered || res.Scheduled != 1 {
 		t.Fatalf("second envelope %+v, %v", res, err)
 	}
-	// A template moved to another trigger no longer answers.
+	// A change of content made on another instance is what the next
+	// envelope renders, though b holds the template in memory.
 	id := domain.TemplateID("org-1", "hello", domain.ChannelInApp, "en")
+	if _, err := a.UpdateTemplate(ctx, commands.UpdateTemplate{Tenant: "org-1", ID: id,
+		Fields: domain.TemplateFields{Name: "hello", Type: domain.ChannelInApp, Language: "en", TriggerEvent: "user.created", Content: "Hello again"}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = b.HandleEnvelope(ctx, userCreated("evt-b2", map[string]any{"user_id": "u1"}))
+	if err != nil || res.Scheduled != 1 {
+		t.Fatalf("envelope after the change %+v, %v", res, err)
+	}
+	evs := streamEvents(t, s, domain.DeliveryStream(domain.EnvelopeDeliveryID(res.ID, "hello", domain.ChannelInApp)))
+	if v, _ := domain.DecodeStored(evs[0].Type, evs[0].Metadata, evs[0].Data); v.(domain.DeliveryScheduled).Content != "Hello again" {
+		t.Fatalf("rendered %+v, want the changed content", v)
+	}
+	// A template moved to another trigger no longer answers.
 	if _, err := a.UpdateTemplate(ctx, commands.UpdateTemplate{Tenant: "org-1", ID: id,
 		Fields: domain.TemplateFields{Name: "hello", Type: domain.ChannelInApp, Language: "en", TriggerEvent: "user.deleted", Content: "Bye"}}); err != nil {
 		t.Fatal(err)

@@ -68,9 +68,9 @@ func (c *Commands) catchUpIndex(ctx context.Context, tenant string, ci *cachedIn
 	}
 }
 
-// indexTemplate makes sure the tenant's index names template id with its
-// trigger event, before the template's own event is written.
-func (c *Commands) indexTemplate(ctx context.Context, tenant, id string, f domain.TemplateFields) error {
+// indexTemplate announces version of template id, with its trigger event,
+// in the tenant's index, before the template's own event is written.
+func (c *Commands) indexTemplate(ctx context.Context, tenant, id string, version int64, f domain.TemplateFields) error {
 	ci := c.indexes.get(tenant)
 	ci.mu.Lock()
 	defer ci.mu.Unlock()
@@ -79,12 +79,12 @@ func (c *Commands) indexTemplate(ctx context.Context, tenant, id string, f domai
 		if err := c.catchUpIndex(ctx, tenant, ci); err != nil {
 			return err
 		}
-		if ci.idx.Indexed(id, f.TriggerEvent) {
+		if ci.idx.Announced(id, f.TriggerEvent, version) {
 			return nil
 		}
-		entry := domain.TemplateIndexed{Tenant: tenant, ID: id, Name: f.Name, Type: f.Type, Language: f.Language, TriggerEvent: f.TriggerEvent}
-		version := ci.idx.Version + 1
-		ev, err := newEvent(entry.EventID(stream, version), entry, c.requestMeta(tenant, "", "", id))
+		entry := domain.TemplateIndexed{Tenant: tenant, ID: id, Name: f.Name, Type: f.Type, Language: f.Language, TriggerEvent: f.TriggerEvent, Version: version}
+		at := ci.idx.Version + 1
+		ev, err := newEvent(entry.EventID(stream, at), entry, c.requestMeta(tenant, "", "", id))
 		if err != nil {
 			return err
 		}
@@ -105,19 +105,108 @@ func (c *Commands) indexTemplate(ctx context.Context, tenant, id string, f domai
 		if err != nil {
 			return storeError(fmt.Errorf("index template %s: %w", id, err))
 		}
-		ci.idx.Apply(entry, version)
+		ci.idx.Apply(entry, at)
 		return nil
 	}
 }
 
 // templateCandidates returns the ids of the tenant's templates that may
-// answer trigger, from the index caught up at the time of the call.
-func (c *Commands) templateCandidates(ctx context.Context, tenant, trigger string) ([]string, error) {
+// answer trigger, from the index caught up at the time of the call. The
+// store is read without holding the index's lock, so that envelopes of one
+// tenant do not queue behind each other's reads: what one read finds is
+// applied unless another got there first, and either way the index then
+// holds everything appended before the read began.
+func (c *Commands) templateCandidates(ctx context.Context, tenant, trigger string) ([]candidate, error) {
+	const page = 1024
 	ci := c.indexes.get(tenant)
-	ci.mu.Lock()
-	defer ci.mu.Unlock()
-	if err := c.catchUpIndex(ctx, tenant, ci); err != nil {
-		return nil, err
+	stream := domain.TemplateIndexStream(tenant)
+	for {
+		ci.mu.Lock()
+		from := ci.idx.Version + 1
+		ci.mu.Unlock()
+		evs, err := c.store.ReadStream(ctx, stream, from, page)
+		if err != nil {
+			return nil, storeError(fmt.Errorf("load %s: %w", stream, err))
+		}
+		decoded := make([]domain.Event, len(evs))
+		for i, e := range evs {
+			if decoded[i], err = decodeRecorded(e); err != nil {
+				return nil, err
+			}
+		}
+		ci.mu.Lock()
+		for i, e := range evs {
+			if e.Version == ci.idx.Version+1 {
+				ci.idx.Apply(decoded[i], e.Version)
+			}
+		}
+		if len(evs) < page {
+			ids := ci.idx.Candidates(trigger)
+			out := make([]candidate, len(ids))
+			for i, id := range ids {
+				out[i] = candidate{id: id, version: ci.idx.LatestVersion(id)}
+			}
+			ci.mu.Unlock()
+			return out, nil
+		}
+		ci.mu.Unlock()
 	}
-	return ci.idx.Candidates(trigger), nil
+}
+
+// candidate is a template the index names for a trigger, with the latest
+// version announced.
+type candidate struct {
+	id      string
+	version int64
+}
+
+// maxCachedTemplates bounds the templates kept folded in memory.
+const maxCachedTemplates = 4096
+
+// templateCache keeps folded templates, so that an envelope reads a
+// template's stream only when the index announces a version newer than the
+// copy held.
+type templateCache struct {
+	mu        sync.Mutex
+	templates map[string]domain.Template
+}
+
+func (t *templateCache) get(id string) (domain.Template, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tpl, ok := t.templates[id]
+	return tpl, ok
+}
+
+func (t *templateCache) put(tpl domain.Template) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.templates == nil {
+		t.templates = map[string]domain.Template{}
+	}
+	if cur, ok := t.templates[tpl.ID]; ok && cur.Version >= tpl.Version {
+		return
+	}
+	if len(t.templates) >= maxCachedTemplates {
+		for victim := range t.templates {
+			delete(t.templates, victim)
+			break
+		}
+	}
+	t.templates[tpl.ID] = tpl
+}
+
+// currentTemplate returns a tenant's template as of at least the announced
+// version: the cached copy when it is that recent, else folded from its
+// stream (which may hold less, if the announced version's append failed).
+func (c *Commands) currentTemplate(ctx context.Context, tenant string, cand candidate) (domain.Template, error) {
+	if t, ok := c.templates.get(cand.id); ok && t.Version >= cand.version && t.Tenant == tenant {
+		return t, nil
+	}
+	res, err := c.loadTemplate(ctx, tenant, cand.id)
+	if err != nil {
+		return domain.Template{}, err
+	}
+	c.templates.put(res.Template)
+	return res.Template, nil
 }

@@ -65,7 +65,7 @@ func (c *Commands) CreateTemplate(ctx context.Context, cmd CreateTemplate) (Temp
 		return TemplateResult{}, err
 	}
 	created := domain.CreateTemplate(cmd.Tenant, fields)
-	if err := c.indexTemplate(ctx, cmd.Tenant, created.ID, fields); err != nil {
+	if err := c.indexTemplate(ctx, cmd.Tenant, created.ID, 1, fields); err != nil {
 		return TemplateResult{}, err
 	}
 	stream := domain.TemplateStream(created.ID)
@@ -124,7 +124,7 @@ func (c *Commands) UpdateTemplate(ctx context.Context, cmd UpdateTemplate) (Temp
 		if decided == nil {
 			return cur, nil
 		}
-		if err := c.indexTemplate(ctx, cmd.Tenant, cmd.ID, fields); err != nil {
+		if err := c.indexTemplate(ctx, cmd.Tenant, cmd.ID, t.Version+1, fields); err != nil {
 			return TemplateResult{}, err
 		}
 		// The stream's versions count from 0, the template's from 1.

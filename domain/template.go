@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -284,10 +285,11 @@ const EventTemplateIndexed = "TemplateIndexed"
 // written.
 func TemplateIndexStream(tenant string) string { return "template-index-" + tenant }
 
-// TemplateIndexed records that a template exists with a trigger event. It
-// is appended before the template's own event, so the index always names at
-// least every template and every trigger the templates hold; a template's
-// own stream stays the truth about what it holds now.
+// TemplateIndexed announces a version of a template, with its trigger
+// event. It is appended before the template's own event, so the index
+// always names at least every template, every trigger and every version the
+// templates hold; a template's own stream stays the truth about what it
+// holds now (an announced version whose append failed never appears there).
 type TemplateIndexed struct {
 	Tenant       string `json:"tenant"`
 	ID           string `json:"id"`
@@ -295,6 +297,8 @@ type TemplateIndexed struct {
 	Type         string `json:"type"`
 	Language     string `json:"language"`
 	TriggerEvent string `json:"triggerEvent,omitempty"`
+	// Version is the template version about to be written.
+	Version int64 `json:"version"`
 }
 
 // EventType implements Event.
@@ -304,7 +308,7 @@ func (TemplateIndexed) EventType() string { return EventTemplateIndexed }
 // two instances indexing different templates at the same version conflict
 // rather than pass for a retry.
 func (e TemplateIndexed) EventID(stream string, version int64) string {
-	return eventID(stream, versionedDiscriminator(EventTemplateIndexed, version)+"\x00"+e.ID+"\x00"+e.TriggerEvent)
+	return eventID(stream, versionedDiscriminator(EventTemplateIndexed, version)+"\x00"+e.ID+"\x00"+strconv.FormatInt(e.Version, 10)+"\x00"+e.TriggerEvent)
 }
 
 // TemplateIndex is the write-side state of a tenant's template index. It is
@@ -314,11 +318,13 @@ type TemplateIndex struct {
 	// triggers holds, per template id, every trigger event it was indexed
 	// with (a superset of what it answers now).
 	triggers map[string]map[string]bool
+	// versions holds, per template id, the latest version announced.
+	versions map[string]int64
 }
 
 // NewTemplateIndex returns an empty index.
 func NewTemplateIndex() *TemplateIndex {
-	return &TemplateIndex{Version: -1, triggers: map[string]map[string]bool{}}
+	return &TemplateIndex{Version: -1, triggers: map[string]map[string]bool{}, versions: map[string]int64{}}
 }
 
 // Apply folds one event of the index stream.
@@ -328,12 +334,20 @@ func (x *TemplateIndex) Apply(event Event, version int64) {
 			x.triggers[e.ID] = map[string]bool{}
 		}
 		x.triggers[e.ID][e.TriggerEvent] = true
+		x.versions[e.ID] = max(x.versions[e.ID], e.Version)
 	}
 	x.Version = version
 }
 
-// Indexed reports whether template id is indexed with trigger.
-func (x *TemplateIndex) Indexed(id, trigger string) bool { return x.triggers[id][trigger] }
+// Announced reports whether version of template id is announced with
+// trigger.
+func (x *TemplateIndex) Announced(id, trigger string, version int64) bool {
+	return x.triggers[id][trigger] && x.versions[id] >= version
+}
+
+// LatestVersion is the latest version of template id announced: a copy of
+// the template at that version is current.
+func (x *TemplateIndex) LatestVersion(id string) int64 { return x.versions[id] }
 
 // Candidates returns the ids of the templates ever indexed with trigger,
 // sorted: the templates an envelope of that event type may use, to be

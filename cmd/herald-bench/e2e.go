@@ -100,7 +100,7 @@ func runE2E(ctx context.Context, opts options, dbs *databases, logger, quiet *sl
 	}
 	for _, topic := range []string{kafka.TopicActivity, baselineTopic} {
 		began := time.Now()
-		if err := produce(ctx, broker.Addr(), topic, opts.messages); err != nil {
+		if err := produce(ctx, broker.Addr(), topic, opts.messages, newActivityMessage); err != nil {
 			return res, fmt.Errorf("produce to %s: %w", topic, err)
 		}
 		logger.InfoContext(ctx, "messages produced", "topic", topic, "messages", opts.messages, "took", time.Since(began).Round(time.Millisecond))
@@ -108,7 +108,7 @@ func runE2E(ctx context.Context, opts options, dbs *databases, logger, quiet *sl
 
 	dbs.checkpoint(ctx)
 	logger.InfoContext(ctx, "measuring the baseline consumer", "messages", opts.messages, "timeout", opts.e2eTimeout)
-	if res.Baseline, err = runBaseline(ctx, opts, broker.Addr(), dbURL, logger, quiet); err != nil {
+	if res.Baseline, err = runBaseline(ctx, opts, broker.Addr(), baselineTopic, dbURL, logger, quiet); err != nil {
 		return res, fmt.Errorf("baseline consumer: %w", err)
 	}
 	logger.InfoContext(ctx, "baseline measured", "messages_per_sec", round(res.Baseline.PerSecond), "timed_out", res.Baseline.TimedOut)
@@ -158,9 +158,9 @@ func newActivityMessage(i int, occurredAt time.Time) ([]byte, error) {
 	return b, nil
 }
 
-// produce writes n messages to topic with batched asynchronous produces and
-// waits until the broker has them all.
-func produce(ctx context.Context, addr, topic string, n int) error {
+// produce writes n messages, built by message, to topic with batched
+// asynchronous produces and waits until the broker has them all.
+func produce(ctx context.Context, addr, topic string, n int, message func(i int, now time.Time) ([]byte, error)) error {
 	client, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
 		return fmt.Errorf("producer: %w", err)
@@ -170,7 +170,7 @@ func produce(ctx context.Context, addr, topic string, n int) error {
 	var firstErr error
 	now := time.Now().UTC()
 	for i := range n {
-		value, err := newActivityMessage(i, now)
+		value, err := message(i, now)
 		if err != nil {
 			return err
 		}
@@ -210,8 +210,8 @@ func subscriberConfig(addr, clientID, group string) wkafka.SubscriberConfig {
 }
 
 // runBaseline times the seed design: a consumer group that inserts each
-// message as one row, with no event store and no deduplication.
-func runBaseline(ctx context.Context, opts options, addr, dbURL string, logger, quiet *slog.Logger) (e2eRun, error) {
+// message of topic as one row, with no event store and no deduplication.
+func runBaseline(ctx context.Context, opts options, addr, topic, dbURL string, logger, quiet *slog.Logger) (e2eRun, error) {
 	pool, err := newPool(ctx, dbURL, e2ePoolConns)
 	if err != nil {
 		return e2eRun{}, err
@@ -229,7 +229,7 @@ func runBaseline(ctx context.Context, opts options, addr, dbURL string, logger, 
 	if err != nil {
 		return e2eRun{}, fmt.Errorf("router: %w", err)
 	}
-	router.AddConsumerHandler("baseline", baselineTopic, sub, func(msg *message.Message) error {
+	router.AddConsumerHandler("baseline", topic, sub, func(msg *message.Message) error {
 		if _, err := pool.Exec(msg.Context(), `INSERT INTO bench_baseline_messages (payload) VALUES ($1)`, []byte(msg.Payload)); err != nil {
 			return fmt.Errorf("insert message: %w", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -27,6 +28,7 @@ type options struct {
 	duration   time.Duration
 	warmUp     time.Duration
 	messages   int
+	envelopes  int
 	e2eTimeout time.Duration
 	fanOutRuns int
 	only       string
@@ -66,11 +68,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measurement window of each append measurement")
 	fs.DurationVar(&o.warmUp, "warm-up", time.Second, "warm-up before each append measurement window")
 	fs.IntVar(&o.messages, "messages", 100_000, "messages of the end-to-end run")
+	fs.IntVar(&o.envelopes, "envelopes", 20_000, "event envelopes of the envelopes run (each triggers two templates)")
 	// Two end-to-end runs that both time out, after the append
 	// measurements, must still finish within five minutes.
 	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 75*time.Second, "longest an end-to-end run may take; a slower one reports its partial rate")
 	fs.IntVar(&o.fanOutRuns, "fanout-runs", 5, "timed rounds of the fan-out measurement (after one warm-up round)")
-	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, fanout, read or ws (default all)")
+	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, envelopes, fanout, read or ws (default all)")
 	fs.IntVar(&o.wsConns, "ws-connections", 10_000, "WebSocket sessions of the ws measurement")
 	fs.IntVar(&o.wsBroadcasts, "ws-broadcasts", 30, "timed admin broadcasts of the ws measurement (after one warm-up)")
 	fs.IntVar(&o.wsFanOut, "ws-fanout", 20, "org messages of the ws measurement's persisted fan-out")
@@ -81,16 +84,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.only != "" && o.only != "append" && o.only != "e2e" && o.only != "fanout" && o.only != "read" && o.only != "ws":
-		return o, fmt.Errorf("-only %q: want append, e2e, fanout, read or ws", o.only)
+	case o.only != "" && !slices.Contains([]string{"append", "e2e", "envelopes", "fanout", "read", "ws"}, o.only):
+		return o, fmt.Errorf("-only %q: want append, e2e, envelopes, fanout, read or ws", o.only)
 	case o.wsConns <= 0 || o.wsBroadcasts <= 0 || o.wsFanOut <= 0:
 		return o, errors.New("-ws-connections, -ws-broadcasts and -ws-fanout must be positive")
 	case o.fanOutRuns <= 0:
 		return o, errors.New("-fanout-runs must be positive")
 	case o.duration <= 0 || o.warmUp < 0:
 		return o, errors.New("-duration must be positive and -warm-up not negative")
-	case o.messages <= 0:
-		return o, errors.New("-messages must be positive")
+	case o.messages <= 0 || o.envelopes <= 0:
+		return o, errors.New("-messages and -envelopes must be positive")
 	case o.e2eTimeout <= 0:
 		return o, errors.New("-e2e-timeout must be positive")
 	}
@@ -121,6 +124,7 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			Duration:     opts.duration.String(),
 			WarmUp:       opts.warmUp.String(),
 			Messages:     opts.messages,
+			Envelopes:    opts.envelopes,
 			E2ETimeout:   opts.e2eTimeout.String(),
 			Partitions:   partitions,
 			E2EPoolConns: e2ePoolConns,
@@ -148,6 +152,13 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			return err
 		}
 		res.EndToEnd = &e2e
+	}
+	if opts.only == "" || opts.only == "envelopes" {
+		env, err := runEnvelopes(ctx, opts, dbs, logger, quiet)
+		if err != nil {
+			return fmt.Errorf("envelopes: %w", err)
+		}
+		res.Envelopes = &env
 	}
 	if opts.only == "" || opts.only == "fanout" {
 		fan, err := runFanOut(ctx, opts, dbs, logger, quiet)

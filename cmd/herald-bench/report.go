@@ -12,18 +12,19 @@ import (
 
 // results is everything a run measured, as written to the JSON file.
 type results struct {
-	Timestamp       time.Time      `json:"timestamp"`
-	GoVersion       string         `json:"go_version"`
-	GOMAXPROCS      int            `json:"gomaxprocs"`
-	NumCPU          int            `json:"num_cpu"`
-	PostgresVersion string         `json:"postgres_version"`
-	Settings        settings       `json:"settings"`
-	Append          []appendResult `json:"append,omitempty"`
-	EndToEnd        *e2eResult     `json:"end_to_end,omitempty"`
-	FanOut          *fanOutResult  `json:"fan_out,omitempty"`
-	Read            *readResult    `json:"read,omitempty"`
-	WS              *wsResult      `json:"ws,omitempty"`
-	WallSeconds     float64        `json:"wall_seconds"`
+	Timestamp       time.Time        `json:"timestamp"`
+	GoVersion       string           `json:"go_version"`
+	GOMAXPROCS      int              `json:"gomaxprocs"`
+	NumCPU          int              `json:"num_cpu"`
+	PostgresVersion string           `json:"postgres_version"`
+	Settings        settings         `json:"settings"`
+	Append          []appendResult   `json:"append,omitempty"`
+	EndToEnd        *e2eResult       `json:"end_to_end,omitempty"`
+	Envelopes       *envelopesResult `json:"envelopes,omitempty"`
+	FanOut          *fanOutResult    `json:"fan_out,omitempty"`
+	Read            *readResult      `json:"read,omitempty"`
+	WS              *wsResult        `json:"ws,omitempty"`
+	WallSeconds     float64          `json:"wall_seconds"`
 }
 
 // settings records how the run was made, so that two result files can be
@@ -32,6 +33,7 @@ type settings struct {
 	Duration     string `json:"duration"`
 	WarmUp       string `json:"warm_up"`
 	Messages     int    `json:"messages"`
+	Envelopes    int    `json:"envelopes"`
 	E2ETimeout   string `json:"e2e_timeout"`
 	Partitions   int    `json:"partitions"`
 	E2EPoolConns int    `json:"e2e_pool_conns"`
@@ -77,6 +79,13 @@ func printTable(w io.Writer, r results) error {
 			[2]string{"baseline", "minimal consumer, 1 INSERT per message: " + runText(e.Baseline, "messages/s")},
 			[2]string{"ratio", times(e.Ratio)},
 			[2]string{"goal", strings.Join(goals, "; ")})
+	}
+	if e := r.Envelopes; e != nil {
+		block(fmt.Sprintf("envelopes, %s to notification.events, %d templates each, %d partitions", thousands(int64(e.Envelopes)), e.Templates, e.Partitions),
+			[2]string{"Herald", runText(e.Herald, "envelopes/s") + fmt.Sprintf(" to %d queued deliveries each", e.Templates)},
+			[2]string{"baseline", "minimal consumer, 1 INSERT per message: " + runText(e.Baseline, "messages/s")},
+			[2]string{"ratio", times(e.Ratio)},
+			[2]string{"goal", "none"})
 	}
 	if f := r.FanOut; f != nil {
 		block(fmt.Sprintf("fan-out, 1 org message to %s members, median of %d", thousands(int64(f.Members)), len(f.Herald)),
