@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -38,8 +39,9 @@ type Send struct {
 	Recipient string
 	Channel   string
 	Params    map[string]any
-	// Language, when set, picks the variant of the template's name and
-	// type in that language, by the fallback of templating.Fallbacks.
+	// Language, when set (else params.language or params.locale), picks
+	// the variant of the template's name and type in that language, by the
+	// fallback of templating.Fallbacks.
 	Language string
 	// IdempotencyKey names the request forever; empty makes every call a
 	// new request.
@@ -113,8 +115,10 @@ func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
 		return SendResult{}, domain.Errorf(domain.CodeChannelMismatch, "the template is a %s template; channel must be %s", chosen.Template.Type, chosen.Template.Type).
 			WithDetail("channel", cmd.Channel).WithDetail("template_type", chosen.Template.Type)
 	}
-	if cmd.Language != "" {
-		if chosen, err = c.templateVariant(ctx, cmd.Tenant, chosen, cmd.Language); err != nil {
+	// The request's language, else the params' (as an envelope's data
+	// says it); with neither, the template named is sent.
+	if wanted := cmp.Or(cmd.Language, dataLanguage(cmd.Params)); wanted != "" {
+		if chosen, err = c.templateVariant(ctx, cmd.Tenant, chosen, wanted); err != nil {
 			return SendResult{}, err
 		}
 	}

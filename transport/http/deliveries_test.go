@@ -182,6 +182,15 @@ func TestSendPicksTheLanguageVariant(t *testing.T) {
 			t.Errorf("language %q: sent %q, want %q", c.language, got, c.want)
 		}
 	}
+	// Without a language in the request, the params may name one.
+	var sent sendAnswer
+	e.do(http.MethodPost, "/v1/send", tok, []byte(fmt.Sprintf(`{"template_id":%q,"recipient":"+84901234567","channel":"sms","params":{"code":1,"locale":"vi_VN"}}`, en.ID))).
+		data(t, http.StatusAccepted, &sent)
+	var d deliveryAnswer
+	e.do(http.MethodGet, "/v1/deliveries/"+sent.NotificationID, tok, nil).data(t, http.StatusOK, &d)
+	if got := d.Events[0].Data["content"]; got != "Mã của bạn: 1" {
+		t.Errorf("params.locale vi_VN: sent %q", got)
+	}
 	e.do(http.MethodPost, "/v1/send", tok, []byte(fmt.Sprintf(`{"template_id":%q,"recipient":"+84901234567","channel":"sms","params":{"code":1},"language":"not a tag!"}`, en.ID))).
 		error(t, http.StatusBadRequest, domain.CodeValidationFailed)
 }
