@@ -73,10 +73,14 @@ type conn struct {
 	s           *melody.Session
 	id          string
 	connectedAt time.Time
-	since       int64 // the URL's since, or -1
-
-	mu        sync.Mutex
-	phase     phase
+	mu          sync.Mutex
+	// since is the URL's since, or -1; a resume message that comes before
+	// the session joined its room sets it for start.
+	since int64
+	phase phase
+	// joined is set once the session is in its recipient's room; only
+	// then may it read the seq it streams after.
+	joined    bool
 	principal auth.Principal
 	member    member
 	cursor    int64 // the last seq sent
@@ -156,10 +160,11 @@ func (c *conn) close(code int, reason string) {
 // start begins an authenticated session: it joins its room and either
 // replays from since or holds live frames for a resume message.
 func (c *conn) start(p auth.Principal) {
-	c.mu.Lock()
-	c.principal, c.member = p, member{p.Tenant, p.Subject}
-	c.mu.Unlock()
 	c.h.join(c)
+	c.mu.Lock()
+	c.joined = true
+	since := c.since
+	c.mu.Unlock()
 	if !p.ExpiresAt.IsZero() {
 		c.mu.Lock()
 		if !c.closed {
@@ -167,9 +172,9 @@ func (c *conn) start(p auth.Principal) {
 		}
 		c.mu.Unlock()
 	}
-	if c.since >= 0 {
+	if since >= 0 {
 		c.h.register(c)
-		c.resume(c.since)
+		c.resume(since)
 		return
 	}
 	// Listed only once the seq it streams after is read: a delta committed
@@ -182,7 +187,16 @@ func (c *conn) start(p auth.Principal) {
 // begin starts an authenticated session on a goroutine of its own: a replay
 // waits for the session's writer, which melody starts only after the
 // connect handler returns, and the reader must go on reading meanwhile.
-func (c *conn) begin(p auth.Principal) { go c.start(p) }
+//
+// The principal is set before begin returns, so that a message the reader
+// handles next (a handshake that turns encryption on) sees whose session
+// it is.
+func (c *conn) begin(p auth.Principal) {
+	c.mu.Lock()
+	c.principal, c.member = p, member{p.Tenant, p.Subject}
+	c.mu.Unlock()
+	go c.start(p)
+}
 
 // hold holds live frames for resumeWait, for a resume message to come
 // first; then the session streams what came after the recipient's latest
@@ -191,8 +205,13 @@ func (c *conn) begin(p auth.Principal) { go c.start(p) }
 // restarts the wait from the same starting seq.
 func (c *conn) hold() {
 	c.mu.Lock()
-	again := c.phase == holding
+	again, joined := c.phase == holding, c.joined
 	c.mu.Unlock()
+	if !joined {
+		// start holds once the session is in its room: the seq read
+		// before that could miss a delta committed in between.
+		return
+	}
 	var latest int64
 	if !again {
 		var err error
@@ -502,6 +521,16 @@ func (c *conn) onText(msg []byte) {
 	case ph == awaitingHandshake:
 		c.close(CloseTokenExpired, "handshake required")
 	case m.Type == "resume" && m.Since != nil && *m.Since >= 0:
+		c.mu.Lock()
+		if !c.joined {
+			// start resumes from it once the session is in its room: a
+			// replay read before that could miss a delta committed in
+			// between.
+			c.since = *m.Since
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
 		go c.resume(*m.Since)
 	}
 }
