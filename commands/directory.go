@@ -175,22 +175,8 @@ func (c *Commands) groupMembers(ctx context.Context, tenant string, g domain.Gro
 
 // catchUp folds the events appended to the directory since cd's version.
 func (c *Commands) catchUp(ctx context.Context, stream string, cd *cachedDirectory) error {
-	const page = 1024
-	for {
-		evs, err := c.store.ReadStream(ctx, stream, cd.dir.Version+1, page)
-		if err != nil {
-			return storeError(fmt.Errorf("load %s: %w", stream, err))
-		}
-		for _, e := range evs {
-			v, err := decodeRecorded(e)
-			if err != nil {
-				return err
-			}
-			cd.dir.Apply(v, e.Version)
-			cd.last = e.Position
-		}
-		if len(evs) < page {
-			return nil
-		}
-	}
+	return c.foldStreamFrom(ctx, stream, cd.dir.Version+1, func(e eventstore.RecordedEvent, v domain.Event) {
+		cd.dir.Apply(v, e.Version)
+		cd.last = e.Position
+	})
 }

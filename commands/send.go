@@ -303,8 +303,14 @@ func (c *Commands) loadDelivery(ctx context.Context, tenant, id string) (*domain
 
 // foldStream hands every event of stream to each, in order.
 func (c *Commands) foldStream(ctx context.Context, stream string, each func(eventstore.RecordedEvent, domain.Event)) error {
+	return c.foldStreamFrom(ctx, stream, 0, each)
+}
+
+// foldStreamFrom hands the events of stream from version from on to each,
+// in order.
+func (c *Commands) foldStreamFrom(ctx context.Context, stream string, from int64, each func(eventstore.RecordedEvent, domain.Event)) error {
 	const page = 256
-	for from := int64(0); ; {
+	for {
 		evs, err := c.store.ReadStream(ctx, stream, from, page)
 		if err != nil {
 			return storeError(fmt.Errorf("load %s: %w", stream, err))

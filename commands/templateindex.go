@@ -48,24 +48,9 @@ func (t *templateIndexes) get(tenant string) *cachedIndex {
 // catchUpIndex folds what was appended to the tenant's index since ci's
 // version. Called with ci.mu held.
 func (c *Commands) catchUpIndex(ctx context.Context, tenant string, ci *cachedIndex) error {
-	const page = 1024
-	stream := domain.TemplateIndexStream(tenant)
-	for {
-		evs, err := c.store.ReadStream(ctx, stream, ci.idx.Version+1, page)
-		if err != nil {
-			return storeError(fmt.Errorf("load %s: %w", stream, err))
-		}
-		for _, e := range evs {
-			v, err := decodeRecorded(e)
-			if err != nil {
-				return err
-			}
-			ci.idx.Apply(v, e.Version)
-		}
-		if len(evs) < page {
-			return nil
-		}
-	}
+	return c.foldStreamFrom(ctx, domain.TemplateIndexStream(tenant), ci.idx.Version+1, func(e eventstore.RecordedEvent, v domain.Event) {
+		ci.idx.Apply(v, e.Version)
+	})
 }
 
 // indexTemplate announces version of template id, with its trigger event,
