@@ -164,7 +164,11 @@ type Delivery struct {
 	Channel            string
 	RecipientID        string
 	Status             string
-	Version            int64 // of the last applied event; -1 when none
+	// Started counts the attempts started; RetryAt is when the next one is
+	// due after a transient failure, nil when it may start at once.
+	Started int
+	RetryAt *time.Time
+	Version int64 // of the last applied event; -1 when none
 }
 
 // NewDelivery returns the state of a delivery with no events.
@@ -177,6 +181,14 @@ func (d *Delivery) Apply(event Event, version int64) {
 		d.ID, d.Tenant, d.RequestFingerprint, d.Channel, d.RecipientID, d.Status = e.ID, e.Tenant, e.RequestFingerprint, e.Channel, e.RecipientID, StatusQueued
 	case DeliverySuppressed:
 		d.ID, d.Tenant, d.RequestFingerprint, d.Channel, d.RecipientID, d.Status = e.ID, e.Tenant, e.RequestFingerprint, e.Channel, e.RecipientID, StatusSuppressed
+	case DeliveryAttemptStarted:
+		d.Started, d.RetryAt = e.Attempt, nil
+	case DeliveryAttempted:
+		d.RetryAt = e.RetryAt
+	case DeliverySucceeded:
+		d.Status, d.RetryAt = StatusSent, nil
+	case DeliveryFailed:
+		d.Status, d.RetryAt = StatusFailed, nil
 	}
 	d.Version = version
 }

@@ -402,6 +402,10 @@ var Events = func() *Registry {
 	Register[TemplateIndexed](r, SchemaVersion)
 	Register[DeliveryScheduled](r, SchemaVersion)
 	Register[DeliverySuppressed](r, SchemaVersion)
+	Register[DeliveryAttemptStarted](r, SchemaVersion)
+	Register[DeliveryAttempted](r, SchemaVersion)
+	Register[DeliverySucceeded](r, SchemaVersion)
+	Register[DeliveryFailed](r, SchemaVersion)
 	Register[EnvelopeReceived](r, SchemaVersion)
 	return r
 }()
