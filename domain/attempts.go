@@ -1,8 +1,21 @@
 package domain
 
 import (
+	"errors"
 	"fmt"
 	"time"
+)
+
+// ErrDeliveryNotDue says a delivery is not to be attempted now: it is
+// settled or suppressed, its next attempt is not due yet, or another
+// dispatcher moved it on.
+var ErrDeliveryNotDue = errors.New("delivery not due")
+
+// Error codes of delivery attempts.
+const (
+	// CodeChannelNotConfigured: a delivery's channel has no provider set
+	// up. Such a delivery fails at once.
+	CodeChannelNotConfigured = "channel.not_configured"
 )
 
 // Stored type names of a delivery's sending.

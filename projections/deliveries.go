@@ -30,11 +30,14 @@ func (p *Deliveries) Rebuild() (Projection, []TablePair) {
 }
 
 // Apply implements Projection. A delivery's stream opens with its decision,
-// scheduled or suppressed, which inserts its row.
+// scheduled or suppressed, which inserts its row; its settling, sent or
+// failed, updates it.
 func (p *Deliveries) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (func(), error) {
 	batch := &pgx.Batch{}
 	for _, e := range events {
-		if e.Type != domain.EventDeliveryScheduled && e.Type != domain.EventDeliverySuppressed {
+		switch e.Type {
+		case domain.EventDeliveryScheduled, domain.EventDeliverySuppressed, domain.EventDeliverySucceeded, domain.EventDeliveryFailed:
+		default:
 			continue
 		}
 		v, err := domain.DecodeStored(e.Type, e.Metadata, e.Data)
@@ -46,6 +49,14 @@ func (p *Deliveries) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.R
 			template                                                                       domain.DeliveryTemplate
 		}
 		switch ev := v.(type) {
+		case domain.DeliverySucceeded:
+			batch.Queue(`UPDATE `+p.table+` SET status = $3, updated_at = $4, position = $5 WHERE tenant = $1 AND id = $2`,
+				ev.Tenant, ev.ID, domain.StatusSent, e.RecordedAt, string(e.Position))
+			continue
+		case domain.DeliveryFailed:
+			batch.Queue(`UPDATE `+p.table+` SET status = $3, reason = $4, detail = $5, updated_at = $6, position = $7 WHERE tenant = $1 AND id = $2`,
+				ev.Tenant, ev.ID, domain.StatusFailed, ev.Reason, ev.ErrorCode, e.RecordedAt, string(e.Position))
+			continue
 		case domain.DeliveryScheduled:
 			r.tenant, r.id, r.channel, r.address, r.recipient, r.status = ev.Tenant, ev.ID, ev.Channel, ev.Address, ev.RecipientID, domain.StatusQueued
 			r.from, r.trigger, r.template = ev.From, ev.Trigger, ev.Template

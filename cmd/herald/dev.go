@@ -18,6 +18,7 @@ var banner = template.Must(template.New("banner").Parse(`
   REST + WebSocket   {{.HTTP}}   (GET /v1/notifications, GET /v1/stream)
   Kafka broker       {{.Kafka}}   (topics {{.Topic}} and {{.Events}}, dead letters <topic>.dlq)
   Dev tokens         POST {{.HTTP}}/dev/token   JWKS {{.HTTP}}/dev/jwks.json
+  Outbox             GET {{.HTTP}}/dev/outbox   (email, SMS and push dev mode sent)
   Database           {{.DB}}
 
   Try it, from the repository, in another terminal:

@@ -9,7 +9,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/wneessen/go-mail"
@@ -45,11 +44,10 @@ type smtpTarget struct {
 	credentialsPresent bool
 }
 
-func (c EmailConfig) target() (smtpTarget, []string) {
-	var problems []string
+func (c EmailConfig) target() (smtpTarget, string) {
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Hostname() == "" {
-		return smtpTarget{}, []string{"the SMTP URL must be smtp://[user:pass@]host[:port] or smtps://…"}
+		return smtpTarget{}, "must be smtp://[user:pass@]host[:port] or smtps://…"
 	}
 	t := smtpTarget{host: u.Hostname(), implicitTLS: u.Scheme == "smtps", port: 587}
 	if t.implicitTLS {
@@ -57,7 +55,7 @@ func (c EmailConfig) target() (smtpTarget, []string) {
 	}
 	if p := u.Port(); p != "" {
 		if t.port, err = strconv.Atoi(p); err != nil || t.port < 1 || t.port > 65535 {
-			problems = append(problems, "the SMTP URL's port must be a number from 1 to 65535")
+			return t, "its port must be a number from 1 to 65535"
 		}
 	}
 	if u.User != nil {
@@ -69,22 +67,26 @@ func (c EmailConfig) target() (smtpTarget, []string) {
 	case "", "opportunistic":
 	case "required":
 		if t.implicitTLS {
-			problems = append(problems, "starttls=required makes no sense with smtps://, which is TLS from the start")
+			return t, "starttls=required makes no sense with smtps://, which is TLS from the start"
 		}
 		t.starttlsRequired = true
 	default:
-		problems = append(problems, fmt.Sprintf("the SMTP URL's starttls must be required or opportunistic, not %q", v))
+		return t, fmt.Sprintf("its starttls must be required or opportunistic, not %q", v)
 	}
-	return t, problems
+	return t, ""
 }
 
-// Problems lists what is wrong with c, or nothing.
-func (c EmailConfig) Problems() []string {
-	_, problems := c.target()
+// Problems says what is wrong with c, by field (URL, From); empty when
+// nothing is.
+func (c EmailConfig) Problems() map[string]string {
+	problems := map[string]string{}
+	if _, p := c.target(); p != "" {
+		problems["URL"] = p
+	}
 	if c.From == "" {
-		problems = append(problems, "the sender address (From) is required")
+		problems["From"] = "the sender address is required"
 	} else if _, err := netmail.ParseAddress(c.From); err != nil {
-		problems = append(problems, fmt.Sprintf("the sender %q is not an email address", c.From))
+		problems["From"] = fmt.Sprintf("%q is not an email address", c.From)
 	}
 	return problems
 }
@@ -100,7 +102,7 @@ type Email struct {
 // wrong with it.
 func NewEmail(cfg EmailConfig) (*Email, error) {
 	if p := cfg.Problems(); len(p) > 0 {
-		return nil, errors.New(strings.Join(p, "; "))
+		return nil, problemsError(p)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -114,12 +116,16 @@ func NewEmail(cfg EmailConfig) (*Email, error) {
 // took it) can be recognised by the receiving side.
 func MessageID(deliveryID string) string { return deliveryID + "@herald" }
 
-// Send sends one email to to: text alone, or text and HTML as
-// multipart/alternative when html is not empty; the subject is encoded for
-// UTF-8. It returns the Message-ID. A refusal is a *domain.ProviderError:
+// Provider names the provider in attempts and metrics.
+func (e *Email) Provider() string { return EmailProvider }
+
+// Send sends d as one email to its address: its content alone, or content
+// and HTML as multipart/alternative when it has HTML; the subject is
+// encoded for UTF-8. It returns the Message-ID. A refusal is a *domain.ProviderError:
 // permanent for an SMTP 5xx reply (smtp.550), transient for a 4xx, a
 // timeout or a connection that failed. SMTP takes no idempotency key.
-func (e *Email) Send(ctx context.Context, deliveryID, to, subject, text, html string) (string, error) {
+func (e *Email) Send(ctx context.Context, d domain.DeliveryScheduled) (string, error) {
+	to, subject, text, html := d.Address, d.Subject, d.Content, d.HTML
 	m := mail.NewMsg()
 	if err := m.From(e.cfg.From); err != nil {
 		return "", &domain.ProviderError{Provider: EmailProvider, Code: "smtp.bad_sender", Permanent: true, Message: err.Error()}
@@ -128,7 +134,7 @@ func (e *Email) Send(ctx context.Context, deliveryID, to, subject, text, html st
 		return "", &domain.ProviderError{Provider: EmailProvider, Code: "smtp.bad_address", Permanent: true, Message: err.Error()}
 	}
 	m.Subject(subject)
-	m.SetMessageIDWithValue(MessageID(deliveryID))
+	m.SetMessageIDWithValue(MessageID(d.ID))
 	m.SetDate()
 	m.SetBodyString(mail.TypeTextPlain, text)
 	if html != "" {
@@ -155,7 +161,7 @@ func (e *Email) Send(ctx context.Context, deliveryID, to, subject, text, html st
 	if err := client.DialAndSendWithContext(ctx, m); err != nil {
 		return "", smtpRefusal(ctx, err)
 	}
-	return MessageID(deliveryID), nil
+	return MessageID(d.ID), nil
 }
 
 // smtpRefusal classifies what went wrong sending.

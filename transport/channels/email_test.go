@@ -117,8 +117,8 @@ func TestEmailSendsTextAndHTML(t *testing.T) {
 	t.Parallel()
 	ms := startMailServer(t)
 	e := newEmail(t, "smtp://herald:secret@"+ms.addr)
-	id, err := e.Send(context.Background(), "6f1c2d3e-4a5b-5c6d-8e7f-9a0b1c2d3e4f", "student@vas.edu.vn",
-		"Chào mừng Nguyễn Văn A", "Xin chào Nguyễn Văn A", "<p>Xin chào <b>Nguyễn Văn A</b></p>")
+	id, err := e.Send(context.Background(), domain.DeliveryScheduled{ID: "6f1c2d3e-4a5b-5c6d-8e7f-9a0b1c2d3e4f", Address: "student@vas.edu.vn",
+		Subject: "Chào mừng Nguyễn Văn A", Content: "Xin chào Nguyễn Văn A", HTML: "<p>Xin chào <b>Nguyễn Văn A</b></p>"})
 	if err != nil || id != "6f1c2d3e-4a5b-5c6d-8e7f-9a0b1c2d3e4f@herald" {
 		t.Fatalf("send: %q, %v", id, err)
 	}
@@ -183,7 +183,7 @@ func TestEmailClassifiesRefusals(t *testing.T) {
 		{"bad credentials", wrong, "student@vas.edu.vn", "smtp.535", true},
 		{"server down", newEmail(t, "smtp://herald:secret@127.0.0.1:"+strconv.Itoa(closed)), "student@vas.edu.vn", "smtp.unreachable", false},
 	} {
-		_, err := c.e.Send(context.Background(), "d1", c.to, "s", "t", "")
+		_, err := c.e.Send(context.Background(), domain.DeliveryScheduled{ID: "d1", Address: c.to, Subject: "s", Content: "t"})
 		var pe *domain.ProviderError
 		if !errors.As(err, &pe) || pe.Code != c.code || pe.Permanent != c.permanent || pe.Provider != channels.EmailProvider {
 			t.Errorf("%s: %v, want %s (permanent %v)", c.name, err, c.code, c.permanent)

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,19 +43,32 @@ type SMSConfig struct {
 	Client *http.Client
 }
 
-// Problems lists what is wrong with c, each naming the setting, or nothing.
-func (c SMSConfig) Problems() []string {
-	var out []string
+// Problems says what is wrong with c, by field (BaseURL, AccountSID,
+// AuthToken, From); empty when nothing is.
+func (c SMSConfig) Problems() map[string]string {
+	problems := map[string]string{}
 	if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		out = append(out, "the SMS API URL must be an http(s) URL such as https://api.twilio.com")
+		problems["BaseURL"] = "must be an http(s) URL such as https://api.twilio.com"
 	}
-	if c.AccountSID == "" || c.AuthToken == "" {
-		out = append(out, "the SMS API needs an account sid and an auth token")
+	if c.AccountSID == "" {
+		problems["AccountSID"] = "the account sid is required"
+	}
+	if c.AuthToken == "" {
+		problems["AuthToken"] = "the auth token is required"
 	}
 	if c.From == "" {
-		out = append(out, "the SMS API needs a sender (From)")
+		problems["From"] = "the sender (a phone number or a messaging service sid) is required"
 	}
-	return out
+	return problems
+}
+
+// problemsError joins problems by field into one error, in field order.
+func problemsError(problems map[string]string) error {
+	parts := make([]string, 0, len(problems))
+	for _, f := range slices.Sorted(maps.Keys(problems)) {
+		parts = append(parts, f+": "+problems[f])
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // SMS sends text messages through a Twilio-compatible Messages API. It is
@@ -68,7 +83,7 @@ type SMS struct {
 // with it.
 func NewSMS(cfg SMSConfig) (*SMS, error) {
 	if p := cfg.Problems(); len(p) > 0 {
-		return nil, errors.New(strings.Join(p, "; "))
+		return nil, problemsError(p)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -92,16 +107,20 @@ type twilioError struct {
 	Message string `json:"message"`
 }
 
-// Send sends body to the E.164 number to and returns the message's sid. A
+// Provider names the provider in attempts and metrics.
+func (s *SMS) Provider() string { return SMSProvider }
+
+// Send sends d's content to its address, an E.164 number, and returns the
+// message's sid. A
 // refusal is a *domain.ProviderError: permanent for a client error (400,
 // 401, 403, 404, 422…: a bad number, bad credentials, which retrying cannot
 // help), transient for 408, 425, 429 (with the Retry-After the API gave),
 // 5xx, a timeout or a connection that failed. The Messages API takes no idempotency key, so a call retried
 // after a lost answer may send twice.
-func (s *SMS) Send(ctx context.Context, to, body string) (string, error) {
-	form := url.Values{"To": {to}, "From": {s.cfg.From}, "Body": {body}}
+func (s *SMS) Send(ctx context.Context, d domain.DeliveryScheduled) (string, error) {
+	form := url.Values{"To": {d.Address}, "From": {s.cfg.From}, "Body": {d.Content}}
 	if strings.HasPrefix(s.cfg.From, "MG") {
-		form = url.Values{"To": {to}, "MessagingServiceSid": {s.cfg.From}, "Body": {body}}
+		form = url.Values{"To": {d.Address}, "MessagingServiceSid": {s.cfg.From}, "Body": {d.Content}}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()

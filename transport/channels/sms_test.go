@@ -70,6 +70,10 @@ func status(code int, body string, header ...string) func(w http.ResponseWriter)
 	}
 }
 
+func sms(to, body string) domain.DeliveryScheduled {
+	return domain.DeliveryScheduled{ID: "d1", Channel: domain.ChannelSMS, Address: to, Content: body}
+}
+
 func newSMS(t *testing.T, url, from string) *channels.SMS {
 	t.Helper()
 	s, err := channels.NewSMS(channels.SMSConfig{BaseURL: url, AccountSID: "AC123", AuthToken: "secret", From: from, Timeout: 300 * time.Millisecond})
@@ -82,7 +86,7 @@ func newSMS(t *testing.T, url, from string) *channels.SMS {
 func TestSMSSendsTheDocumentedRequest(t *testing.T) {
 	t.Parallel()
 	tw, srv := newTwilio(t)
-	sid, err := newSMS(t, srv.URL, "+15005550006").Send(context.Background(), "+84901234567", "Mã xác thực của bạn là: 123456")
+	sid, err := newSMS(t, srv.URL, "+15005550006").Send(context.Background(), sms("+84901234567", "Mã xác thực của bạn là: 123456"))
 	if err != nil || sid != "SM0123456789abcdef0123456789abcdef" {
 		t.Fatalf("send: %q, %v", sid, err)
 	}
@@ -90,7 +94,7 @@ func TestSMSSendsTheDocumentedRequest(t *testing.T) {
 		t.Fatalf("form %v", got)
 	}
 	// A messaging service sends as From's sid.
-	if _, err := newSMS(t, srv.URL+"/", "MG9752274e9e519418a7406176694466fa").Send(context.Background(), "+84901234567", "x"); err != nil {
+	if _, err := newSMS(t, srv.URL+"/", "MG9752274e9e519418a7406176694466fa").Send(context.Background(), sms("+84901234567", "x")); err != nil {
 		t.Fatal(err)
 	}
 	if got := tw.got[1]; got["MessagingServiceSid"] != "MG9752274e9e519418a7406176694466fa" || got["From"] != "" {
@@ -117,7 +121,7 @@ func TestSMSClassifiesRefusals(t *testing.T) {
 		{"too slow", func(w http.ResponseWriter) { time.Sleep(time.Second) }, "sms.timeout", false, 0},
 	} {
 		tw.set(c.answer)
-		_, err := s.Send(context.Background(), "+84901234567", "x")
+		_, err := s.Send(context.Background(), sms("+84901234567", "x"))
 		var pe *domain.ProviderError
 		if !errors.As(err, &pe) {
 			t.Errorf("%s: %v, want a provider error", c.name, err)
@@ -128,7 +132,7 @@ func TestSMSClassifiesRefusals(t *testing.T) {
 		}
 	}
 	srv.Close()
-	_, err := s.Send(context.Background(), "+84901234567", "x")
+	_, err := s.Send(context.Background(), sms("+84901234567", "x"))
 	var pe *domain.ProviderError
 	if !errors.As(err, &pe) || pe.Code != "sms.unreachable" || pe.Permanent {
 		t.Errorf("API down: %v", err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/transport/auth"
+	"github.com/heraldhq/herald/transport/channels"
 )
 
 // maxDevPermissions bounds the permissions of a dev token: a token must
@@ -66,5 +67,19 @@ func (s *Server) RegisterDevIdentity(mux *http.ServeMux, issuer *auth.DevIssuer)
 			return
 		}
 		WriteData(w, r, http.StatusOK, map[string]string{"token": token}, Meta{})
+	})
+}
+
+// Outbox is what dev mode captured instead of sending
+// (*channels.Outbox).
+type Outbox interface {
+	Messages() []channels.Sent
+}
+
+// RegisterDevOutbox adds GET /dev/outbox, listing what dev mode "sent",
+// newest first. It must never be mounted outside dev mode.
+func (s *Server) RegisterDevOutbox(mux *http.ServeMux, outbox Outbox) {
+	mux.HandleFunc("GET /dev/outbox", func(w http.ResponseWriter, r *http.Request) {
+		WriteData(w, r, http.StatusOK, outbox.Messages(), Meta{})
 	})
 }

@@ -24,11 +24,13 @@ import (
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/commands/eventstore/esdb"
 	"github.com/heraldhq/herald/commands/eventstore/postgres"
+	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations"
 	"github.com/heraldhq/herald/projections"
 	"github.com/heraldhq/herald/projections/live"
 	"github.com/heraldhq/herald/queries"
 	"github.com/heraldhq/herald/transport/auth"
+	"github.com/heraldhq/herald/transport/channels"
 	herhttp "github.com/heraldhq/herald/transport/http"
 	"github.com/heraldhq/herald/transport/kafka"
 	"github.com/heraldhq/herald/transport/redis"
@@ -121,7 +123,7 @@ func openStorage(ctx context.Context, cfg Config, logger *slog.Logger, migrate b
 // Projections are the projections Herald runs, in the order status lists
 // them.
 func Projections() []projections.Projection {
-	return []projections.Projection{projections.NewInbox(), projections.NewDirectory(), projections.NewTemplates(), projections.NewDeliveries()}
+	return []projections.Projection{projections.NewInbox(), projections.NewDirectory(), projections.NewTemplates(), projections.NewDeliveries(), projections.NewDispatchQueue()}
 }
 
 // Close closes the event store, then the pool.
@@ -144,20 +146,24 @@ type App struct {
 	// Issuer signs dev-mode tokens; nil outside dev mode.
 	Issuer *auth.DevIssuer
 
-	cfg       Config
-	listener  net.Listener
-	broker    *kafka.DevBroker
-	runners   []*projections.Runner
-	deltas    *live.Log
-	sockets   *live.Sockets
-	feed      *live.Hub
-	emitter   *redis.Emitter // nil when off
-	ingress   *kafka.Ingress
-	server    *http.Server
-	hub       *ws.Hub
-	stopAuth  context.CancelFunc
-	kafkaAddr []string
-	ready     chan struct{}
+	cfg      Config
+	listener net.Listener
+	broker   *kafka.DevBroker
+	runners  []*projections.Runner
+	deltas   *live.Log
+	sockets  *live.Sockets
+	feed     *live.Hub
+	emitter  *redis.Emitter // nil when off
+	ingress  *kafka.Ingress
+	// dispatcher sends deliveries; outbox captures them in dev mode for
+	// the channels without a provider (nil outside dev mode).
+	dispatcher *projections.Dispatcher
+	outbox     *channels.Outbox
+	server     *http.Server
+	hub        *ws.Hub
+	stopAuth   context.CancelFunc
+	kafkaAddr  []string
+	ready      chan struct{}
 }
 
 // Build checks cfg (Config.Validate), migrates the database, opens the HTTP
@@ -238,6 +244,11 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	if a.ingress, err = kafka.NewIngress(kafkaCfg, a.Commands, logger); err != nil {
 		return err
 	}
+	senders, err := a.senders(logger)
+	if err != nil {
+		return err
+	}
+	a.dispatcher = projections.NewDispatcher(a.Pool, a.Commands, senders, logger)
 
 	// The verifier's background refresh must outlive the HTTP drain, so it
 	// stops at Close, not with Run's context.
@@ -277,6 +288,9 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	if a.Issuer != nil {
 		api.RegisterDevIdentity(mux, a.Issuer)
 	}
+	if a.outbox != nil {
+		api.RegisterDevOutbox(mux, a.outbox)
+	}
 	httpMetrics, err := herhttp.NewMetrics(a.Registry)
 	if err != nil {
 		return err
@@ -295,6 +309,43 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	return nil
+}
+
+// senders are the providers of the channels that have one; in dev mode
+// the others are captured in the outbox. It logs which channels send.
+func (a *App) senders(logger *slog.Logger) (map[string]projections.Sender, error) {
+	out := map[string]projections.Sender{domain.ChannelInApp: channels.Inbox{}}
+	if a.cfg.Email.URL != "" {
+		email, err := channels.NewEmail(a.cfg.Email)
+		if err != nil {
+			return nil, fmt.Errorf("email channel: %w", err)
+		}
+		out[domain.ChannelEmail] = email
+	}
+	if a.cfg.SMS.BaseURL != "" {
+		sms, err := channels.NewSMS(a.cfg.SMS)
+		if err != nil {
+			return nil, fmt.Errorf("sms channel: %w", err)
+		}
+		out[domain.ChannelSMS] = sms
+	}
+	if a.cfg.Dev {
+		a.outbox = channels.NewOutbox()
+		for _, ch := range []string{domain.ChannelEmail, domain.ChannelSMS, domain.ChannelPush, domain.ChannelInApp} {
+			if out[ch] == nil {
+				out[ch] = a.outbox
+			}
+		}
+	}
+	on := map[string]string{}
+	for _, ch := range []string{domain.ChannelEmail, domain.ChannelSMS, domain.ChannelPush, domain.ChannelInApp} {
+		on[ch] = "off (its deliveries fail with channel.not_configured)"
+		if s := out[ch]; s != nil {
+			on[ch] = s.Provider()
+		}
+	}
+	logger.Info("delivery channels", "email", on[domain.ChannelEmail], "sms", on[domain.ChannelSMS], "push", on[domain.ChannelPush], "in_app", on[domain.ChannelInApp])
+	return out, nil
 }
 
 // URL is the base URL Herald serves REST and WebSocket on.
@@ -327,6 +378,7 @@ func (a *App) Run(ctx context.Context) error {
 		g.Go(func() error { return ignoreCanceled(r.Run(gctx)) })
 	}
 	g.Go(func() error { return ignoreCanceled(a.ingress.Run(gctx)) })
+	g.Go(func() error { return ignoreCanceled(a.dispatcher.Run(gctx)) })
 	// Every instance follows the committed deltas and pushes them to its
 	// own sessions; one of them prunes the log.
 	g.Go(func() error { return ignoreCanceled(a.deltas.Follow(gctx, a.feed.Publish)) })

@@ -16,6 +16,7 @@ import (
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/templating"
 	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/transport/channels"
 	"github.com/heraldhq/herald/transport/kafka"
 	"github.com/heraldhq/herald/transport/redis"
 )
@@ -41,6 +42,10 @@ type Config struct {
 	// DefaultLanguage ends a template lookup's language fallback (BCP 47,
 	// canonical).
 	DefaultLanguage string
+	// Email and SMS are the delivery channels' providers; a channel whose
+	// URL is empty has none (dev mode captures it in its outbox).
+	Email channels.EmailConfig
+	SMS   channels.SMSConfig
 	// Redis is the emitter bus producers push to sockets over; off when
 	// neither URL nor ClusterAddrs is set.
 	Redis RedisConfig
@@ -270,6 +275,18 @@ func Settings() []Setting {
 				c.DefaultLanguage = lang
 				return nil
 			}},
+		{"HERALD_SMTP_URL", "", "SMTP server of the email channel: smtp://[user:pass@]host[:port] (STARTTLS when offered; ?starttls=required to insist) or smtps://… ; empty: no email channel", PartServe,
+			str(func(c *Config) *string { return &c.Email.URL })},
+		{"HERALD_SMTP_FROM", "", "sender address of emails, such as Herald <noreply@example.com>", PartServe,
+			str(func(c *Config) *string { return &c.Email.From })},
+		{"HERALD_SMS_URL", "", "root of the Twilio-compatible Messages API of the sms channel, such as https://api.twilio.com; empty: no sms channel", PartServe,
+			str(func(c *Config) *string { return &c.SMS.BaseURL })},
+		{"HERALD_SMS_ACCOUNT_SID", "", "account sid of the SMS API", PartServe,
+			str(func(c *Config) *string { return &c.SMS.AccountSID })},
+		{"HERALD_SMS_AUTH_TOKEN", "", "auth token of the SMS API", PartServe,
+			str(func(c *Config) *string { return &c.SMS.AuthToken })},
+		{"HERALD_SMS_FROM", "", "sender of text messages: an E.164 number, or a messaging service sid (MG…)", PartServe,
+			str(func(c *Config) *string { return &c.SMS.From })},
 		{"HERALD_REDIS_URL", "", "redis://[:password@]host:port/db of the Redis producers push socket messages over (the emitter); empty: the emitter is off", PartServe,
 			str(func(c *Config) *string { return &c.Redis.URL })},
 		{"HERALD_REDIS_CLUSTER_ADDRS", "", "comma-separated host:port of a Redis Cluster, instead of HERALD_REDIS_URL", PartServe,
@@ -426,6 +443,7 @@ func (c Config) validate(parts Part) error {
 		if c.Redis.URL != "" || len(c.Redis.ClusterAddrs) > 0 {
 			c.validateRedis(add)
 		}
+		c.validateChannels(add)
 		if c.HTTPReadTimeout < time.Second || c.HTTPIdleTimeout < time.Second {
 			add("HERALD_HTTP_READ_TIMEOUT", "want durations of at least 1s for it and HERALD_HTTP_IDLE_TIMEOUT")
 		}
@@ -562,5 +580,24 @@ func (c Config) validateRedis(add func(name, problem string)) {
 			problem = "address " + strings.TrimSuffix(index, "]") + " (from 0) " + problem
 		}
 		add(settings[name], problem)
+	}
+}
+
+// validateChannels checks the providers of the channels that are set up:
+// one with any of its settings set must have them all right.
+func (c Config) validateChannels(add func(name, problem string)) {
+	if c.Email != (channels.EmailConfig{}) {
+		names := map[string]string{"URL": "HERALD_SMTP_URL", "From": "HERALD_SMTP_FROM"}
+		problems := c.Email.Problems()
+		for _, f := range slices.Sorted(maps.Keys(problems)) {
+			add(names[f], problems[f])
+		}
+	}
+	if c.SMS != (channels.SMSConfig{}) {
+		names := map[string]string{"BaseURL": "HERALD_SMS_URL", "AccountSID": "HERALD_SMS_ACCOUNT_SID", "AuthToken": "HERALD_SMS_AUTH_TOKEN", "From": "HERALD_SMS_FROM"}
+		problems := c.SMS.Problems()
+		for _, f := range slices.Sorted(maps.Keys(problems)) {
+			add(names[f], problems[f])
+		}
 	}
 }

@@ -1,0 +1,232 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+	"github.com/heraldhq/herald/domain"
+)
+
+// DispatchQueue projects the delivery events into dispatch_queue: the
+// deliveries not settled yet and when each is due. A rebuild leaves the
+// same rows (a settled delivery's last event removes it), so it never makes
+// anything be sent again.
+type DispatchQueue struct {
+	name, table string
+}
+
+// NewDispatchQueue returns the dispatch queue projection.
+func NewDispatchQueue() *DispatchQueue {
+	return &DispatchQueue{name: "dispatch", table: "dispatch_queue"}
+}
+
+// Name implements Projection.
+func (q *DispatchQueue) Name() string { return q.name }
+
+// Rebuild implements Rebuildable.
+func (q *DispatchQueue) Rebuild() (Projection, []TablePair) {
+	rebuild := q.table + "_rebuild"
+	return &DispatchQueue{name: q.name + rebuildSuffix, table: rebuild}, []TablePair{{Live: q.table, Rebuild: rebuild}}
+}
+
+// Apply implements Projection.
+func (q *DispatchQueue) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (func(), error) {
+	batch := &pgx.Batch{}
+	for _, e := range events {
+		switch e.Type {
+		case domain.EventDeliveryScheduled, domain.EventDeliveryAttempted, domain.EventDeliverySucceeded, domain.EventDeliveryFailed:
+		default:
+			continue
+		}
+		v, err := domain.DecodeStored(e.Type, e.Metadata, e.Data)
+		if err != nil {
+			return nil, fmt.Errorf("event %s at %s: %w", e.ID, e.Position, err)
+		}
+		switch ev := v.(type) {
+		case domain.DeliveryScheduled:
+			batch.Queue(`INSERT INTO `+q.table+` (id, tenant, channel, due_at, position) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (id) DO NOTHING`, ev.ID, ev.Tenant, ev.Channel, e.RecordedAt, string(e.Position))
+		case domain.DeliveryAttempted:
+			if ev.RetryAt != nil {
+				batch.Queue(`UPDATE `+q.table+` SET due_at = $2, position = $3 WHERE id = $1`, ev.ID, *ev.RetryAt, string(e.Position))
+			}
+		case domain.DeliverySucceeded:
+			batch.Queue(`DELETE FROM `+q.table+` WHERE id = $1`, ev.ID)
+		case domain.DeliveryFailed:
+			batch.Queue(`DELETE FROM `+q.table+` WHERE id = $1`, ev.ID)
+		}
+	}
+	if batch.Len() == 0 {
+		return nil, nil
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("write dispatch queue: %w", err)
+	}
+	return nil, nil
+}
+
+// Attempts records the attempts of deliveries (*commands.Commands).
+type Attempts interface {
+	// StartAttempt records an attempt of delivery id as started and
+	// returns what to send and the attempt's number; an error wrapping
+	// domain.ErrDeliveryNotDue means the delivery is not to be attempted
+	// now.
+	StartAttempt(ctx context.Context, id, provider string) (domain.DeliveryScheduled, int, error)
+	// FinishAttempt records how the attempt ended and returns the
+	// delivery's status after it.
+	FinishAttempt(ctx context.Context, id string, attempt int, provider, providerMessageID string, refusal *domain.ProviderError, took time.Duration) (string, error)
+}
+
+// Sender sends a delivery through one channel's provider: an email, a text
+// message, a push. Its refusals are *domain.ProviderError.
+type Sender interface {
+	Provider() string
+	Send(ctx context.Context, d domain.DeliveryScheduled) (providerMessageID string, err error)
+}
+
+// Dispatcher sends the deliveries of the dispatch queue through their
+// channels' senders. One instance dispatches at a time (a PostgreSQL
+// advisory lock); the others stand by. It is safe to run on every
+// instance; Run blocks.
+type Dispatcher struct {
+	pool     *pgxpool.Pool
+	attempts Attempts
+	senders  map[string]Sender
+	logger   *slog.Logger
+	// Concurrency bounds the deliveries sent at once.
+	concurrency int
+	poll        time.Duration
+
+	mu       sync.Mutex
+	inFlight map[string]bool
+}
+
+// NewDispatcher returns a dispatcher recording attempts with attempts and
+// sending through senders, by channel. A channel without a sender fails its
+// deliveries with channel.not_configured.
+func NewDispatcher(pool *pgxpool.Pool, attempts Attempts, senders map[string]Sender, logger *slog.Logger) *Dispatcher {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Dispatcher{
+		pool: pool, attempts: attempts, senders: senders,
+		logger: logger.With("component", "dispatcher"), concurrency: 16, poll: 200 * time.Millisecond, inFlight: map[string]bool{},
+	}
+}
+
+// dispatchPage bounds the due deliveries read at once.
+const dispatchPage = 256
+
+// Run dispatches until ctx ends, once it holds the dispatcher's lock.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	unlock, err := takeLock(ctx, d.pool, "dispatcher")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	d.logger.InfoContext(ctx, "dispatcher running")
+	sem := make(chan struct{}, d.concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		due, err := d.due(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.logger.WarnContext(ctx, "read the dispatch queue", "error", err)
+		}
+		for _, row := range due {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				defer d.done(row.id)
+				d.dispatch(ctx, row.id, row.channel)
+			})
+		}
+		if !domain.Sleep(ctx, d.poll) {
+			return ctx.Err()
+		}
+	}
+}
+
+type dueRow struct{ id, channel string }
+
+// due reads the deliveries due now that no attempt of this process is
+// sending, and marks them in flight.
+func (d *Dispatcher) due(ctx context.Context) ([]dueRow, error) {
+	rows, err := d.pool.Query(ctx, `SELECT id::text, channel FROM dispatch_queue WHERE due_at <= now() ORDER BY due_at LIMIT $1`, dispatchPage)
+	if err != nil {
+		return nil, err
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueRow, error) {
+		var x dueRow
+		err := r.Scan(&x.id, &x.channel)
+		return x, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := all[:0]
+	for _, r := range all {
+		if !d.inFlight[r.id] {
+			d.inFlight[r.id] = true
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (d *Dispatcher) done(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.inFlight, id)
+}
+
+// dispatch makes one attempt of delivery id.
+func (d *Dispatcher) dispatch(ctx context.Context, id, channel string) {
+	sender := d.senders[channel]
+	provider := channel
+	if sender != nil {
+		provider = sender.Provider()
+	}
+	delivery, attempt, err := d.attempts.StartAttempt(ctx, id, provider)
+	if errors.Is(err, domain.ErrDeliveryNotDue) {
+		return
+	}
+	if err != nil {
+		d.logger.WarnContext(ctx, "start attempt", "delivery", id, "error", err)
+		return
+	}
+	var refusal *domain.ProviderError
+	var messageID string
+	began := time.Now()
+	if sender == nil {
+		refusal = &domain.ProviderError{Provider: provider, Code: domain.CodeChannelNotConfigured, Permanent: true,
+			Message: "no provider is configured for the " + channel + " channel"}
+	} else if messageID, err = sender.Send(ctx, delivery); err != nil && !errors.As(err, &refusal) {
+		refusal = &domain.ProviderError{Provider: provider, Code: provider + ".error", Message: err.Error()}
+	}
+	took := time.Since(began)
+	// The outcome is recorded even when ctx ended meanwhile: the provider
+	// may have taken the message.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	status, err := d.attempts.FinishAttempt(rctx, id, attempt, provider, messageID, refusal, took)
+	if err != nil {
+		d.logger.WarnContext(ctx, "record attempt", "delivery", id, "error", err)
+		return
+	}
+	d.logger.DebugContext(ctx, "delivery attempted", "delivery", id, "channel", channel, "status", status, "took_ms", took.Milliseconds())
+}
