@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
@@ -100,6 +102,10 @@ type Dispatcher struct {
 	pool     *pgxpool.Pool
 	attempts Attempts
 	senders  map[string]Sender
+	// breakers guard the senders, by channel: while one is open its
+	// deliveries wait, without an attempt.
+	breakers map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
+	metrics  dispatchMetrics
 	logger   *slog.Logger
 	// Concurrency bounds the deliveries sent at once.
 	concurrency int
@@ -109,17 +115,56 @@ type Dispatcher struct {
 	inFlight map[string]bool
 }
 
+// Seed 003's circuit breaker: the breaker opens when at least half of
+// the recent calls (breakerWindow, at least breakerMinCalls of them)
+// failed, and lets a call through again after breakerOpen.
+const (
+	breakerMinCalls = 10
+	breakerWindow   = 30 * time.Second
+	breakerOpen     = 10 * time.Second
+	// breakerProbes is how many calls a half-open breaker lets through.
+	breakerProbes = 3
+)
+
+// errSkipped tells a breaker that a call it allowed was not made: the
+// delivery was not due after all.
+var errSkipped = errors.New("attempt skipped")
+
 // NewDispatcher returns a dispatcher recording attempts with attempts and
-// sending through senders, by channel. A channel without a sender fails its
-// deliveries with channel.not_configured.
-func NewDispatcher(pool *pgxpool.Pool, attempts Attempts, senders map[string]Sender, logger *slog.Logger) *Dispatcher {
+// sending through senders, by channel, each behind a circuit breaker. A
+// channel without a sender fails its deliveries with
+// channel.not_configured. Its metrics go to reg, unless nil.
+func NewDispatcher(pool *pgxpool.Pool, attempts Attempts, senders map[string]Sender, logger *slog.Logger, reg prometheus.Registerer) *Dispatcher {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{
-		pool: pool, attempts: attempts, senders: senders,
+	d := &Dispatcher{
+		pool: pool, attempts: attempts, senders: senders, breakers: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{},
 		logger: logger.With("component", "dispatcher"), concurrency: 16, poll: 200 * time.Millisecond, inFlight: map[string]bool{},
 	}
+	d.metrics = newDispatchMetrics(reg, d.logger)
+	for channel, sender := range senders {
+		provider := sender.Provider()
+		d.metrics.circuit.WithLabelValues(provider).Set(0)
+		d.breakers[channel] = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+			Name: provider, MaxRequests: breakerProbes, Interval: breakerWindow, Timeout: breakerOpen,
+			ReadyToTrip: func(c gobreaker.Counts) bool {
+				return c.Requests >= breakerMinCalls && c.TotalFailures*2 >= c.Requests
+			},
+			// A permanent refusal is the message's fault, not the
+			// provider's.
+			IsSuccessful: func(err error) bool {
+				var pe *domain.ProviderError
+				return err == nil || errors.As(err, &pe) && pe.Permanent
+			},
+			IsExcluded: func(err error) bool { return errors.Is(err, errSkipped) },
+			OnStateChange: func(name string, from, to gobreaker.State) {
+				d.metrics.circuit.WithLabelValues(name).Set(float64(to))
+				d.logger.Warn("circuit breaker changed", "provider", name, "from", from.String(), "to", to.String())
+			},
+		})
+	}
+	return d
 }
 
 // dispatchPage bounds the due deliveries read at once.
@@ -194,19 +239,25 @@ func (d *Dispatcher) done(id string) {
 	delete(d.inFlight, id)
 }
 
-// dispatch makes one attempt of delivery id.
+// dispatch makes one attempt of delivery id, unless its channel's
+// breaker is open: then it waits, with no attempt counted.
 func (d *Dispatcher) dispatch(ctx context.Context, id, channel string) {
 	sender := d.senders[channel]
 	provider := channel
+	done := func(error) {}
 	if sender != nil {
 		provider = sender.Provider()
+		var err error
+		if done, err = d.breakers[channel].Allow(); err != nil {
+			return // open, or half-open with its probes out: later
+		}
 	}
 	delivery, attempt, err := d.attempts.StartAttempt(ctx, id, provider)
-	if errors.Is(err, domain.ErrDeliveryNotDue) {
-		return
-	}
 	if err != nil {
-		d.logger.WarnContext(ctx, "start attempt", "delivery", id, "error", err)
+		done(errSkipped)
+		if !errors.Is(err, domain.ErrDeliveryNotDue) {
+			d.logger.WarnContext(ctx, "start attempt", "delivery", id, "error", err)
+		}
 		return
 	}
 	var refusal *domain.ProviderError
@@ -219,6 +270,12 @@ func (d *Dispatcher) dispatch(ctx context.Context, id, channel string) {
 		refusal = &domain.ProviderError{Provider: provider, Code: provider + ".error", Message: err.Error()}
 	}
 	took := time.Since(began)
+	if refusal != nil {
+		done(refusal)
+	} else {
+		done(nil)
+	}
+	d.metrics.duration.WithLabelValues(channel, provider).Observe(took.Seconds())
 	// The outcome is recorded even when ctx ended meanwhile: the provider
 	// may have taken the message.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -228,5 +285,43 @@ func (d *Dispatcher) dispatch(ctx context.Context, id, channel string) {
 		d.logger.WarnContext(ctx, "record attempt", "delivery", id, "error", err)
 		return
 	}
+	outcome := status
+	if status == domain.StatusQueued {
+		outcome = "retry"
+	}
+	d.metrics.sent.WithLabelValues(channel, outcome).Inc()
 	d.logger.DebugContext(ctx, "delivery attempted", "delivery", id, "channel", channel, "status", status, "took_ms", took.Milliseconds())
+}
+
+// dispatchMetrics are the dispatcher's series.
+type dispatchMetrics struct {
+	sent     *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	circuit  *prometheus.GaugeVec
+}
+
+func newDispatchMetrics(reg prometheus.Registerer, logger *slog.Logger) dispatchMetrics {
+	m := dispatchMetrics{
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_notifications_sent_total",
+			Help: "Delivery attempts by channel and what followed: sent, failed (for good), retry (due again later).",
+		}, []string{"channel", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herald_delivery_attempt_duration_seconds",
+			Help:    "Time a provider call took, by channel and provider.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"channel", "provider"}),
+		circuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_circuit_state",
+			Help: "State of a provider's circuit breaker: 0 closed, 1 half-open, 2 open.",
+		}, []string{"provider"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.sent, m.duration, m.circuit} {
+			if err := reg.Register(c); err != nil {
+				logger.Warn("dispatcher metrics not registered", "error", err)
+			}
+		}
+	}
+	return m
 }

@@ -248,7 +248,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	a.dispatcher = projections.NewDispatcher(a.Pool, a.Commands, senders, logger)
+	a.dispatcher = projections.NewDispatcher(a.Pool, a.Commands, senders, logger, a.Registry)
 
 	// The verifier's background refresh must outlive the HTTP drain, so it
 	// stops at Close, not with Run's context.

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,16 +28,27 @@ import (
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
-// start builds a dev-mode Herald on a fresh database and runs it until the
-// test ends; adjust, when given, changes the configuration first.
+// start builds a dev-mode Herald on a fresh database (unless adjust names
+// one) and runs it until the test ends; adjust, when given, changes the
+// configuration first.
 func start(t *testing.T, adjust ...func(*app.Config)) *app.App {
+	t.Helper()
+	a, _ := startStoppable(t, adjust...)
+	return a
+}
+
+// startStoppable is start, with a stop that ends the run before the test
+// does (it is called at the end of the test too, and does nothing then).
+func startStoppable(t *testing.T, adjust ...func(*app.Config)) (*app.App, func()) {
 	t.Helper()
 	cfg := app.Defaults()
 	for _, f := range adjust {
 		f(&cfg)
 	}
 	cfg.Dev = true
-	cfg.DatabaseURL = pgtest.NewDatabase(t)
+	if cfg.DatabaseURL == app.Defaults().DatabaseURL {
+		cfg.DatabaseURL = pgtest.NewDatabase(t)
+	}
 	cfg.HTTPAddr, cfg.DevKafkaAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -47,19 +59,23 @@ func start(t *testing.T, adjust ...func(*app.Config)) *app.App {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("run: %v", err)
+				}
+			case <-time.After(45 * time.Second):
+				t.Error("herald did not stop")
 			}
-		case <-time.After(45 * time.Second):
-			t.Error("herald did not stop")
-		}
-		a.Close()
-	})
-	return a
+			a.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return a, stop
 }
 
 func eventually(t *testing.T, what string, cond func() (bool, error)) {

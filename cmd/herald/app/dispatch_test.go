@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/migrations/pgtest"
+	"github.com/heraldhq/herald/projections"
 )
 
 // smsAPI stands in for a Twilio-compatible Messages API: it answers 503 to
@@ -166,4 +169,155 @@ func TestDispatcherSendsAndRetries(t *testing.T) {
 func stringOr(v any) string {
 	s, _ := v.(string)
 	return s
+}
+
+// A provider failing most calls opens its breaker: while it is open, no
+// attempt is made (none counted), and once the provider is back the
+// breaker closes and every delivery ends sent, each taken once.
+func TestCircuitBreakerHoldsDeliveriesWhileTheProviderIsDown(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	healthy := false
+	var calls []time.Time
+	sent := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, time.Now())
+		if !healthy {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		sent[r.PostForm.Get("To")]++
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"sid":"SM1"}`)
+	}))
+	t.Cleanup(srv.Close)
+	a := start(t, func(c *app.Config) {
+		c.SMS.BaseURL, c.SMS.AccountSID, c.SMS.AuthToken, c.SMS.From = srv.URL, "AC123", "secret", "+15005550006"
+	})
+	ctx := context.Background()
+	otp, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
+		Name: "otp", Type: domain.ChannelSMS, Language: "en", Content: "Your code: {{code}}"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 20 {
+		res, err := a.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: otp.Template.ID, Channel: domain.ChannelSMS,
+			Recipient: "+8490123" + strings.Repeat("0", 4-len(itoa(i))) + itoa(i), Params: map[string]any{"code": i}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.DeliveryID)
+	}
+	circuit := func() float64 {
+		families, err := a.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != "herald_circuit_state" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "provider" && l.GetValue() == "sms" {
+						return m.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+		return -1
+	}
+	eventually(t, "the breaker to open", func() (bool, error) { return circuit() == 2, nil })
+	mu.Lock()
+	openedAfter := len(calls)
+	mu.Unlock()
+	time.Sleep(8 * time.Second) // the breaker stays open 10 s
+	mu.Lock()
+	whileOpen := len(calls) - openedAfter
+	healthy = true
+	mu.Unlock()
+	if whileOpen != 0 {
+		t.Fatalf("%d calls while the breaker was open", whileOpen)
+	}
+	for _, id := range ids {
+		eventually(t, "every delivery sent", func() (bool, error) {
+			status, _ := deliveryEvents(t, a, id)
+			if status == domain.StatusFailed {
+				t.Fatalf("delivery %s failed", id)
+			}
+			return status == domain.StatusSent, nil
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for to, n := range sent {
+		if n != 1 {
+			t.Errorf("%s was sent %d times", to, n)
+		}
+	}
+	if len(sent) != 20 || circuit() != 0 {
+		t.Fatalf("%d numbers sent, breaker %v", len(sent), circuit())
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// A sent delivery is never sent again: not when the dispatch queue is
+// rebuilt from the log, not when Herald restarts on the same database.
+func TestSentDeliveriesStaySentThroughRebuildAndRestart(t *testing.T) {
+	t.Parallel()
+	api := &smsAPI{refused: map[string]bool{}, calls: map[string]int{}, sent: map[string]int{}}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	db := pgtest.NewDatabase(t)
+	config := func(c *app.Config) {
+		c.DatabaseURL = db
+		c.SMS.BaseURL, c.SMS.AccountSID, c.SMS.AuthToken, c.SMS.From = srv.URL, "AC123", "secret", "+15005550006"
+	}
+	a, stop := startStoppable(t, config)
+	ctx := context.Background()
+	otp, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
+		Name: "otp", Type: domain.ChannelSMS, Language: "en", Content: "Your code: {{code}}"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: otp.Template.ID, Channel: domain.ChannelSMS,
+		Recipient: "+84901234567", Params: map[string]any{"code": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delivery sent", func() (bool, error) {
+		status, _ := deliveryEvents(t, a, res.DeliveryID)
+		return status == domain.StatusSent, nil
+	})
+	if _, err := projections.Rebuild(ctx, a.Pool, a.Store, projections.NewDispatchQueue(), projections.RebuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var queued int
+	if err := a.Pool.QueryRow(ctx, `SELECT count(*) FROM dispatch_queue`).Scan(&queued); err != nil || queued != 0 {
+		t.Fatalf("dispatch queue after the rebuild: %d rows (%v)", queued, err)
+	}
+	stop()
+	b := start(t, config)
+	// A second delivery, sent by the restarted Herald, shows it
+	// dispatches: the first is not among what it sends.
+	res2, err := b.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: otp.Template.ID, Channel: domain.ChannelSMS,
+		Recipient: "+84907654321", Params: map[string]any{"code": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the second delivery sent", func() (bool, error) {
+		status, _ := deliveryEvents(t, b, res2.DeliveryID)
+		return status == domain.StatusSent, nil
+	})
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.sent["+84901234567"] != 1 || api.sent["+84907654321"] != 1 {
+		t.Fatalf("sent %v, want each number once", api.sent)
+	}
 }
