@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -20,7 +21,7 @@ var files embed.FS
 // Up applies every pending migration to the database at databaseURL and
 // returns the schema version reached.
 func Up(ctx context.Context, databaseURL string, logger *slog.Logger) (int64, error) {
-	cfg, err := pgx.ParseConfig(databaseURL)
+	cfg, err := connConfig(databaseURL)
 	if err != nil {
 		return 0, fmt.Errorf("migrate: parse database url: %w", err)
 	}
@@ -54,6 +55,17 @@ func Up(ctx context.Context, databaseURL string, logger *slog.Logger) (int64, er
 	return v, nil
 }
 
+// connConfig reads databaseURL as Herald's pool does, so that a URL that
+// carries pool settings (pool_max_conns) connects here too: read by plain
+// pgx, they would go to the server as runtime parameters, which it refuses.
+func connConfig(databaseURL string) (*pgx.ConnConfig, error) {
+	pc, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	return pc.ConnConfig, nil
+}
+
 // ErrNoDatabase is wrapped by the error of Up when the database it was given
 // does not exist.
 var ErrNoDatabase = errors.New("the database does not exist")
@@ -72,7 +84,7 @@ func missingDatabase(err error, name string) error {
 // exist, connecting to the server's "postgres" database to do so. Dev mode and
 // tests use it; production databases are expected to exist.
 func EnsureDatabase(ctx context.Context, databaseURL string) error {
-	cfg, err := pgx.ParseConfig(databaseURL)
+	cfg, err := connConfig(databaseURL)
 	if err != nil {
 		return fmt.Errorf("ensure database: parse url: %w", err)
 	}

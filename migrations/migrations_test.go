@@ -65,3 +65,16 @@ func TestEnsureDatabaseCreatesOnce(t *testing.T) {
 		t.Fatal("a URL without a database name was accepted")
 	}
 }
+
+// A database URL that carries the pool's settings, as HERALD_DATABASE_URL
+// may, migrates too: the settings are the pool's, not the server's.
+func TestPoolSettingsInTheURLAreNotSentToTheServer(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t) + "&pool_max_conns=5&pool_min_conns=1"
+	if err := migrations.EnsureDatabase(context.Background(), dbURL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Up(context.Background(), dbURL, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+}

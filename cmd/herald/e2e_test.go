@@ -71,6 +71,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// smallPool caps the connections a Herald under test takes from the test
+// server, which many tests and packages share: a test needs far fewer than
+// a service.
+func smallPool(dbURL string) string {
+	sep := "?"
+	if strings.Contains(dbURL, "?") {
+		sep = "&"
+	}
+	return dbURL + sep + "pool_max_conns=10"
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -93,7 +104,7 @@ func startHerald(t *testing.T, env ...string) *herald {
 	cmd.Env = append(os.Environ(),
 		"HERALD_HTTP_ADDR="+httpAddr,
 		"HERALD_DEV_KAFKA_ADDR="+kafkaAddr,
-		"HERALD_DATABASE_URL="+pgtest.NewDatabase(t),
+		"HERALD_DATABASE_URL="+smallPool(pgtest.NewDatabase(t)),
 		"HERALD_LOG_LEVEL=debug",
 	)
 	cmd.Env = append(cmd.Env, env...)

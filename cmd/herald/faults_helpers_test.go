@@ -169,7 +169,7 @@ func (e *faultEnv) startServe(name string) *serveProc {
 	p.cmd = exec.Command(binary, "serve")
 	p.cmd.Env = heraldEnv(
 		"HERALD_HTTP_ADDR="+addr,
-		"HERALD_DATABASE_URL="+e.dbURL,
+		"HERALD_DATABASE_URL="+smallPool(e.dbURL),
 		"HERALD_KAFKA_BROKERS="+e.brokers,
 		"HERALD_KAFKA_GROUP_ID="+e.group,
 		"HERALD_KAFKA_CLIENT_ID=herald-faults-"+name,

@@ -71,8 +71,8 @@ func OpenStorage(ctx context.Context, cfg Config) (*Storage, error) {
 
 // openStorage opens the storage of cfg; with migrate, it first creates the
 // database (in dev mode) and applies pending migrations.
-func openStorage(ctx context.Context, cfg Config, logger *slog.Logger, migrate bool) (s *Storage, err error) {
-	s = &Storage{Logger: logger}
+func openStorage(ctx context.Context, cfg Config, logger *slog.Logger, migrate bool) (_ *Storage, err error) {
+	s := &Storage{Logger: logger}
 	defer func() {
 		if err != nil {
 			s.Close()

@@ -51,6 +51,11 @@ func startStoppable(t *testing.T, adjust ...func(*app.Config)) (*app.App, func()
 	}
 	cfg.HTTPAddr, cfg.DevKafkaAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	if cfg.PoolConns == 0 {
+		// Tests run Herald side by side with other packages' databases on
+		// one server: a test needs far fewer connections than a service.
+		cfg.PoolConns = 8
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.Build(ctx, cfg)
 	if err != nil {

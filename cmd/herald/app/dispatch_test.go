@@ -233,10 +233,14 @@ func TestCircuitBreakerHoldsDeliveriesWhileTheProviderIsDown(t *testing.T) {
 		return -1
 	}
 	eventually(t, "the breaker to open", func() (bool, error) { return circuit() == 2, nil })
+	// A call allowed just before the breaker opened has reached the API
+	// within the provider's 3 s timeout; after that, none may come until
+	// the breaker half-opens, 10 s after it opened.
+	time.Sleep(3 * time.Second)
 	mu.Lock()
 	openedAfter := len(calls)
 	mu.Unlock()
-	time.Sleep(8 * time.Second) // the breaker stays open 10 s
+	time.Sleep(5 * time.Second)
 	mu.Lock()
 	whileOpen := len(calls) - openedAfter
 	healthy = true
