@@ -24,7 +24,7 @@ func (c *Commands) StartAttempt(ctx context.Context, id, provider string) (domai
 	now := c.now()
 	started, err := d.StartAttempt(provider, now)
 	if err != nil {
-		if d.Status == domain.StatusQueued && d.Started >= domain.MaxAttempts {
+		if d.Status == domain.StatusQueued && d.Started-d.RoundStart >= domain.MaxAttempts {
 			if err := c.appendDelivery(ctx, d, d.ExhaustAttempts(now)); err != nil {
 				return domain.DeliveryScheduled{}, 0, err
 			}
@@ -57,6 +57,40 @@ func (c *Commands) FinishAttempt(ctx context.Context, id string, attempt int, pr
 		d.Apply(ev, d.Version+1+int64(i))
 	}
 	return d.Status, nil
+}
+
+// RetryDelivery queues one of a tenant's failed deliveries again, for a new
+// round of attempts, and returns the position written. Another tenant's
+// delivery is delivery.not_found; one that has not failed is
+// delivery.not_failed.
+func (c *Commands) RetryDelivery(ctx context.Context, tenant, id, actor, actorName, correlationID string) (eventstore.Position, error) {
+	if !domain.ValidID(id) {
+		return "", domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
+	}
+	d, _, err := c.loadForDispatch(ctx, id)
+	if domain.ErrorCode(err) == domain.CodeDeliveryNotFound || err == nil && d.Tenant != tenant {
+		return "", domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
+	}
+	if err != nil {
+		return "", err
+	}
+	retried, err := d.Retry(c.now())
+	if err != nil {
+		return "", err
+	}
+	stream := domain.DeliveryStream(id)
+	ev, err := newEvent(retried.EventID(stream, d.Version+1), retried, c.requestMeta(tenant, actor, actorName, correlationID))
+	if err != nil {
+		return "", err
+	}
+	r, err := c.store.Append(ctx, stream, eventstore.Exact(d.Version), ev)
+	if errors.Is(err, eventstore.ErrWrongVersion) {
+		return "", &domain.Error{Code: domain.CodeUnavailable, Message: "the delivery changed meanwhile; retry", Err: err}
+	}
+	if err != nil {
+		return "", storeError(fmt.Errorf("retry delivery %s: %w", id, err))
+	}
+	return r.Position, nil
 }
 
 // loadForDispatch folds a delivery's stream, whatever its tenant (the

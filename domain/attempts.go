@@ -16,6 +16,8 @@ const (
 	// CodeChannelNotConfigured: a delivery's channel has no provider set
 	// up. Such a delivery fails at once.
 	CodeChannelNotConfigured = "channel.not_configured"
+	// CodeDeliveryNotFailed: only a failed delivery can be retried.
+	CodeDeliveryNotFailed = "delivery.not_failed"
 )
 
 // Stored type names of a delivery's sending.
@@ -24,6 +26,7 @@ const (
 	EventDeliveryAttempted      = "DeliveryAttempted"
 	EventDeliverySucceeded      = "DeliverySucceeded"
 	EventDeliveryFailed         = "DeliveryFailed"
+	EventDeliveryRetried        = "DeliveryRetried"
 )
 
 // MaxAttempts is how many times a delivery is tried at most (seed 003).
@@ -94,6 +97,34 @@ type DeliveryFailed struct {
 	FailedAt  time.Time `json:"failedAt"`
 }
 
+// DeliveryRetried records that an administrator queued a failed delivery
+// again: it gets a new round of MaxAttempts attempts, numbered on from
+// the last.
+type DeliveryRetried struct {
+	ID        string    `json:"id"`
+	Tenant    string    `json:"tenant"`
+	Channel   string    `json:"channel"`
+	RetriedAt time.Time `json:"retriedAt"`
+}
+
+// EventType implements Event.
+func (DeliveryRetried) EventType() string { return EventDeliveryRetried }
+
+// EventID implements Event.
+func (DeliveryRetried) EventID(stream string, version int64) string {
+	return versionedEventID(stream, EventDeliveryRetried, version)
+}
+
+// Retry decides that a failed delivery is queued again; an error for any
+// other.
+func (d *Delivery) Retry(now time.Time) (DeliveryRetried, error) {
+	if d.Status != StatusFailed {
+		return DeliveryRetried{}, Errorf(CodeDeliveryNotFailed, "the delivery is %s; only a failed delivery can be retried", d.Status).
+			WithDetail("status", d.Status)
+	}
+	return DeliveryRetried{ID: d.ID, Tenant: d.Tenant, Channel: d.Channel, RetriedAt: now.UTC()}, nil
+}
+
 // EventType implements Event.
 func (DeliveryAttemptStarted) EventType() string { return EventDeliveryAttemptStarted }
 
@@ -137,7 +168,7 @@ func (d *Delivery) StartAttempt(provider string, now time.Time) (DeliveryAttempt
 	if d.RetryAt != nil && now.Before(*d.RetryAt) {
 		return DeliveryAttemptStarted{}, fmt.Errorf("delivery %s is not due before %s", d.ID, d.RetryAt.Format(time.RFC3339Nano))
 	}
-	if d.Started >= MaxAttempts {
+	if d.Started-d.RoundStart >= MaxAttempts {
 		// Every attempt was started; the last never finished (a crash
 		// after it began). One more would break the bound: it fails.
 		return DeliveryAttemptStarted{}, fmt.Errorf("delivery %s has used its %d attempts", d.ID, MaxAttempts)
@@ -164,10 +195,10 @@ func (d *Delivery) FinishAttempt(provider, providerMessageID string, err *Provid
 	switch {
 	case err.Permanent:
 		return []Event{attempted, DeliveryFailed{ID: d.ID, Tenant: d.Tenant, Attempts: d.Started, Reason: FailedRefused, ErrorCode: err.Code, FailedAt: now}}
-	case d.Started >= MaxAttempts:
+	case d.Started-d.RoundStart >= MaxAttempts:
 		return []Event{attempted, DeliveryFailed{ID: d.ID, Tenant: d.Tenant, Attempts: d.Started, Reason: FailedExhausted, ErrorCode: err.Code, FailedAt: now}}
 	}
-	at := now.Add(max(retryDelays[d.Started-1], err.RetryAfter))
+	at := now.Add(max(retryDelays[d.Started-d.RoundStart-1], err.RetryAfter))
 	attempted.RetryAt = &at
 	return []Event{attempted}
 }

@@ -127,3 +127,37 @@ func TestUnfinishedAttemptsCount(t *testing.T) {
 		t.Fatal("a suppressed delivery started")
 	}
 }
+
+// An administrator's retry of a failed delivery starts a new round of
+// attempts, numbered on; only a failed delivery can be retried.
+func TestRetryStartsANewRound(t *testing.T) {
+	t.Parallel()
+	d := queuedDelivery()
+	if _, err := d.Retry(t0); domain.ErrorCode(err) != domain.CodeDeliveryNotFailed {
+		t.Fatalf("retry of a queued delivery: %v", err)
+	}
+	started, _ := d.StartAttempt("sms", t0)
+	apply(d, started)
+	apply(d, d.FinishAttempt("sms", "", &domain.ProviderError{Code: "sms.21211", Permanent: true}, 0, t0)...)
+	retried, err := d.Retry(t0.Add(time.Minute))
+	if err != nil || retried.Channel != domain.ChannelSMS {
+		t.Fatalf("retry: %+v, %v", retried, err)
+	}
+	apply(d, retried)
+	now := t0.Add(time.Minute)
+	for round := 1; round <= domain.MaxAttempts; round++ {
+		started, err := d.StartAttempt("sms", now)
+		if err != nil || started.Attempt != 1+round {
+			t.Fatalf("attempt %d of the new round: %+v, %v", round, started, err)
+		}
+		apply(d, started)
+		evs := d.FinishAttempt("sms", "", unavailable, 0, now)
+		apply(d, evs...)
+		if at := evs[0].(domain.DeliveryAttempted).RetryAt; at != nil {
+			now = *at
+		}
+	}
+	if d.Status != domain.StatusFailed || d.Started != 1+domain.MaxAttempts {
+		t.Fatalf("after the new round: %s, %d attempts", d.Status, d.Started)
+	}
+}

@@ -168,6 +168,9 @@ type Delivery struct {
 	// due after a transient failure, nil when it may start at once.
 	Started int
 	RetryAt *time.Time
+	// RoundStart is Started when the current round of attempts began: 0,
+	// or where an administrator's retry left it.
+	RoundStart int
 	Version int64 // of the last applied event; -1 when none
 }
 
@@ -189,6 +192,8 @@ func (d *Delivery) Apply(event Event, version int64) {
 		d.Status, d.RetryAt = StatusSent, nil
 	case DeliveryFailed:
 		d.Status, d.RetryAt = StatusFailed, nil
+	case DeliveryRetried:
+		d.Status, d.RetryAt, d.RoundStart = StatusQueued, nil, d.Started
 	}
 	d.Version = version
 }

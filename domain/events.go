@@ -406,6 +406,7 @@ var Events = func() *Registry {
 	Register[DeliveryAttempted](r, SchemaVersion)
 	Register[DeliverySucceeded](r, SchemaVersion)
 	Register[DeliveryFailed](r, SchemaVersion)
+	Register[DeliveryRetried](r, SchemaVersion)
 	Register[EnvelopeReceived](r, SchemaVersion)
 	return r
 }()

@@ -36,7 +36,7 @@ func (p *Deliveries) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.R
 	batch := &pgx.Batch{}
 	for _, e := range events {
 		switch e.Type {
-		case domain.EventDeliveryScheduled, domain.EventDeliverySuppressed, domain.EventDeliverySucceeded, domain.EventDeliveryFailed:
+		case domain.EventDeliveryScheduled, domain.EventDeliverySuppressed, domain.EventDeliverySucceeded, domain.EventDeliveryFailed, domain.EventDeliveryRetried:
 		default:
 			continue
 		}
@@ -56,6 +56,10 @@ func (p *Deliveries) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.R
 		case domain.DeliveryFailed:
 			batch.Queue(`UPDATE `+p.table+` SET status = $3, reason = $4, detail = $5, updated_at = $6, position = $7 WHERE tenant = $1 AND id = $2`,
 				ev.Tenant, ev.ID, domain.StatusFailed, ev.Reason, ev.ErrorCode, e.RecordedAt, string(e.Position))
+			continue
+		case domain.DeliveryRetried:
+			batch.Queue(`UPDATE `+p.table+` SET status = $3, reason = '', detail = '', updated_at = $4, position = $5 WHERE tenant = $1 AND id = $2`,
+				ev.Tenant, ev.ID, domain.StatusQueued, e.RecordedAt, string(e.Position))
 			continue
 		case domain.DeliveryScheduled:
 			r.tenant, r.id, r.channel, r.address, r.recipient, r.status = ev.Tenant, ev.ID, ev.Channel, ev.Address, ev.RecipientID, domain.StatusQueued

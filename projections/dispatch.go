@@ -44,7 +44,7 @@ func (q *DispatchQueue) Apply(ctx context.Context, tx pgx.Tx, events []eventstor
 	batch := &pgx.Batch{}
 	for _, e := range events {
 		switch e.Type {
-		case domain.EventDeliveryScheduled, domain.EventDeliveryAttempted, domain.EventDeliverySucceeded, domain.EventDeliveryFailed:
+		case domain.EventDeliveryScheduled, domain.EventDeliveryAttempted, domain.EventDeliverySucceeded, domain.EventDeliveryFailed, domain.EventDeliveryRetried:
 		default:
 			continue
 		}
@@ -64,6 +64,10 @@ func (q *DispatchQueue) Apply(ctx context.Context, tx pgx.Tx, events []eventstor
 			batch.Queue(`DELETE FROM `+q.table+` WHERE id = $1`, ev.ID)
 		case domain.DeliveryFailed:
 			batch.Queue(`DELETE FROM `+q.table+` WHERE id = $1`, ev.ID)
+		case domain.DeliveryRetried:
+			batch.Queue(`INSERT INTO `+q.table+` (id, tenant, channel, due_at, position) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, position = excluded.position`,
+				ev.ID, ev.Tenant, ev.Channel, e.RecordedAt, string(e.Position))
 		}
 	}
 	if batch.Len() == 0 {

@@ -28,6 +28,20 @@ func (s *Server) registerDeliveries(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/send", s.permitted(PermissionSendManual, s.send))
 	mux.HandleFunc("GET /v1/deliveries", s.permitted(PermissionAdmin, s.listDeliveries))
 	mux.HandleFunc("GET /v1/deliveries/{id}", s.authed(s.getDelivery))
+	mux.HandleFunc("POST /v1/deliveries/{id}/retry", s.permitted(PermissionAdmin, s.retryDelivery))
+}
+
+// retryDelivery queues a failed delivery again, for a new round of
+// attempts.
+func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	id := r.PathValue("id")
+	pos, err := s.commands.RetryDelivery(r.Context(), p.Tenant, id, p.Subject, p.Username, RequestID(r))
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	w.Header().Set(HeaderConsistencyToken, string(pos))
+	WriteData(w, r, http.StatusAccepted, sendAnswer{Status: domain.StatusQueued, NotificationID: id}, Meta{})
 }
 
 // sendBody is seed 002's manual send.

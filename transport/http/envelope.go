@@ -77,7 +77,7 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case domain.CodeTemplateInvalid, domain.CodeTemplateMissingParam, domain.CodeChannelMismatch:
 		return http.StatusUnprocessableEntity
-	case domain.CodeTemplateExists, domain.CodeIdempotencyKeyConflict:
+	case domain.CodeTemplateExists, domain.CodeIdempotencyKeyConflict, domain.CodeDeliveryNotFailed:
 		return http.StatusConflict
 	case domain.CodeTemplateVersionConflict:
 		return http.StatusPreconditionFailed

@@ -34,6 +34,7 @@ type Commands interface {
 	PreviewTemplate(ctx context.Context, tenant, id string, params map[string]any) (domain.Template, commands.Rendered, error)
 	Send(context.Context, commands.Send) (commands.SendResult, error)
 	Delivery(ctx context.Context, tenant, id, user string, seeAll bool) (string, []commands.HistoryEntry, error)
+	RetryDelivery(ctx context.Context, tenant, id, actor, actorName, correlationID string) (eventstore.Position, error)
 	// ComparePositions orders two consistency tokens, as the event store
 	// does.
 	ComparePositions(a, b string) (int, error)

@@ -325,3 +325,74 @@ func TestSentDeliveriesStaySentThroughRebuildAndRestart(t *testing.T) {
 		t.Fatalf("sent %v, want each number once", api.sent)
 	}
 }
+
+// An administrator retries a failed delivery over REST: it is queued
+// again and, the number now accepted, sent on its second attempt. Only a
+// failed delivery can be retried, by notif.admin, within its tenant.
+func TestFailedDeliveryRetriedOverREST(t *testing.T) {
+	t.Parallel()
+	api := &smsAPI{refused: map[string]bool{"+84900000000": true}, calls: map[string]int{}, sent: map[string]int{}}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	a := start(t, func(c *app.Config) {
+		c.SMS.BaseURL, c.SMS.AccountSID, c.SMS.AuthToken, c.SMS.From = srv.URL, "AC123", "secret", "+15005550006"
+	})
+	ctx := context.Background()
+	otp, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
+		Name: "otp", Type: domain.ChannelSMS, Language: "en", Content: "Your code: {{code}}"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: otp.Template.ID, Channel: domain.ChannelSMS,
+		Recipient: "+84900000000", Params: map[string]any{"code": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func() string {
+		s, _ := deliveryEvents(t, a, res.DeliveryID)
+		return s
+	}
+	eventually(t, "the delivery to fail", func() (bool, error) { return status() == domain.StatusFailed, nil })
+
+	post := func(tenant string, perms ...string) int {
+		t.Helper()
+		tok, err := a.Issuer.Issue("ops", tenant, perms, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodPost, a.URL()+"/v1/deliveries/"+res.DeliveryID+"/retry", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("org-1"); code != http.StatusForbidden {
+		t.Fatalf("retry without notif.admin: %d", code)
+	}
+	if code := post("org-2", "notif.admin"); code != http.StatusNotFound {
+		t.Fatalf("retry from another tenant: %d", code)
+	}
+	api.mu.Lock()
+	api.refused["+84900000000"] = false
+	api.mu.Unlock()
+	if code := post("org-1", "notif.admin"); code != http.StatusAccepted {
+		t.Fatalf("retry: %d", code)
+	}
+	eventually(t, "the retried delivery sent", func() (bool, error) { return status() == domain.StatusSent, nil })
+	if code := post("org-1", "notif.admin"); code != http.StatusConflict {
+		t.Fatalf("retry of a sent delivery: %d", code)
+	}
+	_, evs := deliveryEvents(t, a, res.DeliveryID)
+	var attempts []float64
+	for _, e := range evs {
+		if e.typ == domain.EventDeliveryAttemptStarted {
+			attempts = append(attempts, e.data["attempt"].(float64))
+		}
+	}
+	if len(attempts) != 2 || attempts[1] != 2 {
+		t.Fatalf("attempts %v, want 1 then 2", attempts)
+	}
+}
