@@ -171,7 +171,7 @@ type Delivery struct {
 	// RoundStart is Started when the current round of attempts began: 0,
 	// or where an administrator's retry left it.
 	RoundStart int
-	Version int64 // of the last applied event; -1 when none
+	Version    int64 // of the last applied event; -1 when none
 }
 
 // NewDelivery returns the state of a delivery with no events.
