@@ -17,10 +17,11 @@ import (
 // failed here, and not due either. Another dispatcher starting the same
 // attempt makes the append conflict: not due.
 func (c *Commands) StartAttempt(ctx context.Context, id, provider string) (domain.DeliveryScheduled, int, error) {
-	d, scheduled, err := c.loadForDispatch(ctx, id)
+	st, err := c.loadDelivery(ctx, id)
 	if err != nil {
 		return domain.DeliveryScheduled{}, 0, err
 	}
+	d, scheduled := st.Delivery, st.scheduled
 	now := c.now()
 	started, err := d.StartAttempt(provider, now)
 	if err != nil {
@@ -42,10 +43,11 @@ func (c *Commands) StartAttempt(ctx context.Context, id, provider string) (domai
 // delivery's status after it: sent, failed, or queued (a retry is due
 // later).
 func (c *Commands) FinishAttempt(ctx context.Context, id string, attempt int, provider, providerMessageID string, refusal *domain.ProviderError, took time.Duration) (string, error) {
-	d, _, err := c.loadForDispatch(ctx, id)
+	st, err := c.loadDelivery(ctx, id)
 	if err != nil {
 		return "", err
 	}
+	d := st.Delivery
 	if d.Started != attempt || d.Status != domain.StatusQueued {
 		return "", fmt.Errorf("finish attempt %d of delivery %s: the delivery moved on (attempt %d, %s)", attempt, d.ID, d.Started, d.Status)
 	}
@@ -64,16 +66,11 @@ func (c *Commands) FinishAttempt(ctx context.Context, id string, attempt int, pr
 // delivery is delivery.not_found; one that has not failed is
 // delivery.not_failed.
 func (c *Commands) RetryDelivery(ctx context.Context, tenant, id, actor, actorName, correlationID string) (eventstore.Position, error) {
-	if !domain.ValidID(id) {
-		return "", domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
-	}
-	d, _, err := c.loadForDispatch(ctx, id)
-	if domain.ErrorCode(err) == domain.CodeDeliveryNotFound || err == nil && d.Tenant != tenant {
-		return "", domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
-	}
+	st, err := c.tenantDelivery(ctx, tenant, id)
 	if err != nil {
 		return "", err
 	}
+	d := st.Delivery
 	retried, err := d.Retry(c.now())
 	if err != nil {
 		return "", err
@@ -93,24 +90,46 @@ func (c *Commands) RetryDelivery(ctx context.Context, tenant, id, actor, actorNa
 	return r.Position, nil
 }
 
-// loadForDispatch folds a delivery's stream, whatever its tenant (the
-// dispatcher serves every tenant), with the event that scheduled it.
-func (c *Commands) loadForDispatch(ctx context.Context, id string) (*domain.Delivery, domain.DeliveryScheduled, error) {
-	d := domain.NewDelivery()
-	var scheduled domain.DeliveryScheduled
+// deliveryState is a delivery folded from its stream, with the event that
+// scheduled it and the position of its last event.
+type deliveryState struct {
+	*domain.Delivery
+	scheduled domain.DeliveryScheduled
+	last      eventstore.Position
+}
+
+// loadDelivery folds a delivery's stream, whatever its tenant (the
+// dispatcher serves every tenant).
+func (c *Commands) loadDelivery(ctx context.Context, id string) (deliveryState, error) {
+	st := deliveryState{Delivery: domain.NewDelivery()}
 	err := c.foldStream(ctx, domain.DeliveryStream(id), func(e eventstore.RecordedEvent, v domain.Event) {
 		if s, ok := v.(domain.DeliveryScheduled); ok {
-			scheduled = s
+			st.scheduled = s
 		}
-		d.Apply(v, e.Version)
+		st.Apply(v, e.Version)
+		st.last = e.Position
 	})
 	if err != nil {
-		return nil, scheduled, err
+		return st, err
 	}
-	if d.Version < 0 {
-		return nil, scheduled, domain.Errorf(domain.CodeDeliveryNotFound, "delivery %s not found", id)
+	if st.Version < 0 {
+		return st, domain.Errorf(domain.CodeDeliveryNotFound, "delivery %s not found", id)
 	}
-	return d, scheduled, nil
+	return st, nil
+}
+
+// tenantDelivery folds one of a tenant's deliveries; another tenant's, or
+// an unknown id, is delivery.not_found.
+func (c *Commands) tenantDelivery(ctx context.Context, tenant, id string) (deliveryState, error) {
+	missing := domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
+	if !domain.ValidID(id) {
+		return deliveryState{}, missing
+	}
+	st, err := c.loadDelivery(ctx, id)
+	if domain.ErrorCode(err) == domain.CodeDeliveryNotFound || err == nil && st.Tenant != tenant {
+		return deliveryState{}, missing
+	}
+	return st, err
 }
 
 // appendDelivery appends evs to d's stream after the version d was folded

@@ -34,10 +34,10 @@ type Commands struct {
 	store  eventstore.Store
 	now    func() time.Time
 	logger *slog.Logger
-	dirs   directories
+	dirs   tenantCache[cachedDirectory]
 	// indexes caches the tenants' template indexes, templates the
 	// templates envelopes use.
-	indexes   templateIndexes
+	indexes   tenantCache[cachedIndex]
 	templates templateCache
 	// defaultLanguage ends every template lookup's language fallback.
 	defaultLanguage string

@@ -12,46 +12,17 @@ import (
 	"github.com/heraldhq/herald/domain"
 )
 
-// maxCachedDirectories bounds the directories kept in memory; past it, one
-// is dropped, to be folded again from its stream when next changed.
-const maxCachedDirectories = 1024
-
-// directories caches each tenant's folded directory, so that a change reads
-// only the events appended since the last one instead of the whole stream. The
-// cache is a snapshot, never the truth: every change catches up from the
-// store first and appends with the version it decided on, so another instance
-// writing the same directory makes the append conflict, never diverge. One
-// mutex per tenant serialises this instance's changes to a directory; an
-// entry dropped while in use only costs a conflict and a retry.
-type directories struct {
-	mu      sync.Mutex
-	tenants map[string]*cachedDirectory
-}
-
+// cachedDirectory is a tenant's folded directory. Its mutex serialises this
+// instance's changes to the directory.
 type cachedDirectory struct {
 	mu   sync.Mutex
 	dir  *domain.Directory
 	last eventstore.Position
 }
 
-func (d *directories) get(tenant string) *cachedDirectory {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.tenants == nil {
-		d.tenants = map[string]*cachedDirectory{}
-	}
-	cd, ok := d.tenants[tenant]
-	if !ok {
-		if len(d.tenants) >= maxCachedDirectories {
-			for victim := range d.tenants {
-				delete(d.tenants, victim) // any one: map order is random
-				break
-			}
-		}
-		cd = &cachedDirectory{dir: domain.NewDirectory(tenant)}
-		d.tenants[tenant] = cd
-	}
-	return cd
+// directory returns the cached directory of tenant.
+func (c *Commands) directory(tenant string) *cachedDirectory {
+	return c.dirs.get(tenant, func() *cachedDirectory { return &cachedDirectory{dir: domain.NewDirectory(tenant)} })
 }
 
 // maxDirectoryRetries bounds how often one change re-decides after another
@@ -91,7 +62,7 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 		return ChangeMembersResult{}, domain.Errorf(domain.CodeValidationFailed, "a leave names exactly one user")
 	}
 	stream := domain.DirectoryStream(cmd.Tenant)
-	cd := c.dirs.get(cmd.Tenant)
+	cd := c.directory(cmd.Tenant)
 	cd.mu.Lock()
 	defer cd.mu.Unlock()
 	for attempt := 0; ; attempt++ {
@@ -164,7 +135,7 @@ func (c *Commands) ChangeMembers(ctx context.Context, cmd ChangeMembers) (Change
 // recipient list for good. Every change this process or another made before
 // the call began is in the fold.
 func (c *Commands) groupMembers(ctx context.Context, tenant string, g domain.Group) ([]string, error) {
-	cd := c.dirs.get(tenant)
+	cd := c.directory(tenant)
 	cd.mu.Lock()
 	defer cd.mu.Unlock()
 	if err := c.catchUp(ctx, domain.DirectoryStream(tenant), cd); err != nil {

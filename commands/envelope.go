@@ -111,7 +111,6 @@ func (c *Commands) HandleEnvelope(ctx context.Context, cmd HandleEnvelope) (Enve
 	if err != nil {
 		return EnvelopeResult{}, storeError(fmt.Errorf("record envelope %s: %w", id, err))
 	}
-	res.Position = results[len(results)-1].Position
 	for _, r := range results {
 		res.Position = c.later(res.Position, r.Position)
 	}

@@ -181,7 +181,8 @@ func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
 // sentBefore answers a send whose delivery stream exists already: the same
 // request is a duplicate, another is idempotency.conflict.
 func (c *Commands) sentBefore(ctx context.Context, tenant, id, fingerprint string) (SendResult, error) {
-	d, pos, err := c.loadDelivery(ctx, tenant, id)
+	st, err := c.tenantDelivery(ctx, tenant, id)
+	d, pos := st.Delivery, st.last
 	if err != nil {
 		if domain.ErrorCode(err) == domain.CodeDeliveryNotFound {
 			// Another tenant's stream cannot share the id (the tenant is in
@@ -282,23 +283,6 @@ func (c *Commands) Delivery(ctx context.Context, tenant, id, user string, seeAll
 		return "", nil, missing
 	}
 	return d.Status, out, nil
-}
-
-// loadDelivery folds one of a tenant's deliveries.
-func (c *Commands) loadDelivery(ctx context.Context, tenant, id string) (*domain.Delivery, eventstore.Position, error) {
-	d := domain.NewDelivery()
-	var last eventstore.Position
-	err := c.foldStream(ctx, domain.DeliveryStream(id), func(e eventstore.RecordedEvent, v domain.Event) {
-		d.Apply(v, e.Version)
-		last = e.Position
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	if d.Version < 0 || d.Tenant != tenant {
-		return nil, "", domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
-	}
-	return d, last, nil
 }
 
 // foldStream hands every event of stream to each, in order.

@@ -12,37 +12,16 @@ import (
 	"github.com/heraldhq/herald/domain"
 )
 
-// templateIndexes caches each tenant's folded template index, as directories
-// caches directories: a snapshot that every use catches up from the store
-// first, never the truth.
-type templateIndexes struct {
-	mu      sync.Mutex
-	tenants map[string]*cachedIndex
-}
-
+// cachedIndex is a tenant's folded template index. Its mutex serialises
+// this instance's appends to the index.
 type cachedIndex struct {
 	mu  sync.Mutex
 	idx *domain.TemplateIndex
 }
 
-func (t *templateIndexes) get(tenant string) *cachedIndex {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.tenants == nil {
-		t.tenants = map[string]*cachedIndex{}
-	}
-	ci, ok := t.tenants[tenant]
-	if !ok {
-		if len(t.tenants) >= maxCachedDirectories {
-			for victim := range t.tenants {
-				delete(t.tenants, victim)
-				break
-			}
-		}
-		ci = &cachedIndex{idx: domain.NewTemplateIndex()}
-		t.tenants[tenant] = ci
-	}
-	return ci
+// index returns the cached template index of tenant.
+func (c *Commands) index(tenant string) *cachedIndex {
+	return c.indexes.get(tenant, func() *cachedIndex { return &cachedIndex{idx: domain.NewTemplateIndex()} })
 }
 
 // catchUpIndex folds what was appended to the tenant's index since ci's
@@ -56,7 +35,7 @@ func (c *Commands) catchUpIndex(ctx context.Context, tenant string, ci *cachedIn
 // indexTemplate announces version of template id, with its trigger event,
 // in the tenant's index, before the template's own event is written.
 func (c *Commands) indexTemplate(ctx context.Context, tenant, id string, version int64, f domain.TemplateFields) error {
-	ci := c.indexes.get(tenant)
+	ci := c.index(tenant)
 	ci.mu.Lock()
 	defer ci.mu.Unlock()
 	stream := domain.TemplateIndexStream(tenant)
@@ -79,7 +58,7 @@ func (c *Commands) indexTemplate(ctx context.Context, tenant, id string, version
 		}
 		_, err = c.store.Append(ctx, stream, expected, ev)
 		if errors.Is(err, eventstore.ErrWrongVersion) {
-			if attempt >= maxDirectoryRetries {
+			if attempt >= maxIndexRetries {
 				return &domain.Error{Code: domain.CodeUnavailable, Message: "the template index is changing concurrently; retry", Err: err}
 			}
 			if !domain.Sleep(ctx, time.Duration(1+rand.IntN(5*(attempt+1)))*time.Millisecond) {
@@ -103,7 +82,7 @@ func (c *Commands) indexTemplate(ctx context.Context, tenant, id string, version
 // holds everything appended before the read began.
 func (c *Commands) templateCandidates(ctx context.Context, tenant, trigger string) ([]candidate, error) {
 	const page = 1024
-	ci := c.indexes.get(tenant)
+	ci := c.index(tenant)
 	stream := domain.TemplateIndexStream(tenant)
 	for {
 		ci.mu.Lock()
@@ -137,6 +116,10 @@ func (c *Commands) templateCandidates(ctx context.Context, tenant, trigger strin
 		ci.mu.Unlock()
 	}
 }
+
+// maxIndexRetries bounds how often one template write re-decides its index
+// entry after another instance appended to the index under it.
+const maxIndexRetries = 20
 
 // candidate is a template the index names for a trigger, with the latest
 // version announced.

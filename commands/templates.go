@@ -227,18 +227,17 @@ func (c *Commands) PreviewTemplate(ctx context.Context, tenant, id string, param
 	return cur.Template, r, err
 }
 
-// templateBodies are the fields of a template that hold template text, with
-// how each renders.
-func templateBodies(f domain.TemplateFields) []struct {
+// templateBody is a field of a template that holds template text, with how
+// it renders.
+type templateBody struct {
 	field  string
 	source string
 	kind   templating.Kind
-} {
-	return []struct {
-		field  string
-		source string
-		kind   templating.Kind
-	}{
+}
+
+// templateBodies are the bodies of f.
+func templateBodies(f domain.TemplateFields) []templateBody {
+	return []templateBody{
 		{"subject", f.Subject, templating.Text},
 		{"content", f.Content, templating.Text},
 		{"html", f.HTML, templating.HTML},

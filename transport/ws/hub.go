@@ -305,9 +305,6 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return conn, rw, err
 }
 
-// Unwrap lets http.ResponseController reach the connection.
-func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // keyPrincipal holds the *auth.Principal of a session authenticated before
 // the upgrade, nil for one that must send a handshake.
 const keyPrincipal = "principal"

@@ -3,10 +3,10 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -82,14 +82,10 @@ func TestDispatcherSendsAndRetries(t *testing.T) {
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	a := start(t, func(c *app.Config) {
-		c.SMS.BaseURL, c.SMS.AccountSID, c.SMS.AuthToken, c.SMS.From = srv.URL, "AC123", "secret", "+15005550006"
+		withSMS(c, srv.URL)
 	})
 	ctx := context.Background()
-	otp, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
-		Name: "otp", Type: domain.ChannelSMS, Language: "en", Content: "Your code: {{code}}"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	otp := createOTP(t, a)
 	welcome, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
 		Name: "welcome", Type: domain.ChannelEmail, Language: "en", Subject: "Welcome", Content: "Hello {{name}}"}})
 	if err != nil {
@@ -103,8 +99,8 @@ func TestDispatcherSendsAndRetries(t *testing.T) {
 		}
 		return res.DeliveryID
 	}
-	retried := send(otp.Template.ID, domain.ChannelSMS, "+84901234567", map[string]any{"code": "123456"})
-	refused := send(otp.Template.ID, domain.ChannelSMS, "+84900000000", map[string]any{"code": "1"})
+	retried := send(otp.ID, domain.ChannelSMS, "+84901234567", map[string]any{"code": "123456"})
+	refused := send(otp.ID, domain.ChannelSMS, "+84900000000", map[string]any{"code": "1"})
 	captured := send(welcome.Template.ID, domain.ChannelEmail, "student@vas.edu.vn", map[string]any{"name": "A"})
 
 	settled := func(id string) func() (bool, error) {
@@ -166,6 +162,34 @@ func TestDispatcherSendsAndRetries(t *testing.T) {
 	}
 }
 
+// withSMS points c's sms channel at the Messages API stand-in at url.
+func withSMS(c *app.Config, url string) {
+	c.SMS.BaseURL, c.SMS.AccountSID, c.SMS.AuthToken, c.SMS.From = url, "AC123", "secret", "+15005550006"
+}
+
+// createOTP creates org-1's sms template "otp".
+func createOTP(t *testing.T, a *app.App) domain.Template {
+	t.Helper()
+	res, err := a.Commands.CreateTemplate(context.Background(), commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
+		Name: "otp", Type: domain.ChannelSMS, Language: "en", Content: "Your code: {{code}}"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Template
+}
+
+// sendSMS sends otp with code to the number to and returns the send's
+// result.
+func sendSMS(t *testing.T, a *app.App, otp domain.Template, to string, code any) commands.SendResult {
+	t.Helper()
+	res, err := a.Commands.Send(context.Background(), commands.Send{Tenant: "org-1", TemplateID: otp.ID, Channel: domain.ChannelSMS,
+		Recipient: to, Params: map[string]any{"code": code}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 func stringOr(v any) string {
 	s, _ := v.(string)
 	return s
@@ -196,22 +220,12 @@ func TestCircuitBreakerHoldsDeliveriesWhileTheProviderIsDown(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	a := start(t, func(c *app.Config) {
-		c.SMS.BaseURL, c.SMS.AccountSID, c.SMS.AuthToken, c.SMS.From = srv.URL, "AC123", "secret", "+15005550006"
+		withSMS(c, srv.URL)
 	})
-	ctx := context.Background()
-	otp, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
-		Name: "otp", Type: domain.ChannelSMS, Language: "en", Content: "Your code: {{code}}"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	otp := createOTP(t, a)
 	var ids []string
 	for i := range 20 {
-		res, err := a.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: otp.Template.ID, Channel: domain.ChannelSMS,
-			Recipient: "+8490123" + strings.Repeat("0", 4-len(itoa(i))) + itoa(i), Params: map[string]any{"code": i}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, res.DeliveryID)
+		ids = append(ids, sendSMS(t, a, otp, fmt.Sprintf("+84901230%03d", i), i).DeliveryID)
 	}
 	circuit := func() float64 {
 		families, err := a.Registry.Gather()
@@ -269,8 +283,6 @@ func TestCircuitBreakerHoldsDeliveriesWhileTheProviderIsDown(t *testing.T) {
 	}
 }
 
-func itoa(i int) string { return strconv.Itoa(i) }
-
 // A sent delivery is never sent again: not when the dispatch queue is
 // rebuilt from the log, not when Herald restarts on the same database.
 func TestSentDeliveriesStaySentThroughRebuildAndRestart(t *testing.T) {
@@ -281,20 +293,12 @@ func TestSentDeliveriesStaySentThroughRebuildAndRestart(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	config := func(c *app.Config) {
 		c.DatabaseURL = db
-		c.SMS.BaseURL, c.SMS.AccountSID, c.SMS.AuthToken, c.SMS.From = srv.URL, "AC123", "secret", "+15005550006"
+		withSMS(c, srv.URL)
 	}
 	a, stop := startStoppable(t, config)
 	ctx := context.Background()
-	otp, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
-		Name: "otp", Type: domain.ChannelSMS, Language: "en", Content: "Your code: {{code}}"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := a.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: otp.Template.ID, Channel: domain.ChannelSMS,
-		Recipient: "+84901234567", Params: map[string]any{"code": "1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	otp := createOTP(t, a)
+	res := sendSMS(t, a, otp, "+84901234567", "1")
 	eventually(t, "the delivery sent", func() (bool, error) {
 		status, _ := deliveryEvents(t, a, res.DeliveryID)
 		return status == domain.StatusSent, nil
@@ -310,11 +314,7 @@ func TestSentDeliveriesStaySentThroughRebuildAndRestart(t *testing.T) {
 	b := start(t, config)
 	// A second delivery, sent by the restarted Herald, shows it
 	// dispatches: the first is not among what it sends.
-	res2, err := b.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: otp.Template.ID, Channel: domain.ChannelSMS,
-		Recipient: "+84907654321", Params: map[string]any{"code": "2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res2 := sendSMS(t, b, otp, "+84907654321", "2")
 	eventually(t, "the second delivery sent", func() (bool, error) {
 		status, _ := deliveryEvents(t, b, res2.DeliveryID)
 		return status == domain.StatusSent, nil
@@ -335,19 +335,10 @@ func TestFailedDeliveryRetriedOverREST(t *testing.T) {
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	a := start(t, func(c *app.Config) {
-		c.SMS.BaseURL, c.SMS.AccountSID, c.SMS.AuthToken, c.SMS.From = srv.URL, "AC123", "secret", "+15005550006"
+		withSMS(c, srv.URL)
 	})
-	ctx := context.Background()
-	otp, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
-		Name: "otp", Type: domain.ChannelSMS, Language: "en", Content: "Your code: {{code}}"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := a.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: otp.Template.ID, Channel: domain.ChannelSMS,
-		Recipient: "+84900000000", Params: map[string]any{"code": "1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	otp := createOTP(t, a)
+	res := sendSMS(t, a, otp, "+84900000000", "1")
 	status := func() string {
 		s, _ := deliveryEvents(t, a, res.DeliveryID)
 		return s
