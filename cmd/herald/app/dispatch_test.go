@@ -14,6 +14,7 @@ import (
 
 	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/projections"
@@ -302,6 +303,21 @@ func TestSentDeliveriesStaySentThroughRebuildAndRestart(t *testing.T) {
 	eventually(t, "the delivery sent", func() (bool, error) {
 		status, _ := deliveryEvents(t, a, res.DeliveryID)
 		return status == domain.StatusSent, nil
+	})
+	// The live queue is past the delivery's last event, so the rebuild's
+	// tables (which swap in only once caught up to it) are too.
+	_, entries, err := a.Commands.Delivery(ctx, "org-1", res.DeliveryID, "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := entries[len(entries)-1].Position
+	eventually(t, "the dispatch queue past the delivery", func() (bool, error) {
+		var cp string
+		if err := a.Pool.QueryRow(ctx, `SELECT position FROM projection_checkpoints WHERE name = 'dispatch'`).Scan(&cp); err != nil {
+			return false, nil //nolint:nilerr // not created yet: keep waiting
+		}
+		c, err := a.Store.ComparePositions(eventstore.Position(cp), last)
+		return err == nil && c >= 0, err
 	})
 	if _, err := projections.Rebuild(ctx, a.Pool, a.Store, projections.NewDispatchQueue(), projections.RebuildOptions{}); err != nil {
 		t.Fatal(err)
