@@ -408,6 +408,9 @@ var Events = func() *Registry {
 	Register[DeliveryFailed](r, SchemaVersion)
 	Register[DeliveryRetried](r, SchemaVersion)
 	Register[EnvelopeReceived](r, SchemaVersion)
+	Register[DeviceRegistered](r, SchemaVersion)
+	Register[DeviceRemoved](r, SchemaVersion)
+	Register[DeviceExpired](r, SchemaVersion)
 	return r
 }()
 
