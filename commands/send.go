@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/commands/templating"
@@ -266,23 +268,118 @@ func (c *Commands) templateVariant(ctx context.Context, tenant string, t Templat
 // tenant's; else only one whose recipient is user. Any other is
 // delivery.not_found.
 func (c *Commands) Delivery(ctx context.Context, tenant, id, user string, seeAll bool) (string, []HistoryEntry, error) {
+	d, out, err := c.deliveryHistory(ctx, tenant, id, user, seeAll)
+	return d.Status, out, err
+}
+
+func (c *Commands) deliveryHistory(ctx context.Context, tenant, id, user string, seeAll bool) (*domain.Delivery, []HistoryEntry, error) {
 	missing := domain.Errorf(domain.CodeDeliveryNotFound, "delivery not found")
-	if !domain.ValidID(id) {
-		return "", nil, missing
-	}
 	d := domain.NewDelivery()
+	if !domain.ValidID(id) {
+		return d, nil, missing
+	}
 	var out []HistoryEntry
 	err := c.foldStream(ctx, domain.DeliveryStream(id), func(e eventstore.RecordedEvent, v domain.Event) {
 		d.Apply(v, e.Version)
 		out = append(out, historyEntry(e, v))
 	})
 	if err != nil {
-		return "", nil, err
+		return d, nil, err
 	}
 	if len(out) == 0 || d.Tenant != tenant || (!seeAll && (d.RecipientID == "" || d.RecipientID != user)) {
-		return "", nil, missing
+		return d, nil, missing
 	}
-	return d.Status, out, nil
+	return d, out, nil
+}
+
+// DeliveryHistory is one delivery with its status and its events, oldest
+// first.
+type DeliveryHistory struct {
+	ID      string
+	Channel string
+	Status  string
+	Events  []HistoryEntry
+}
+
+// NotificationDeliveries returns the deliveries behind a notification of
+// the recipient's inbox: for a notification an envelope made, every
+// delivery of that envelope to the recipient (email, sms and push beside
+// the in-app one); for one a send made, that send's delivery; none for a
+// notification that no delivery made. Another user's notification, or an
+// unknown id, is notification.not_found.
+func (c *Commands) NotificationDeliveries(ctx context.Context, tenant, recipient, id string) ([]DeliveryHistory, error) {
+	missing := domain.Errorf(domain.CodeNotificationMissing, "notification not found")
+	if !domain.ValidID(id) {
+		return nil, missing
+	}
+	first, err := c.store.ReadStream(ctx, domain.NotificationStream(id), 0, 1)
+	if err != nil {
+		return nil, storeError(fmt.Errorf("load notification %s: %w", id, err))
+	}
+	if len(first) == 0 {
+		return nil, missing
+	}
+	v, err := decodeRecorded(first[0])
+	if err != nil {
+		return nil, err
+	}
+	created, ok := v.(domain.NotificationCreated)
+	if !ok || created.Tenant != tenant || created.RecipientID != recipient {
+		return nil, missing
+	}
+	ids, err := c.envelopeSiblings(ctx, first[0].Metadata, id)
+	if err != nil {
+		return nil, err
+	}
+	out := []DeliveryHistory{}
+	for _, did := range ids {
+		d, events, err := c.deliveryHistory(ctx, tenant, did, recipient, false)
+		if domain.ErrorCode(err) == domain.CodeDeliveryNotFound {
+			// Not a delivery, or one to someone else.
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, DeliveryHistory{ID: did, Channel: d.Channel, Status: d.Status, Events: events})
+	}
+	return out, nil
+}
+
+// envelopeSiblings returns the deliveries decided with notification id: an
+// envelope's events carry the envelope's id as their correlation id, and
+// the envelope names every delivery it decided. A notification no envelope
+// made is its own delivery, if any.
+func (c *Commands) envelopeSiblings(ctx context.Context, metadata []byte, id string) ([]string, error) {
+	var meta struct {
+		CorrelationID string `json:"correlationId"`
+	}
+	if err := json.Unmarshal(metadata, &meta); err != nil {
+		return nil, fmt.Errorf("notification %s metadata: %w", id, err)
+	}
+	if !domain.ValidID(meta.CorrelationID) {
+		return []string{id}, nil
+	}
+	evs, err := c.store.ReadStream(ctx, domain.EnvelopeStream(meta.CorrelationID), 0, 1)
+	if err != nil {
+		return nil, storeError(fmt.Errorf("load envelope %s: %w", meta.CorrelationID, err))
+	}
+	if len(evs) == 0 {
+		return []string{id}, nil
+	}
+	v, err := decodeRecorded(evs[0])
+	if err != nil {
+		return nil, err
+	}
+	received, ok := v.(domain.EnvelopeReceived)
+	if !ok || !slices.ContainsFunc(received.Deliveries, func(d domain.EnvelopeDelivery) bool { return d.ID == id }) {
+		return []string{id}, nil
+	}
+	ids := make([]string, len(received.Deliveries))
+	for i, d := range received.Deliveries {
+		ids[i] = d.ID
+	}
+	return ids, nil
 }
 
 // foldStream hands every event of stream to each, in order.

@@ -17,8 +17,13 @@ const (
 	EventDeviceExpired    = "DeviceExpired"
 )
 
-// CodeDeviceNotFound: the caller has no device with the id.
-const CodeDeviceNotFound = "device.not_found"
+// Error codes of devices.
+const (
+	// CodeDeviceNotFound: the caller has no device with the id.
+	CodeDeviceNotFound = "device.not_found"
+	// CodeDeviceLimit: the user has as many active devices as allowed.
+	CodeDeviceLimit = "device.limit_reached"
+)
 
 // Device statuses.
 const (

@@ -73,11 +73,11 @@ func statusOf(code string) int {
 		return http.StatusUnauthorized
 	case domain.CodeForbidden:
 		return http.StatusForbidden
-	case domain.CodeNotFound, domain.CodeNotificationMissing, domain.CodeTemplateNotFound, domain.CodeDeliveryNotFound:
+	case domain.CodeNotFound, domain.CodeNotificationMissing, domain.CodeTemplateNotFound, domain.CodeDeliveryNotFound, domain.CodeDeviceNotFound:
 		return http.StatusNotFound
 	case domain.CodeTemplateInvalid, domain.CodeTemplateMissingParam, domain.CodeChannelMismatch:
 		return http.StatusUnprocessableEntity
-	case domain.CodeTemplateExists, domain.CodeIdempotencyKeyConflict, domain.CodeDeliveryNotFailed:
+	case domain.CodeTemplateExists, domain.CodeIdempotencyKeyConflict, domain.CodeDeliveryNotFailed, domain.CodeDeviceLimit:
 		return http.StatusConflict
 	case domain.CodeTemplateVersionConflict:
 		return http.StatusPreconditionFailed

@@ -35,6 +35,10 @@ type Commands interface {
 	Send(context.Context, commands.Send) (commands.SendResult, error)
 	Delivery(ctx context.Context, tenant, id, user string, seeAll bool) (string, []commands.HistoryEntry, error)
 	RetryDelivery(ctx context.Context, tenant, id, actor, actorName, correlationID string) (eventstore.Position, error)
+	NotificationDeliveries(ctx context.Context, tenant, recipient, id string) ([]commands.DeliveryHistory, error)
+	RegisterDevice(context.Context, commands.RegisterDevice) (commands.DeviceResult, error)
+	RemoveDevice(ctx context.Context, tenant, userID, id, actorName, correlationID string) (eventstore.Position, error)
+	Devices(ctx context.Context, tenant, userID string) ([]domain.Device, error)
 	// ComparePositions orders two consistency tokens, as the event store
 	// does.
 	ComparePositions(a, b string) (int, error)
@@ -130,6 +134,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.registerDirectory(mux)
 	s.registerTemplates(mux)
 	s.registerDeliveries(mux)
+	s.registerDevices(mux)
 	s.registerSockets(mux)
 }
 
