@@ -46,6 +46,7 @@ func TestHelpExitsZeroAndListsOnlyWhatTheCommandReads(t *testing.T) {
 		{[]string{"projections", "rebuild", "--help"}, []string{"Usage: herald projections rebuild NAME"}, []string{"[NAME]"}},
 		{[]string{"token", "--help"}, []string{"--sub USER --tenant TENANT", "-url"}, []string{"HERALD_DATABASE_URL"}},
 		{[]string{"watch", "--help"}, []string{"-url", "-permissions"}, nil},
+		{[]string{"vapid-keys", "--help"}, []string{"Usage: herald vapid-keys"}, []string{"HERALD_DATABASE_URL"}},
 		{[]string{"--help"}, []string{"herald serve", "herald version"}, nil},
 	} {
 		stdout, stderr, code := runBinary(t, c.args...)

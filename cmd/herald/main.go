@@ -25,6 +25,7 @@ Usage:
                     projection status, parked events and their retry
   herald token      print a dev-mode access token (needs a running herald dev)
   herald watch      print a dev-mode user's live notification frames
+  herald vapid-keys print a new VAPID key pair for the push channel
   herald version    print the version, commit and Go version
 
 Run "herald <command> --help" for a command's flags and settings.
@@ -59,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return tokenCommand(ctx, rest, stdout, stderr)
 	case "watch":
 		return watchCommand(ctx, rest, stdout, stderr)
+	case "vapid-keys":
+		return vapidKeysCommand(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -329,6 +329,13 @@ func (a *App) senders(logger *slog.Logger) (map[string]projections.Sender, error
 		}
 		out[domain.ChannelSMS] = sms
 	}
+	if a.cfg.WebPush.PublicKey != "" {
+		push, err := channels.NewWebPush(a.cfg.WebPush, a.Commands)
+		if err != nil {
+			return nil, fmt.Errorf("push channel: %w", err)
+		}
+		out[domain.ChannelPush] = push
+	}
 	if a.cfg.Dev {
 		a.outbox = channels.NewOutbox()
 		for _, ch := range []string{domain.ChannelEmail, domain.ChannelSMS, domain.ChannelPush, domain.ChannelInApp} {

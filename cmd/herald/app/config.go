@@ -42,10 +42,12 @@ type Config struct {
 	// DefaultLanguage ends a template lookup's language fallback (BCP 47,
 	// canonical).
 	DefaultLanguage string
-	// Email and SMS are the delivery channels' providers; a channel whose
-	// URL is empty has none (dev mode captures it in its outbox).
-	Email channels.EmailConfig
-	SMS   channels.SMSConfig
+	// Email, SMS and WebPush are the delivery channels' providers; a
+	// channel whose URL (or VAPID key) is empty has none (dev mode captures
+	// it in its outbox).
+	Email   channels.EmailConfig
+	SMS     channels.SMSConfig
+	WebPush channels.WebPushConfig
 	// Redis is the emitter bus producers push to sockets over; off when
 	// neither URL nor ClusterAddrs is set.
 	Redis RedisConfig
@@ -287,6 +289,12 @@ func Settings() []Setting {
 			str(func(c *Config) *string { return &c.SMS.AuthToken })},
 		{"HERALD_SMS_FROM", "", "sender of text messages: an E.164 number, or a messaging service sid (MG…)", PartServe,
 			str(func(c *Config) *string { return &c.SMS.From })},
+		{"HERALD_VAPID_PUBLIC_KEY", "", "VAPID public key of the push channel (RFC 8292), base64url: the applicationServerKey browsers subscribe with; empty: no push channel", PartServe,
+			str(func(c *Config) *string { return &c.WebPush.PublicKey })},
+		{"HERALD_VAPID_PRIVATE_KEY", "", "VAPID private key, base64url (herald vapid-keys prints a new pair)", PartServe,
+			str(func(c *Config) *string { return &c.WebPush.PrivateKey })},
+		{"HERALD_VAPID_SUBJECT", "", "how push services reach the operator, sent as the VAPID token's sub: mailto:ops@example.com or an https: URL", PartServe,
+			str(func(c *Config) *string { return &c.WebPush.Subject })},
 		{"HERALD_REDIS_URL", "", "redis://[:password@]host:port/db of the Redis producers push socket messages over (the emitter); empty: the emitter is off", PartServe,
 			str(func(c *Config) *string { return &c.Redis.URL })},
 		{"HERALD_REDIS_CLUSTER_ADDRS", "", "comma-separated host:port of a Redis Cluster, instead of HERALD_REDIS_URL", PartServe,
@@ -596,6 +604,13 @@ func (c Config) validateChannels(add func(name, problem string)) {
 	if c.SMS != (channels.SMSConfig{}) {
 		names := map[string]string{"BaseURL": "HERALD_SMS_URL", "AccountSID": "HERALD_SMS_ACCOUNT_SID", "AuthToken": "HERALD_SMS_AUTH_TOKEN", "From": "HERALD_SMS_FROM"}
 		problems := c.SMS.Problems()
+		for _, f := range slices.Sorted(maps.Keys(problems)) {
+			add(names[f], problems[f])
+		}
+	}
+	if c.WebPush != (channels.WebPushConfig{}) {
+		names := map[string]string{"PublicKey": "HERALD_VAPID_PUBLIC_KEY", "PrivateKey": "HERALD_VAPID_PRIVATE_KEY", "Subject": "HERALD_VAPID_SUBJECT"}
+		problems := c.WebPush.Problems()
 		for _, f := range slices.Sorted(maps.Keys(problems)) {
 			add(names[f], problems[f])
 		}

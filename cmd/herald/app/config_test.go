@@ -220,3 +220,39 @@ func TestRedisSettingsAreCheckedAtStartUp(t *testing.T) {
 		})
 	}
 }
+
+// A channel with any of its settings set must have them all right, and
+// each problem names its variable.
+func TestChannelSettingsAreChecked(t *testing.T) {
+	vars := serveEnv()
+	vars["HERALD_SMTP_URL"] = "smtp://mail.example.com"
+	vars["HERALD_SMS_URL"] = "ftp://sms.example.com"
+	vars["HERALD_VAPID_PUBLIC_KEY"] = "BLlMqHHVC15cC8EdxjBjzPFgdhKLH7QM52bDTdM_MqnpxfTGLEJfrPte382LFMgnroBDMKsGVnUcguQ0vLIrwhw"
+	vars["HERALD_VAPID_PRIVATE_KEY"] = "NnHuVgObEmsiytQEjTUosZpdIBIENJ9YaGXQYq4KEL4"
+	vars["HERALD_VAPID_SUBJECT"] = "ops@example.com"
+	var se *SettingsError
+	if err := Load(env(vars)).Validate(); !errors.As(err, &se) {
+		t.Fatalf("got %v, want a *SettingsError", err)
+	}
+	for _, name := range []string{"HERALD_SMTP_FROM", "HERALD_SMS_URL", "HERALD_SMS_ACCOUNT_SID", "HERALD_SMS_AUTH_TOKEN", "HERALD_SMS_FROM", "HERALD_VAPID_SUBJECT"} {
+		if se.Problems[name] == "" {
+			t.Errorf("%s not reported: %v", name, se.Problems)
+		}
+	}
+	if len(se.Problems) != 6 {
+		t.Errorf("problems %v; want exactly 6", se.Problems)
+	}
+	// The pair printed by herald vapid-keys, with a mailto: subject, is
+	// right; a public key that is not the private key's is not.
+	vars = serveEnv()
+	vars["HERALD_VAPID_PUBLIC_KEY"] = "BLlMqHHVC15cC8EdxjBjzPFgdhKLH7QM52bDTdM_MqnpxfTGLEJfrPte382LFMgnroBDMKsGVnUcguQ0vLIrwhw"
+	vars["HERALD_VAPID_PRIVATE_KEY"] = "NnHuVgObEmsiytQEjTUosZpdIBIENJ9YaGXQYq4KEL4"
+	vars["HERALD_VAPID_SUBJECT"] = "mailto:ops@example.com"
+	if err := Load(env(vars)).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	vars["HERALD_VAPID_PRIVATE_KEY"] = "AnHuVgObEmsiytQEjTUosZpdIBIENJ9YaGXQYq4KEL4"
+	if err := Load(env(vars)).Validate(); !errors.As(err, &se) || !strings.Contains(se.Problems["HERALD_VAPID_PUBLIC_KEY"], "not the public key") {
+		t.Fatalf("a mismatched pair: %v", err)
+	}
+}

@@ -2,6 +2,9 @@ package app_test
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/projections"
+	"github.com/heraldhq/herald/transport/channels"
 )
 
 // smsAPI stands in for a Twilio-compatible Messages API: it answers 503 to
@@ -401,5 +405,133 @@ func TestFailedDeliveryRetriedOverREST(t *testing.T) {
 	}
 	if len(attempts) != 2 || attempts[1] != 2 {
 		t.Fatalf("attempts %v, want 1 then 2", attempts)
+	}
+}
+
+// pushService stands in for the push services of users' browsers: an
+// endpoint under /ok/ takes the message (201 with its Location), one under
+// /gone/ no longer exists (410).
+type pushService struct {
+	mu   sync.Mutex
+	hits map[string]int
+}
+
+func (p *pushService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	p.hits[r.URL.Path]++
+	p.mu.Unlock()
+	if r.Header.Get("Content-Encoding") != "aes128gcm" || !strings.HasPrefix(r.Header.Get("Authorization"), "vapid t=") {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/gone/") {
+		w.WriteHeader(http.StatusGone)
+		return
+	}
+	w.Header().Set("Location", "/m"+r.URL.Path)
+	w.WriteHeader(http.StatusCreated)
+}
+
+func (p *pushService) count(path string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hits[path]
+}
+
+// browserSubscription is a push subscription with fresh keys, as a browser
+// makes one.
+func browserSubscription(t *testing.T, endpoint string) domain.PushSubscription {
+	t.Helper()
+	key, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := make([]byte, 16)
+	_, _ = rand.Read(secret)
+	return domain.PushSubscription{Endpoint: endpoint, P256dh: base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()),
+		Auth: base64.RawURLEncoding.EncodeToString(secret)}
+}
+
+// A push delivery goes to every active device of its user, read from the
+// event store when it is sent; a device the push service no longer knows is
+// recorded as expired and not pushed to again; with no device left, the
+// delivery fails at once.
+func TestPushGoesToEveryActiveDevice(t *testing.T) {
+	t.Parallel()
+	push := &pushService{hits: map[string]int{}}
+	srv := httptest.NewServer(push)
+	t.Cleanup(srv.Close)
+	vapid, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, func(c *app.Config) {
+		c.WebPush = channels.WebPushConfig{PublicKey: base64.RawURLEncoding.EncodeToString(vapid.PublicKey().Bytes()),
+			PrivateKey: base64.RawURLEncoding.EncodeToString(vapid.Bytes()), Subject: "mailto:ops@herald.example"}
+	})
+	ctx := context.Background()
+	register := func(endpoint string) string {
+		t.Helper()
+		res, err := a.Commands.RegisterDevice(ctx, commands.RegisterDevice{Tenant: "org-1", UserID: "alice", Subscription: browserSubscription(t, srv.URL+endpoint)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Device.ID
+	}
+	phone := register("/ok/phone")
+	laptop := register("/gone/laptop")
+	tpl, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
+		Name: "shipped", Type: domain.ChannelPush, Language: "en", Subject: "Shipped", Content: "Order {{order}} is on its way"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(order string) string {
+		t.Helper()
+		res, err := a.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: tpl.Template.ID, Channel: domain.ChannelPush, Recipient: "alice",
+			Params: map[string]any{"order": order}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the push delivery to settle", func() (bool, error) {
+			status, _ := deliveryEvents(t, a, res.DeliveryID)
+			return status == domain.StatusSent || status == domain.StatusFailed, nil
+		})
+		return res.DeliveryID
+	}
+
+	first := send("A-1")
+	status, evs := deliveryEvents(t, a, first)
+	attempted := evs[len(evs)-2]
+	if status != domain.StatusSent || attempted.data["provider"] != channels.WebPushProvider || attempted.data["providerMessageId"] != "/m/ok/phone" {
+		t.Fatalf("first push %s: %+v", status, attempted)
+	}
+	if push.count("/ok/phone") != 1 || push.count("/gone/laptop") != 1 {
+		t.Fatalf("push service hits %v", push.hits)
+	}
+	devices, err := a.Commands.Devices(ctx, "org-1", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	for _, d := range devices {
+		states[d.ID] = d.Status
+	}
+	if states[phone] != domain.DeviceStatusActive || states[laptop] != domain.DeviceStatusExpired {
+		t.Fatalf("devices after the push: %v", states)
+	}
+
+	send("A-2")
+	if push.count("/ok/phone") != 2 || push.count("/gone/laptop") != 1 {
+		t.Fatalf("an expired device was pushed to again: %v", push.hits)
+	}
+
+	if _, err := a.Commands.RemoveDevice(ctx, "org-1", "alice", phone, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	none := send("A-3")
+	status, evs = deliveryEvents(t, a, none)
+	last := evs[len(evs)-1]
+	if status != domain.StatusFailed || last.data["errorCode"] != "push.no_active_device" || push.count("/ok/phone") != 2 {
+		t.Fatalf("push with no device %s: %+v, hits %v", status, last, push.hits)
 	}
 }
