@@ -117,6 +117,17 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	inFlight map[string]bool
+	// settled are deliveries this process saw sent or failed, by id, with
+	// the queue position they were picked at, kept until the queue's
+	// projection has removed them, so that a poll in between does not
+	// start them again only to find them settled. A delivery queued again
+	// (an administrator's retry) has moved on from that position.
+	settled map[string]settledRow
+}
+
+type settledRow struct {
+	position string
+	at       time.Time
 }
 
 // Seed 003's circuit breaker: the breaker opens when at least half of
@@ -145,6 +156,7 @@ func NewDispatcher(pool *pgxpool.Pool, attempts Attempts, senders map[string]Sen
 	d := &Dispatcher{
 		pool: pool, attempts: attempts, senders: senders, breakers: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{},
 		logger: logger.With("component", "dispatcher"), concurrency: 16, poll: 200 * time.Millisecond, inFlight: map[string]bool{},
+		settled: map[string]settledRow{},
 	}
 	d.metrics = newDispatchMetrics(reg, d.logger)
 	for channel, sender := range senders {
@@ -199,27 +211,33 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			wg.Go(func() {
 				defer func() { <-sem }()
 				defer d.done(row.id)
-				d.dispatch(ctx, row.id, row.channel)
+				d.dispatch(ctx, row)
 			})
 		}
-		if !domain.Sleep(ctx, d.poll) {
+		// A full page means more are due: read on at once. Otherwise wait
+		// for what is sending and for new deliveries.
+		if len(due) < dispatchPage/2 && !domain.Sleep(ctx, d.poll) {
 			return ctx.Err()
 		}
 	}
 }
 
-type dueRow struct{ id, channel string }
+// settledKeep bounds how long a settled delivery is remembered: far longer
+// than the queue's projection takes to remove it.
+const settledKeep = 5 * time.Minute
+
+type dueRow struct{ id, channel, position string }
 
 // due reads the deliveries due now that no attempt of this process is
 // sending, and marks them in flight.
 func (d *Dispatcher) due(ctx context.Context) ([]dueRow, error) {
-	rows, err := d.pool.Query(ctx, `SELECT id::text, channel FROM dispatch_queue WHERE due_at <= now() ORDER BY due_at LIMIT $1`, dispatchPage)
+	rows, err := d.pool.Query(ctx, `SELECT id::text, channel, position FROM dispatch_queue WHERE due_at <= now() ORDER BY due_at LIMIT $1`, dispatchPage)
 	if err != nil {
 		return nil, err
 	}
 	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueRow, error) {
 		var x dueRow
-		err := r.Scan(&x.id, &x.channel)
+		err := r.Scan(&x.id, &x.channel, &x.position)
 		return x, err
 	})
 	if err != nil {
@@ -227,8 +245,17 @@ func (d *Dispatcher) due(ctx context.Context) ([]dueRow, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	now := time.Now()
+	for id, st := range d.settled {
+		if now.Sub(st.at) > settledKeep {
+			delete(d.settled, id)
+		}
+	}
 	out := all[:0]
 	for _, r := range all {
+		if st, ok := d.settled[r.id]; ok && st.position == r.position {
+			continue
+		}
 		if !d.inFlight[r.id] {
 			d.inFlight[r.id] = true
 			out = append(out, r)
@@ -243,9 +270,17 @@ func (d *Dispatcher) done(id string) {
 	delete(d.inFlight, id)
 }
 
+// settle remembers that the delivery of row is sent or failed for good.
+func (d *Dispatcher) settle(row dueRow) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.settled[row.id] = settledRow{position: row.position, at: time.Now()}
+}
+
 // dispatch makes one attempt of delivery id, unless its channel's
 // breaker is open: then it waits, with no attempt counted.
-func (d *Dispatcher) dispatch(ctx context.Context, id, channel string) {
+func (d *Dispatcher) dispatch(ctx context.Context, row dueRow) {
+	id, channel := row.id, row.channel
 	sender := d.senders[channel]
 	provider := channel
 	done := func(error) {}
@@ -292,6 +327,8 @@ func (d *Dispatcher) dispatch(ctx context.Context, id, channel string) {
 	outcome := status
 	if status == domain.StatusQueued {
 		outcome = "retry"
+	} else {
+		d.settle(row)
 	}
 	d.metrics.sent.WithLabelValues(channel, outcome).Inc()
 	d.logger.DebugContext(ctx, "delivery attempted", "delivery", id, "channel", channel, "status", status, "took_ms", took.Milliseconds())
