@@ -29,6 +29,7 @@ type options struct {
 	warmUp     time.Duration
 	messages   int
 	envelopes  int
+	deliveries int
 	e2eTimeout time.Duration
 	fanOutRuns int
 	only       string
@@ -69,11 +70,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.warmUp, "warm-up", time.Second, "warm-up before each append measurement window")
 	fs.IntVar(&o.messages, "messages", 100_000, "messages of the end-to-end run")
 	fs.IntVar(&o.envelopes, "envelopes", 20_000, "event envelopes of the envelopes run (each triggers two templates)")
+	fs.IntVar(&o.deliveries, "deliveries", 3_000, "deliveries of each channel's dispatch run")
 	// Two end-to-end runs that both time out, after the append
 	// measurements, must still finish within five minutes.
 	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 75*time.Second, "longest an end-to-end run may take; a slower one reports its partial rate")
 	fs.IntVar(&o.fanOutRuns, "fanout-runs", 5, "timed rounds of the fan-out measurement (after one warm-up round)")
-	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, envelopes, fanout, read or ws (default all)")
+	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, envelopes, dispatch, fanout, read or ws (default all)")
 	fs.IntVar(&o.wsConns, "ws-connections", 10_000, "WebSocket sessions of the ws measurement")
 	fs.IntVar(&o.wsBroadcasts, "ws-broadcasts", 30, "timed admin broadcasts of the ws measurement (after one warm-up)")
 	fs.IntVar(&o.wsFanOut, "ws-fanout", 20, "org messages of the ws measurement's persisted fan-out")
@@ -84,8 +86,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.only != "" && !slices.Contains([]string{"append", "e2e", "envelopes", "fanout", "read", "ws"}, o.only):
-		return o, fmt.Errorf("-only %q: want append, e2e, envelopes, fanout, read or ws", o.only)
+	case o.only != "" && !slices.Contains([]string{"append", "e2e", "envelopes", "dispatch", "fanout", "read", "ws"}, o.only):
+		return o, fmt.Errorf("-only %q: want append, e2e, envelopes, dispatch, fanout, read or ws", o.only)
 	case o.wsConns <= 0 || o.wsBroadcasts <= 0 || o.wsFanOut <= 0:
 		return o, errors.New("-ws-connections, -ws-broadcasts and -ws-fanout must be positive")
 	case o.fanOutRuns <= 0:
@@ -125,6 +127,7 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			WarmUp:       opts.warmUp.String(),
 			Messages:     opts.messages,
 			Envelopes:    opts.envelopes,
+			Deliveries:   opts.deliveries,
 			E2ETimeout:   opts.e2eTimeout.String(),
 			Partitions:   partitions,
 			E2EPoolConns: e2ePoolConns,
@@ -159,6 +162,13 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			return fmt.Errorf("envelopes: %w", err)
 		}
 		res.Envelopes = &env
+	}
+	if opts.only == "" || opts.only == "dispatch" {
+		d, err := runDispatch(ctx, opts, dbs, logger, quiet)
+		if err != nil {
+			return fmt.Errorf("dispatch: %w", err)
+		}
+		res.Dispatch = &d
 	}
 	if opts.only == "" || opts.only == "fanout" {
 		fan, err := runFanOut(ctx, opts, dbs, logger, quiet)

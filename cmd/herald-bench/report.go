@@ -21,6 +21,7 @@ type results struct {
 	Append          []appendResult   `json:"append,omitempty"`
 	EndToEnd        *e2eResult       `json:"end_to_end,omitempty"`
 	Envelopes       *envelopesResult `json:"envelopes,omitempty"`
+	Dispatch        *dispatchResult  `json:"dispatch,omitempty"`
 	FanOut          *fanOutResult    `json:"fan_out,omitempty"`
 	Read            *readResult      `json:"read,omitempty"`
 	WS              *wsResult        `json:"ws,omitempty"`
@@ -34,6 +35,7 @@ type settings struct {
 	WarmUp       string `json:"warm_up"`
 	Messages     int    `json:"messages"`
 	Envelopes    int    `json:"envelopes"`
+	Deliveries   int    `json:"deliveries"`
 	E2ETimeout   string `json:"e2e_timeout"`
 	Partitions   int    `json:"partitions"`
 	E2EPoolConns int    `json:"e2e_pool_conns"`
@@ -86,6 +88,22 @@ func printTable(w io.Writer, r results) error {
 			[2]string{"baseline", "minimal consumer, 1 INSERT per message: " + runText(e.Baseline, "messages/s")},
 			[2]string{"ratio", times(e.Ratio)},
 			[2]string{"goal", "none"})
+	}
+	if d := r.Dispatch; d != nil {
+		for _, c := range d.Channels {
+			herald := rate(c.Herald, "deliveries/s")
+			if c.TimedOut {
+				herald += " (timed out)"
+			}
+			if c.Received > int64(d.Deliveries) {
+				herald += fmt.Sprintf(" (%s received: duplicates)", thousands(c.Received))
+			}
+			block(fmt.Sprintf("dispatch, %s %s deliveries to a %s, %d at once", thousands(int64(d.Deliveries)), c.Channel, c.Target, dispatchConcurrency),
+				[2]string{"Herald", herald + ", each attempt recorded before and after the call"},
+				[2]string{"baseline", "minimal sender, the same provider calls, no event store: " + rate(c.Baseline, "deliveries/s")},
+				[2]string{"ratio", times(c.Ratio)},
+				[2]string{"goal", "none"})
+		}
 	}
 	if f := r.FanOut; f != nil {
 		block(fmt.Sprintf("fan-out, 1 org message to %s members, median of %d", thousands(int64(f.Members)), len(f.Herald)),
