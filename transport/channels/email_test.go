@@ -3,6 +3,7 @@ package channels_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"mime"
@@ -36,10 +37,13 @@ type mailServer struct {
 type received struct {
 	from, to string
 	data     []byte
+	// tls says whether the message came over TLS (STARTTLS or implicit).
+	tls bool
 }
 
 type mailSession struct {
 	s        *mailServer
+	conn     *smtp.Conn
 	from, to string
 	authed   bool
 }
@@ -81,7 +85,8 @@ func (m *mailSession) Data(r io.Reader) error {
 	}
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
-	m.s.received = append(m.s.received, received{from: m.from, to: m.to, data: b})
+	_, overTLS := m.conn.TLSConnectionState()
+	m.s.received = append(m.s.received, received{from: m.from, to: m.to, data: b, tls: overTLS})
 	return nil
 }
 
@@ -90,11 +95,25 @@ func (m *mailSession) Logout() error { return nil }
 
 func startMailServer(t *testing.T) *mailServer {
 	t.Helper()
+	return startMailServerOn(t, nil, false)
+}
+
+// startMailServerOn starts a mail server that offers STARTTLS with tlsConfig
+// when it is not nil, or speaks TLS from the first byte when implicit.
+func startMailServerOn(t *testing.T, tlsConfig *tls.Config, implicit bool) *mailServer {
+	t.Helper()
 	ms := &mailServer{refuse: map[string]*smtp.SMTPError{}}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &mailSession{s: ms}, nil }))
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &mailSession{s: ms, conn: c}, nil }))
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srv.TLSConfig = tlsConfig
+	var ln net.Listener
+	var err error
+	if implicit {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", tlsConfig)
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
