@@ -158,10 +158,11 @@ func heraldEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// startServe starts `herald serve` on a free port and waits until it is
+// startServe starts `herald serve` on a free port, with extra settings
+// (KEY=value, overriding the fault tests' own), and waits until it is
 // ready. The process is killed when the test ends if it still runs; its logs
 // go to the test log only when the test failed.
-func (e *faultEnv) startServe(name string) *serveProc {
+func (e *faultEnv) startServe(name string, extra ...string) *serveProc {
 	t := e.t
 	t.Helper()
 	addr := freeAddr(t)
@@ -178,6 +179,7 @@ func (e *faultEnv) startServe(name string) *serveProc {
 		"HERALD_JWT_AUDIENCE="+faultAudience,
 		"HERALD_LOG_LEVEL=info",
 	)
+	p.cmd.Env = append(p.cmd.Env, extra...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start herald %s: %v", name, err)
