@@ -411,6 +411,7 @@ var Events = func() *Registry {
 	Register[DeviceRegistered](r, SchemaVersion)
 	Register[DeviceRemoved](r, SchemaVersion)
 	Register[DeviceExpired](r, SchemaVersion)
+	Register[PreferencesChanged](r, SchemaVersion)
 	return r
 }()
 

@@ -9,6 +9,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Quiet hours are in IANA time zones: the binary carries the zone
+	// database, so it does not depend on the host's (a container image
+	// often has none).
+	_ "time/tzdata"
 
 	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/migrations"

@@ -75,7 +75,7 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case domain.CodeNotFound, domain.CodeNotificationMissing, domain.CodeTemplateNotFound, domain.CodeDeliveryNotFound, domain.CodeDeviceNotFound:
 		return http.StatusNotFound
-	case domain.CodeTemplateInvalid, domain.CodeTemplateMissingParam, domain.CodeChannelMismatch:
+	case domain.CodeTemplateInvalid, domain.CodeTemplateMissingParam, domain.CodeChannelMismatch, domain.CodePreferencesInvalid:
 		return http.StatusUnprocessableEntity
 	case domain.CodeTemplateExists, domain.CodeIdempotencyKeyConflict, domain.CodeDeliveryNotFailed, domain.CodeDeviceLimit:
 		return http.StatusConflict

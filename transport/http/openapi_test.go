@@ -779,7 +779,7 @@ func TestOpenAPIValidationCatchesDrift(t *testing.T) {
 		{"missing request id", "GET", "/v1/notifications/x", 200, http.Header{"Content-Type": {"application/json"}},
 			`{"data":` + fmt.Sprintf(item, "") + okMeta, "required header X-Request-Id"},
 		{"undocumented status", "GET", "/healthz", 418, jsonHeader, `{}`, "does not list"},
-		{"undocumented route", "GET", "/v1/preferences", 200, jsonHeader, `{}`, "missing from openapi.json"},
+		{"undocumented route", "GET", "/v1/reports", 200, jsonHeader, `{}`, "missing from openapi.json"},
 		{"unknown route", "GET", "/nope", 404, jsonHeader,
 			`{"error":{"code":"common.not_found","message":"no such route","details":{}},"meta":{"trace_id":"r1","timestamp":"` + ts + `"}}`, ""},
 		{"405 without Allow", "DELETE", "/healthz", 405, jsonHeader,

@@ -39,6 +39,9 @@ type Commands interface {
 	RegisterDevice(context.Context, commands.RegisterDevice) (commands.DeviceResult, error)
 	RemoveDevice(ctx context.Context, tenant, userID, id, actorName, correlationID string) (eventstore.Position, error)
 	Devices(ctx context.Context, tenant, userID string) ([]domain.Device, error)
+	Preferences(ctx context.Context, tenant, userID string) (commands.PreferencesView, error)
+	TenantPreferences(ctx context.Context, tenant string) (commands.PreferencesView, error)
+	ChangePreferences(context.Context, commands.ChangePreferences) (commands.PreferencesView, error)
 	// ComparePositions orders two consistency tokens, as the event store
 	// does.
 	ComparePositions(a, b string) (int, error)
@@ -135,6 +138,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.registerTemplates(mux)
 	s.registerDeliveries(mux)
 	s.registerDevices(mux)
+	s.registerPreferences(mux)
 	s.registerSockets(mux)
 }
 
