@@ -65,11 +65,15 @@ func (c *Commands) HandleEnvelope(ctx context.Context, cmd HandleEnvelope) (Enve
 		return EnvelopeResult{}, err
 	}
 	res := EnvelopeResult{ID: id, Suppressed: map[string]int{}}
-	var decided []domain.Event
+	prefs, err := c.envelopePreferences(ctx, received)
+	if err != nil {
+		return EnvelopeResult{}, err
+	}
+	var decided [][]domain.Event
 	for _, t := range chosen {
-		d := decideEnvelopeDelivery(received, t)
+		d := decideEnvelopeDelivery(received, t, prefs)
 		decided = append(decided, d)
-		if s, ok := d.(domain.DeliverySuppressed); ok {
+		if s, ok := d[0].(domain.DeliverySuppressed); ok {
 			res.Suppressed[s.Reason]++
 		} else {
 			res.Scheduled++
@@ -120,9 +124,12 @@ func (c *Commands) HandleEnvelope(ctx context.Context, cmd HandleEnvelope) (Enve
 	return res, nil
 }
 
-// deliveryAppends are the streams a decided delivery opens: its own, and an
-// in-app delivery's inbox notification.
-func deliveryAppends(d domain.Event, meta domain.Metadata) ([]eventstore.StreamAppend, error) {
+// deliveryAppends are the streams a decided delivery opens: its own, with
+// the decision first (DeliveryScheduled or DeliverySuppressed) and what
+// follows it (a DeliveryDeferred), and an in-app delivery's inbox
+// notification.
+func deliveryAppends(decided []domain.Event, meta domain.Metadata) ([]eventstore.StreamAppend, error) {
+	d := decided[0]
 	var id string
 	switch e := d.(type) {
 	case domain.DeliveryScheduled:
@@ -131,11 +138,15 @@ func deliveryAppends(d domain.Event, meta domain.Metadata) ([]eventstore.StreamA
 		id = e.ID
 	}
 	stream := domain.DeliveryStream(id)
-	ev, err := newEvent(d.EventID(stream, 0), d, meta)
-	if err != nil {
-		return nil, err
+	events := make([]eventstore.EventData, len(decided))
+	for i, e := range decided {
+		var err error
+		if events[i], err = newEvent(e.EventID(stream, int64(i)), e, meta); err != nil {
+			return nil, err
+		}
 	}
-	out := []eventstore.StreamAppend{{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}}}
+	ev := events[0]
+	out := []eventstore.StreamAppend{{Stream: stream, Expected: eventstore.NoStream, Events: events}}
 	if s, ok := d.(domain.DeliveryScheduled); ok && s.Channel == domain.ChannelInApp {
 		m := meta
 		m.CausationID = ev.ID
@@ -208,7 +219,11 @@ func (c *Commands) completeEnvelopeDelivery(ctx context.Context, received domain
 	if err != nil {
 		return "", fmt.Errorf("complete delivery %s: %w", d.ID, err)
 	}
-	appends, err := deliveryAppends(decideEnvelopeDelivery(received, t), meta)
+	prefs, err := c.envelopePreferences(ctx, received)
+	if err != nil {
+		return "", err
+	}
+	appends, err := deliveryAppends(decideEnvelopeDelivery(received, t, prefs), meta)
 	if err != nil {
 		return "", err
 	}
@@ -304,11 +319,40 @@ func dataLanguage(data map[string]any) string {
 	return ""
 }
 
+// envelopePreferences are the preferences of an envelope's user (its
+// data's user_id), or nil when it names none.
+func (c *Commands) envelopePreferences(ctx context.Context, received domain.EnvelopeReceived) (*domain.EffectivePreferences, error) {
+	user, _ := received.Data["user_id"].(string)
+	if domain.IdentifierProblem(user) != "" {
+		return nil, nil
+	}
+	view, err := c.Preferences(ctx, received.Tenant, user)
+	if err != nil {
+		return nil, err
+	}
+	return &view.Effective, nil
+}
+
 // decideEnvelopeDelivery decides the delivery of an envelope through
-// template t: scheduled with the rendered text, or suppressed because the
-// data lack the address or a parameter. It depends only on its arguments,
-// so a redelivery decides the same.
-func decideEnvelopeDelivery(received domain.EnvelopeReceived, t domain.Template) domain.Event {
+// template t: scheduled with the rendered text (and deferred, when the
+// user's quiet hours say so), or suppressed because the data lack the
+// address or a parameter, or by the user's preferences (prefs, nil when
+// the envelope names no user). Its category is the template's, else the
+// envelope's event type. It depends only on its arguments, the time of
+// the decision being the envelope's reception, so a redelivery decides
+// the same.
+func decideEnvelopeDelivery(received domain.EnvelopeReceived, t domain.Template, prefs *domain.EffectivePreferences) []domain.Event {
+	ev := decideEnvelopeContent(received, t)
+	s, ok := ev.(domain.DeliveryScheduled)
+	if !ok || prefs == nil {
+		return []domain.Event{ev}
+	}
+	return domain.HoldDelivery(s, prefs.Decide(cmp.Or(t.Category, received.Envelope.EventType), t.Type, t.Critical, received.ReceivedAt), received.ReceivedAt)
+}
+
+// decideEnvelopeContent decides what an envelope's delivery through t
+// would send: scheduled, or suppressed for a missing address or parameter.
+func decideEnvelopeContent(received domain.EnvelopeReceived, t domain.Template) domain.Event {
 	id := domain.EnvelopeDeliveryID(received.ID, t.Name, t.Type)
 	ref := domain.DeliveryTemplate{ID: t.ID, Name: t.Name, Version: t.Version, Language: t.Language}
 	field := domain.AddressFields[t.Type]

@@ -152,22 +152,20 @@ func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
 	if cmd.Channel == domain.ChannelPush || cmd.Channel == domain.ChannelInApp {
 		scheduled.RecipientID = cmd.Recipient
 	}
-	meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID)
-	stream := domain.DeliveryStream(id)
-	ev, err := newEvent(scheduled.EventID(stream, 0), scheduled, meta)
-	if err != nil {
-		return SendResult{}, err
-	}
-	appends := []eventstore.StreamAppend{{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}}}
-	if cmd.Channel == domain.ChannelInApp {
-		// The inbox notification is written with the delivery: the
-		// recipient reads it in the inbox and live, as any other.
-		meta.CausationID = ev.ID
-		created, err := newCreated(scheduled.Notification(), meta)
+	decided := []domain.Event{scheduled}
+	if scheduled.RecipientID != "" {
+		// A user is addressed: the user's preferences decide; an email
+		// address or a phone number is no one's preferences.
+		view, err := c.Preferences(ctx, cmd.Tenant, scheduled.RecipientID)
 		if err != nil {
 			return SendResult{}, err
 		}
-		appends = append(appends, eventstore.StreamAppend{Stream: domain.NotificationStream(id), Expected: eventstore.NoStream, Events: []eventstore.EventData{created}})
+		decided = domain.HoldDelivery(scheduled, view.Effective.Decide(cmp.Or(t.Category, t.Name), cmd.Channel, t.Critical, now), now)
+	}
+	meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID)
+	appends, err := deliveryAppends(decided, meta)
+	if err != nil {
+		return SendResult{}, err
 	}
 	results, err := c.store.AppendMulti(ctx, appends)
 	if errors.Is(err, eventstore.ErrWrongVersion) {
@@ -177,7 +175,11 @@ func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
 		return SendResult{}, storeError(fmt.Errorf("record send %s: %w", id, err))
 	}
 	last := results[len(results)-1].Position
-	return SendResult{DeliveryID: id, Status: domain.StatusQueued, Duplicate: results[0].Deduplicated, Position: last}, nil
+	status := domain.StatusQueued
+	if _, suppressed := decided[0].(domain.DeliverySuppressed); suppressed {
+		status = domain.StatusSuppressed
+	}
+	return SendResult{DeliveryID: id, Status: status, Duplicate: results[0].Deduplicated, Position: last}, nil
 }
 
 // sentBefore answers a send whose delivery stream exists already: the same

@@ -184,6 +184,9 @@ func (d *Delivery) Apply(event Event, version int64) {
 		d.ID, d.Tenant, d.RequestFingerprint, d.Channel, d.RecipientID, d.Status = e.ID, e.Tenant, e.RequestFingerprint, e.Channel, e.RecipientID, StatusQueued
 	case DeliverySuppressed:
 		d.ID, d.Tenant, d.RequestFingerprint, d.Channel, d.RecipientID, d.Status = e.ID, e.Tenant, e.RequestFingerprint, e.Channel, e.RecipientID, StatusSuppressed
+	case DeliveryDeferred:
+		until := e.Until
+		d.RetryAt = &until
 	case DeliveryAttemptStarted:
 		d.Started, d.RetryAt = e.Attempt, nil
 	case DeliveryAttempted:
@@ -236,4 +239,49 @@ func Fingerprint(v any) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// EventDeliveryDeferred is the stored type of a delivery held by the
+// recipient's quiet hours.
+const EventDeliveryDeferred = "DeliveryDeferred"
+
+// DeliveryDeferred records that a scheduled delivery is not to be sent
+// before Until: the recipient's quiet hours, in mode defer, hold it. It
+// follows the DeliveryScheduled it holds, in the same append.
+type DeliveryDeferred struct {
+	ID     string    `json:"id"`
+	Tenant string    `json:"tenant"`
+	Until  time.Time `json:"until"`
+	// Reason is why: SuppressedQuietHours.
+	Reason     string    `json:"reason"`
+	DeferredAt time.Time `json:"deferredAt"`
+}
+
+// EventType implements Event.
+func (DeliveryDeferred) EventType() string { return EventDeliveryDeferred }
+
+// EventID implements Event: it is decided with the delivery, so it is
+// named by the version it follows the decision at.
+func (e DeliveryDeferred) EventID(stream string, version int64) string {
+	return versionedEventID(stream, EventDeliveryDeferred, version)
+}
+
+// HoldDelivery applies a preference decision to a scheduled delivery: the
+// events that open its stream. Delivered, the delivery alone; deferred, the
+// delivery and its DeliveryDeferred; otherwise a DeliverySuppressed naming
+// the reason instead, so that nothing is sent and the decision is in the
+// delivery's history.
+func HoldDelivery(s DeliveryScheduled, d PreferenceDecision, now time.Time) []Event {
+	switch {
+	case d.Deliver:
+		return []Event{s}
+	case d.DeferUntil != nil:
+		return []Event{s, DeliveryDeferred{ID: s.ID, Tenant: s.Tenant, Until: d.DeferUntil.UTC(), Reason: d.Reason, DeferredAt: now.UTC()}}
+	default:
+		return []Event{DeliverySuppressed{
+			ID: s.ID, Tenant: s.Tenant, RequestFingerprint: s.RequestFingerprint, From: s.From, Trigger: s.Trigger, Channel: s.Channel,
+			Address: s.Address, RecipientID: s.RecipientID, Template: s.Template, Reason: d.Reason, Detail: "the recipient's preferences",
+			SuppressedAt: now.UTC(),
+		}}
+	}
 }

@@ -412,6 +412,7 @@ var Events = func() *Registry {
 	Register[DeviceRemoved](r, SchemaVersion)
 	Register[DeviceExpired](r, SchemaVersion)
 	Register[PreferencesChanged](r, SchemaVersion)
+	Register[DeliveryDeferred](r, SchemaVersion)
 	return r
 }()
 

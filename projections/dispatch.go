@@ -44,7 +44,7 @@ func (q *DispatchQueue) Apply(ctx context.Context, tx pgx.Tx, events []eventstor
 	batch := &pgx.Batch{}
 	for _, e := range events {
 		switch e.Type {
-		case domain.EventDeliveryScheduled, domain.EventDeliveryAttempted, domain.EventDeliverySucceeded, domain.EventDeliveryFailed, domain.EventDeliveryRetried:
+		case domain.EventDeliveryScheduled, domain.EventDeliveryDeferred, domain.EventDeliveryAttempted, domain.EventDeliverySucceeded, domain.EventDeliveryFailed, domain.EventDeliveryRetried:
 		default:
 			continue
 		}
@@ -56,6 +56,8 @@ func (q *DispatchQueue) Apply(ctx context.Context, tx pgx.Tx, events []eventstor
 		case domain.DeliveryScheduled:
 			batch.Queue(`INSERT INTO `+q.table+` (id, tenant, channel, due_at, position) VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (id) DO NOTHING`, ev.ID, ev.Tenant, ev.Channel, e.RecordedAt, string(e.Position))
+		case domain.DeliveryDeferred:
+			batch.Queue(`UPDATE `+q.table+` SET due_at = $2, position = $3 WHERE id = $1`, ev.ID, ev.Until, string(e.Position))
 		case domain.DeliveryAttempted:
 			if ev.RetryAt != nil {
 				batch.Queue(`UPDATE `+q.table+` SET due_at = $2, position = $3 WHERE id = $1`, ev.ID, *ev.RetryAt, string(e.Position))

@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, topics ...string) (*metrics, error) {
 		}, []string{"outcome"}),
 		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_deliveries_suppressed_total",
-			Help: "Deliveries envelopes decided not to send, by reason (no_address, missing_param).",
+			Help: "Deliveries envelopes decided not to send, by reason (no_address, missing_param, global_silent, category_off, quiet_hours).",
 		}, []string{"reason"}),
 	}
 	for _, topic := range topics {
@@ -75,7 +75,7 @@ func newMetrics(reg prometheus.Registerer, topics ...string) (*metrics, error) {
 	for _, o := range []string{domain.OutcomeDelivered, OutcomeDuplicate, domain.OutcomeNoTemplate, OutcomeDeadLettered} {
 		m.envelopes.WithLabelValues(o)
 	}
-	for _, r := range []string{domain.SuppressedNoAddress, domain.SuppressedMissingParam} {
+	for _, r := range []string{domain.SuppressedNoAddress, domain.SuppressedMissingParam, domain.SuppressedGlobalSilent, domain.SuppressedCategoryOff, domain.SuppressedQuietHours} {
 		m.suppressed.WithLabelValues(r)
 	}
 	if reg == nil {

@@ -535,3 +535,39 @@ func TestPushGoesToEveryActiveDevice(t *testing.T) {
 		t.Fatalf("push with no device %s: %+v, hits %v", status, last, push.hits)
 	}
 }
+
+// A delivery the recipient's quiet hours defer is queued for the end of
+// the window, and the dispatcher leaves it until then.
+func TestDeferredDeliveryWaitsForTheEndOfQuietHours(t *testing.T) {
+	t.Parallel()
+	a := start(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	window := fmt.Sprintf(`{"quietHours":{"start":%q,"end":%q,"timezone":"UTC","mode":"defer"}}`, now.Add(-time.Hour).Format("15:04"), now.Add(time.Hour).Format("15:04"))
+	if _, err := a.Commands.ChangePreferences(ctx, commands.ChangePreferences{Tenant: "org-1", UserID: "alice", Patch: []byte(window)}); err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := a.Commands.CreateTemplate(ctx, commands.CreateTemplate{Tenant: "org-1", Fields: domain.TemplateFields{
+		Name: "digest", Type: domain.ChannelPush, Language: "en", Subject: "Digest", Content: "Your digest"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Commands.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: tpl.Template.ID, Channel: domain.ChannelPush, Recipient: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var due time.Time
+	eventually(t, "the deferred delivery in the dispatch queue", func() (bool, error) {
+		err := a.Pool.QueryRow(ctx, `SELECT due_at FROM dispatch_queue WHERE id = $1`, res.DeliveryID).Scan(&due)
+		return err == nil && due.After(now.Add(50*time.Minute)), nil
+	})
+	if due.After(now.Add(61 * time.Minute)) {
+		t.Fatalf("due at %s, want the window's end, about an hour after %s", due, now)
+	}
+	// Dev mode captures push in the outbox: had the dispatcher sent it, it
+	// would have done so by now.
+	time.Sleep(time.Second)
+	if status, evs := deliveryEvents(t, a, res.DeliveryID); status != domain.StatusQueued || len(evs) != 2 {
+		t.Fatalf("deferred delivery %s: %+v", status, evs)
+	}
+}

@@ -1,0 +1,135 @@
+package commands_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/commands"
+	"github.com/heraldhq/herald/domain"
+)
+
+// openingEvents reads the events a delivery's stream opened with.
+func openingEvents(t *testing.T, c *commands.Commands, id string) (string, []commands.HistoryEntry) {
+	t.Helper()
+	status, entries, err := c.Delivery(context.Background(), "org-1", id, "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status, entries
+}
+
+func setPreferences(t *testing.T, c *commands.Commands, user, doc string) {
+	t.Helper()
+	if _, err := c.ChangePreferences(context.Background(), commands.ChangePreferences{Tenant: "org-1", UserID: user, Patch: []byte(doc)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// quietNow is a quiet-hours window in UTC around the present.
+func quietNow(mode string) string {
+	now := time.Now().UTC()
+	return `{"start":"` + now.Add(-time.Hour).Format("15:04") + `","end":"` + now.Add(time.Hour).Format("15:04") + `","timezone":"UTC","mode":"` + mode + `"}`
+}
+
+// An envelope's deliveries are decided on the user's preferences, read
+// from the event store: a channel switched off is suppressed, quiet hours
+// in defer mode hold push until the window ends, and neither ever holds the
+// inbox.
+func TestEnvelopeDeliveriesFollowPreferences(t *testing.T) {
+	t.Parallel()
+	c := commands.New(newStore(t), nil)
+	ctx := context.Background()
+	for _, typ := range []string{domain.ChannelInApp, domain.ChannelEmail, domain.ChannelPush} {
+		createTemplate(t, c, domain.TemplateFields{Name: "page", Type: typ, Language: "en", TriggerEvent: "page.created", Category: "page.created",
+			Subject: subjectFor(typ), Content: "New page {{title}}"})
+	}
+	setPreferences(t, c, "alice", `{"categories":{"page.created":{"email":false}},"quietHours":`+quietNow("defer")+`}`)
+
+	res, err := c.HandleEnvelope(ctx, commands.HandleEnvelope{
+		Envelope: domain.Envelope{Tenant: "org-1", EventID: "evt-p1", EventType: "page.created",
+			Data: map[string]any{"user_id": "alice", "email": "alice@example.com", "title": "Handbook"}},
+		Source: domain.Source{Kind: "kafka"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Scheduled != 2 || res.Suppressed[domain.SuppressedCategoryOff] != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	status, evs := openingEvents(t, c, domain.EnvelopeDeliveryID(res.ID, "page", domain.ChannelEmail))
+	if status != domain.StatusSuppressed || evs[0].Payload.(domain.DeliverySuppressed).Reason != domain.SuppressedCategoryOff {
+		t.Fatalf("email %s %+v", status, evs)
+	}
+	status, evs = openingEvents(t, c, domain.EnvelopeDeliveryID(res.ID, "page", domain.ChannelPush))
+	if status != domain.StatusQueued || len(evs) != 2 || evs[1].Type != domain.EventDeliveryDeferred {
+		t.Fatalf("push %s %+v", status, evs)
+	}
+	if until := evs[1].Payload.(domain.DeliveryDeferred).Until; until.Before(time.Now().Add(55*time.Minute)) || until.After(time.Now().Add(62*time.Minute)) {
+		t.Fatalf("push deferred until %s, want the window's end in about an hour", until)
+	}
+	// The deferred delivery is not due: no attempt starts before the end.
+	if _, _, err := c.StartAttempt(ctx, domain.EnvelopeDeliveryID(res.ID, "page", domain.ChannelPush), "webpush"); err == nil {
+		t.Fatal("a deferred delivery started an attempt inside quiet hours")
+	}
+	status, _ = openingEvents(t, c, domain.EnvelopeDeliveryID(res.ID, "page", domain.ChannelInApp))
+	if status != domain.StatusQueued {
+		t.Fatalf("in-app %s: quiet hours must not hold the inbox", status)
+	}
+}
+
+func subjectFor(typ string) string {
+	if typ == domain.ChannelEmail || typ == domain.ChannelPush {
+		return "New page"
+	}
+	return ""
+}
+
+// Silence holds everything but critical templates; a channel the tenant
+// switched off stays off even for them; a send to a user follows the
+// user's preferences too.
+func TestSilenceCriticalAndTenantSwitches(t *testing.T) {
+	t.Parallel()
+	c := commands.New(newStore(t), nil)
+	ctx := context.Background()
+	news := createTemplate(t, c, domain.TemplateFields{Name: "news", Type: domain.ChannelPush, Language: "en", Category: "news", Subject: "News", Content: "News"})
+	alert := createTemplate(t, c, domain.TemplateFields{Name: "alert", Type: domain.ChannelPush, Language: "en", Category: "security", Critical: true, Subject: "Alert", Content: "Alert"})
+	billing := createTemplate(t, c, domain.TemplateFields{Name: "bill", Type: domain.ChannelPush, Language: "en", Category: "billing", Critical: true, Subject: "Bill", Content: "Bill"})
+	setPreferences(t, c, "alice", `{"globalSilent":true}`)
+	if _, err := c.ChangePreferences(ctx, commands.ChangePreferences{Tenant: "org-1", Settings: domain.PreferenceSettings{
+		Categories: map[string]map[string]bool{"billing": {"push": false}}}}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(tpl domain.Template) commands.SendResult {
+		t.Helper()
+		res, err := c.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: tpl.ID, Channel: domain.ChannelPush, Recipient: "alice"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for _, tc := range []struct {
+		tpl    domain.Template
+		status string
+		reason string
+	}{
+		{news, domain.StatusSuppressed, domain.SuppressedGlobalSilent},
+		{alert, domain.StatusQueued, ""},
+		{billing, domain.StatusSuppressed, domain.SuppressedCategoryOff},
+	} {
+		res := send(tc.tpl)
+		status, evs := openingEvents(t, c, res.DeliveryID)
+		if res.Status != tc.status || status != tc.status {
+			t.Errorf("%s: answered %s, recorded %s; want %s", tc.tpl.Name, res.Status, status, tc.status)
+		}
+		if s, ok := evs[0].Payload.(domain.DeliverySuppressed); tc.reason != "" && (!ok || s.Reason != tc.reason) {
+			t.Errorf("%s: %+v, want suppressed for %s", tc.tpl.Name, evs[0].Payload, tc.reason)
+		}
+	}
+	// An email address is no one's preferences: a send to one is queued.
+	mail := createTemplate(t, c, domain.TemplateFields{Name: "mail", Type: domain.ChannelEmail, Language: "en", Category: "news", Subject: "S", Content: "C"})
+	res, err := c.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: mail.ID, Channel: domain.ChannelEmail, Recipient: "alice@example.com"})
+	if err != nil || res.Status != domain.StatusQueued {
+		t.Fatalf("email send %+v, %v", res, err)
+	}
+}
