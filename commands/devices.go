@@ -196,3 +196,68 @@ func (c *Commands) changeDevices(ctx context.Context, tenant, userID string, met
 		return nil
 	}
 }
+
+// ChangeDevice switches one of a user's devices: its workspace (Workspace
+// set; an empty string for none) and whether it is active (Active set). A
+// device switched off gets no pushes until it is switched on again; its
+// subscription is kept.
+type ChangeDevice struct {
+	Tenant, UserID, ID string
+	Workspace          *string
+	Active             *bool
+	ActorName          string
+	CorrelationID      string
+}
+
+// ChangeDevice records a change of one of the user's devices: a
+// DeviceRegistered with the new workspace, or to switch it on again; a
+// DeviceRemoved to switch it off. A change to what the device already is
+// records nothing. Another user's device is device.not_found.
+func (c *Commands) ChangeDevice(ctx context.Context, cmd ChangeDevice) (DeviceResult, error) {
+	if cmd.Workspace != nil && *cmd.Workspace != "" {
+		if p := domain.IdentifierProblem(*cmd.Workspace); p != "" {
+			var v domain.ValidationError
+			v.Add("workspaceId", p)
+			return DeviceResult{}, v.Err(domain.CodeValidationFailed, "invalid device change")
+		}
+	}
+	var result DeviceResult
+	err := c.changeDevices(ctx, cmd.Tenant, cmd.UserID, c.requestMeta(cmd.Tenant, cmd.UserID, cmd.ActorName, cmd.CorrelationID),
+		func(devices *domain.Devices) (domain.Event, error) {
+			d, ok := devices.Get(cmd.ID)
+			if !ok {
+				return nil, domain.Errorf(domain.CodeDeviceNotFound, "device not found")
+			}
+			active := d.Status == domain.DeviceStatusActive
+			wantActive := active
+			if cmd.Active != nil {
+				wantActive = *cmd.Active
+			}
+			workspace := d.WorkspaceID
+			if cmd.Workspace != nil {
+				workspace = *cmd.Workspace
+			}
+			switch {
+			case !wantActive && active:
+				return domain.DeviceRemoved{ID: d.ID, Tenant: cmd.Tenant, UserID: cmd.UserID, RemovedAt: c.now().UTC()}, nil
+			case wantActive && (!active || workspace != d.WorkspaceID):
+				if !active && len(devices.Active()) >= domain.MaxDevicesPerUser {
+					return nil, domain.Errorf(domain.CodeDeviceLimit, "at most %d active devices per user; remove one first", domain.MaxDevicesPerUser)
+				}
+				return domain.DeviceRegistered{
+					ID: d.ID, Tenant: cmd.Tenant, UserID: cmd.UserID, Subscription: d.Subscription, WorkspaceID: workspace,
+					UserAgent: d.UserAgent, RegisteredAt: c.now().UTC(),
+				}, nil
+			case !wantActive && workspace != d.WorkspaceID:
+				return nil, domain.Errorf(domain.CodeValidationFailed, "an inactive device keeps its workspace; switch it on to change it").
+					WithDetail("fields", map[string]any{"workspaceId": "cannot change while the device is inactive"})
+			}
+			result.Device = d
+			return nil, nil
+		},
+		func(devices *domain.Devices, pos eventstore.Position) {
+			result.Device, _ = devices.Get(cmd.ID)
+			result.Position = pos
+		})
+	return result, err
+}

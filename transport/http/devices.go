@@ -1,6 +1,7 @@
 package http
 
 import (
+	"encoding/json"
 	"net/http"
 	"time"
 
@@ -17,6 +18,7 @@ func (s *Server) registerDevices(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/devices", s.authed(s.registerDevice))
 	mux.HandleFunc("GET /v1/devices", s.authed(s.listDevices))
 	mux.HandleFunc("DELETE /v1/devices/{id}", s.authed(s.removeDevice))
+	mux.HandleFunc("PATCH /v1/devices/{id}", s.authed(s.changeDevice))
 	mux.HandleFunc("GET /v1/notifications/{id}/deliveries", s.authed(s.notificationDeliveries))
 }
 
@@ -113,6 +115,51 @@ func (s *Server) removeDevice(w http.ResponseWriter, r *http.Request, p auth.Pri
 		w.Header().Set(HeaderConsistencyToken, string(pos))
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// devicePatch switches a device's workspace (null for none) and whether
+// it gets pushes.
+type devicePatch struct {
+	WorkspaceID json.RawMessage `json:"workspaceId"`
+	Active      *bool           `json:"active"`
+}
+
+// changeDevice switches one of the caller's devices (seed 003: pushes go
+// to the devices of the notification's workspace that are active).
+func (s *Server) changeDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	id := r.PathValue("id")
+	if !domain.ValidID(id) {
+		WriteError(w, r, s.logger, domain.Errorf(domain.CodeDeviceNotFound, "device not found"))
+		return
+	}
+	var body devicePatch
+	if err := decodeJSON(w, r, maxDeviceBody, &body); err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	cmd := commands.ChangeDevice{Tenant: p.Tenant, UserID: p.Subject, ID: id, Active: body.Active, ActorName: p.Username, CorrelationID: RequestID(r)}
+	if body.WorkspaceID != nil {
+		var ws *string
+		if err := json.Unmarshal(body.WorkspaceID, &ws); err != nil {
+			WriteError(w, r, s.logger, domain.Errorf(domain.CodeValidationFailed, "invalid request body: workspaceId must be a string or null").
+				WithDetail("fields", map[string]any{"workspaceId": "must be a string or null"}))
+			return
+		}
+		empty := ""
+		if ws == nil {
+			ws = &empty
+		}
+		cmd.Workspace = ws
+	}
+	res, err := s.commands.ChangeDevice(r.Context(), cmd)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	if res.Position != "" {
+		w.Header().Set(HeaderConsistencyToken, string(res.Position))
+	}
+	WriteData(w, r, http.StatusOK, toDeviceJSON(res.Device), Meta{})
 }
 
 // notificationDeliveryJSON is one delivery behind a notification.

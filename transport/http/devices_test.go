@@ -12,6 +12,7 @@ import (
 
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/domain"
+	herhttp "github.com/heraldhq/herald/transport/http"
 )
 
 type deviceAnswer struct {
@@ -202,4 +203,36 @@ func TestNotificationDeliveriesForTheRecipient(t *testing.T) {
 	if len(got) != 0 {
 		t.Fatalf("activity notification deliveries %+v", got)
 	}
+}
+
+func TestDevicePatchSwitchesWorkspaceAndActive(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	alice := e.token("alice", "org-1")
+	var d deviceAnswer
+	e.do(http.MethodPost, "/v1/devices", alice, subscription(t, "https://push.example.net/p1", "ws-1")).data(t, http.StatusCreated, &d)
+	path := "/v1/devices/" + d.ID
+
+	e.do(http.MethodPatch, path, alice, []byte(`{"workspaceId":"ws-2"}`)).data(t, http.StatusOK, &d)
+	if d.WorkspaceID == nil || *d.WorkspaceID != "ws-2" || d.Status != domain.DeviceStatusActive {
+		t.Fatalf("moved %+v", d)
+	}
+	e.do(http.MethodPatch, path, alice, []byte(`{"active":false}`)).data(t, http.StatusOK, &d)
+	if d.Status != domain.DeviceStatusRemoved {
+		t.Fatalf("switched off %+v", d)
+	}
+	if active, _ := e.cmds.ActiveDevices(context.Background(), "org-1", "alice"); len(active) != 0 {
+		t.Fatalf("a switched-off device is active: %+v", active)
+	}
+	e.do(http.MethodPatch, path, alice, []byte(`{"workspaceId":"ws-3"}`)).error(t, http.StatusBadRequest, domain.CodeValidationFailed)
+	e.do(http.MethodPatch, path, alice, []byte(`{"active":true,"workspaceId":null}`)).data(t, http.StatusOK, &d)
+	if d.Status != domain.DeviceStatusActive || d.WorkspaceID != nil {
+		t.Fatalf("switched on without a workspace %+v", d)
+	}
+	// Nothing to change records nothing.
+	if r := e.do(http.MethodPatch, path, alice, []byte(`{"active":true}`)); r.status != http.StatusOK || r.header.Get(herhttp.HeaderConsistencyToken) != "" {
+		t.Fatalf("no-op answered %d, token %q", r.status, r.header.Get(herhttp.HeaderConsistencyToken))
+	}
+	e.do(http.MethodPatch, path, e.token("bob", "org-1"), []byte(`{"active":false}`)).error(t, http.StatusNotFound, domain.CodeDeviceNotFound)
+	e.do(http.MethodPatch, path, alice, []byte(`{"workspaceId":5}`)).error(t, http.StatusBadRequest, domain.CodeValidationFailed)
 }

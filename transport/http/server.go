@@ -39,6 +39,7 @@ type Commands interface {
 	RegisterDevice(context.Context, commands.RegisterDevice) (commands.DeviceResult, error)
 	RemoveDevice(ctx context.Context, tenant, userID, id, actorName, correlationID string) (eventstore.Position, error)
 	Devices(ctx context.Context, tenant, userID string) ([]domain.Device, error)
+	ChangeDevice(context.Context, commands.ChangeDevice) (commands.DeviceResult, error)
 	Preferences(ctx context.Context, tenant, userID string) (commands.PreferencesView, error)
 	TenantPreferences(ctx context.Context, tenant string) (commands.PreferencesView, error)
 	ChangePreferences(context.Context, commands.ChangePreferences) (commands.PreferencesView, error)
