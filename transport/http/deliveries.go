@@ -95,11 +95,16 @@ func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request, p auth.Prin
 		WriteError(w, r, s.logger, err)
 		return
 	}
-	out := deliveryAnswer{Status: status, Events: make([]historyEntry, len(entries))}
+	WriteData(w, r, http.StatusOK, deliveryAnswer{Status: status, Events: deliveryEntries(entries)}, Meta{})
+}
+
+// deliveryEntries are a delivery's events as the API shows them.
+func deliveryEntries(entries []commands.HistoryEntry) []historyEntry {
+	out := make([]historyEntry, len(entries))
 	for i, e := range entries {
-		out.Events[i] = historyEntry{Stream: "delivery", Type: e.Type, Position: string(e.Position), Version: e.Version, RecordedAt: e.RecordedAt, Data: e.Payload}
+		out[i] = historyEntry{Stream: "delivery", Type: e.Type, Position: string(e.Position), Version: e.Version, RecordedAt: e.RecordedAt, Data: e.Payload}
 	}
-	WriteData(w, r, http.StatusOK, out, Meta{})
+	return out
 }
 
 // deliveryJSON is a delivery in the administrators' list.

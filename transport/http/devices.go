@@ -180,10 +180,7 @@ func (s *Server) notificationDeliveries(w http.ResponseWriter, r *http.Request, 
 	}
 	out := make([]notificationDeliveryJSON, len(deliveries))
 	for i, d := range deliveries {
-		out[i] = notificationDeliveryJSON{ID: d.ID, Channel: d.Channel, Status: d.Status, Events: make([]historyEntry, len(d.Events))}
-		for j, e := range d.Events {
-			out[i].Events[j] = historyEntry{Stream: "delivery", Type: e.Type, Position: string(e.Position), Version: e.Version, RecordedAt: e.RecordedAt, Data: e.Payload}
-		}
+		out[i] = notificationDeliveryJSON{ID: d.ID, Channel: d.Channel, Status: d.Status, Events: deliveryEntries(d.Events)}
 	}
 	WriteData(w, r, http.StatusOK, out, Meta{})
 }
