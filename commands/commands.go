@@ -38,6 +38,7 @@ type Commands struct {
 	// indexes caches the tenants' template indexes, templates the
 	// templates envelopes use.
 	indexes   tenantCache[cachedIndex]
+	prefs     tenantCache[cachedPreferences]
 	templates templateCache
 	// defaultLanguage ends every template lookup's language fallback.
 	defaultLanguage string

@@ -326,11 +326,7 @@ func (c *Commands) envelopePreferences(ctx context.Context, received domain.Enve
 	if domain.IdentifierProblem(user) != "" {
 		return nil, nil
 	}
-	view, err := c.Preferences(ctx, received.Tenant, user)
-	if err != nil {
-		return nil, err
-	}
-	return &view.Effective, nil
+	return c.userPreferences(ctx, received.Tenant, user)
 }
 
 // decideEnvelopeDelivery decides the delivery of an envelope through

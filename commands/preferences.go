@@ -5,14 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
 )
 
 // preferenceRetries bounds how often a change of preferences is decided
-// again after another change of the same level got in first.
-const preferenceRetries = 5
+// again after another change of the tenant's preferences got in first.
+const preferenceRetries = 10
+
+// cachedPreferences is a tenant's folded preferences. Its mutex serialises
+// this instance's reads and changes of them.
+type cachedPreferences struct {
+	mu    sync.Mutex
+	prefs *domain.TenantPreferences
+}
 
 // PreferencesView is one level's own settings and what is in effect for
 // it: for a user, the user's settings over the tenant's defaults; for the
@@ -27,8 +35,8 @@ type PreferencesView struct {
 
 // ChangePreferences replaces (Settings) or patches (Patch, an RFC 7396
 // merge patch of the JSON document) one level's preferences: a user's, or
-// the tenant's defaults when UserID is empty. Exactly one of Settings and
-// Patch is used: Patch when it is not nil.
+// the tenant's defaults when UserID is empty. Patch is used when it is not
+// nil.
 type ChangePreferences struct {
 	Tenant, UserID string
 	Settings       domain.PreferenceSettings
@@ -38,27 +46,37 @@ type ChangePreferences struct {
 	CorrelationID  string
 }
 
-// Preferences returns a user's preferences, read from the user's and the
-// tenant's streams, as every delivery decision reads them.
+// tenantPreferences calls use with the tenant's preferences, folded from
+// its stream and caught up to its current version: every delivery
+// decision reads them so, never from a read model. use must not keep
+// them.
+func (c *Commands) tenantPreferences(ctx context.Context, tenant string, use func(*domain.TenantPreferences) error) error {
+	cp := c.prefs.get(tenant, func() *cachedPreferences { return &cachedPreferences{prefs: domain.NewTenantPreferences()} })
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	err := c.foldStreamFrom(ctx, domain.PreferencesStream(tenant), cp.prefs.Version+1, func(e eventstore.RecordedEvent, v domain.Event) {
+		cp.prefs.Apply(v, e.Version)
+	})
+	if err != nil {
+		return err
+	}
+	return use(cp.prefs)
+}
+
+// Preferences returns a user's preferences, or the tenant's defaults when
+// userID is empty.
 func (c *Commands) Preferences(ctx context.Context, tenant, userID string) (PreferencesView, error) {
-	own, err := c.loadPreferences(ctx, domain.PreferencesStream(tenant, userID))
-	if err != nil {
-		return PreferencesView{}, err
-	}
-	defaults, err := c.loadPreferences(ctx, domain.TenantPreferencesStream(tenant))
-	if err != nil {
-		return PreferencesView{}, err
-	}
-	return PreferencesView{Own: own.Settings, Effective: domain.Effective(own.Settings, defaults.Settings)}, nil
+	var view PreferencesView
+	err := c.tenantPreferences(ctx, tenant, func(p *domain.TenantPreferences) error {
+		view = PreferencesView{Own: p.Of(userID), Effective: p.EffectiveFor(userID)}
+		return nil
+	})
+	return view, err
 }
 
 // TenantPreferences returns a tenant's default preferences.
 func (c *Commands) TenantPreferences(ctx context.Context, tenant string) (PreferencesView, error) {
-	defaults, err := c.loadPreferences(ctx, domain.TenantPreferencesStream(tenant))
-	if err != nil {
-		return PreferencesView{}, err
-	}
-	return PreferencesView{Own: defaults.Settings, Effective: domain.Effective(domain.PreferenceSettings{}, defaults.Settings)}, nil
+	return c.Preferences(ctx, tenant, "")
 }
 
 // ChangePreferences records one level's new settings (PreferencesChanged)
@@ -66,60 +84,64 @@ func (c *Commands) TenantPreferences(ctx context.Context, tenant string) (Prefer
 // current ones record nothing. Invalid settings are preferences.invalid,
 // naming the fields.
 func (c *Commands) ChangePreferences(ctx context.Context, cmd ChangePreferences) (PreferencesView, error) {
-	stream := domain.TenantPreferencesStream(cmd.Tenant)
-	if cmd.UserID != "" {
-		stream = domain.PreferencesStream(cmd.Tenant, cmd.UserID)
-	}
+	stream := domain.PreferencesStream(cmd.Tenant)
 	meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID)
 	for attempt := 1; ; attempt++ {
-		current, err := c.loadPreferences(ctx, stream)
-		if err != nil {
-			return PreferencesView{}, err
-		}
-		next := cmd.Settings
-		if cmd.Patch != nil {
-			if next, err = domain.MergePatch(current.Settings, cmd.Patch); err != nil {
-				return PreferencesView{}, err
-			}
-		}
-		next = next.Normalized()
-		if err := next.Validate(); err != nil {
-			return PreferencesView{}, err
-		}
-		var pos eventstore.Position
-		if !reflect.DeepEqual(next, current.Settings.Normalized()) {
-			ev := domain.PreferencesChanged{Tenant: cmd.Tenant, UserID: cmd.UserID, Settings: next, ChangedAt: c.now().UTC()}
-			data, err := newEvent(ev.EventID(stream, current.Version+1), ev, meta)
-			if err != nil {
-				return PreferencesView{}, err
-			}
-			r, err := c.store.Append(ctx, stream, eventstore.Exact(current.Version), data)
-			if errors.Is(err, eventstore.ErrWrongVersion) && attempt < preferenceRetries {
-				continue
-			}
-			if errors.Is(err, eventstore.ErrWrongVersion) {
-				return PreferencesView{}, &domain.Error{Code: domain.CodeUnavailable, Message: "the preferences changed meanwhile; retry", Err: err}
-			}
-			if err != nil {
-				return PreferencesView{}, storeError(fmt.Errorf("record preferences: %w", err))
-			}
-			pos = r.Position
-		}
 		var view PreferencesView
-		if cmd.UserID == "" {
-			view, err = c.TenantPreferences(ctx, cmd.Tenant)
-		} else {
-			view, err = c.Preferences(ctx, cmd.Tenant, cmd.UserID)
+		retry := false
+		err := c.tenantPreferences(ctx, cmd.Tenant, func(p *domain.TenantPreferences) error {
+			current := p.Of(cmd.UserID)
+			next := cmd.Settings
+			if cmd.Patch != nil {
+				var err error
+				if next, err = domain.MergePatch(current, cmd.Patch); err != nil {
+					return err
+				}
+			}
+			next = next.Normalized()
+			if err := next.Validate(); err != nil {
+				return err
+			}
+			if !reflect.DeepEqual(next, current.Normalized()) {
+				ev := domain.PreferencesChanged{Tenant: cmd.Tenant, UserID: cmd.UserID, Settings: next, ChangedAt: c.now().UTC()}
+				data, err := newEvent(ev.EventID(stream, p.Version+1), ev, meta)
+				if err != nil {
+					return err
+				}
+				r, err := c.store.Append(ctx, stream, eventstore.Exact(p.Version), data)
+				switch {
+				case errors.Is(err, eventstore.ErrWrongVersion) && attempt < preferenceRetries:
+					// Another instance changed the tenant's preferences:
+					// catch up and decide again.
+					retry = true
+					return nil
+				case errors.Is(err, eventstore.ErrWrongVersion):
+					return &domain.Error{Code: domain.CodeUnavailable, Message: "the preferences changed meanwhile; retry", Err: err}
+				case err != nil:
+					return storeError(fmt.Errorf("record preferences: %w", err))
+				}
+				p.Apply(ev, p.Version+1)
+				view.Position = r.Position
+			}
+			view.Own, view.Effective = p.Of(cmd.UserID), p.EffectiveFor(cmd.UserID)
+			return nil
+		})
+		if err != nil || !retry {
+			return view, err
 		}
-		view.Position = pos
-		return view, err
 	}
 }
 
-func (c *Commands) loadPreferences(ctx context.Context, stream string) (*domain.Preferences, error) {
-	p := domain.NewPreferences()
-	err := c.foldStream(ctx, stream, func(e eventstore.RecordedEvent, v domain.Event) {
-		p.Apply(v, e.Version)
+// userPreferences returns what is in effect for user, or nil when no user
+// is named (an email address or a phone number has no preferences).
+func (c *Commands) userPreferences(ctx context.Context, tenant, user string) (*domain.EffectivePreferences, error) {
+	if user == "" {
+		return nil, nil
+	}
+	var eff domain.EffectivePreferences
+	err := c.tenantPreferences(ctx, tenant, func(p *domain.TenantPreferences) error {
+		eff = p.EffectiveFor(user)
+		return nil
 	})
-	return p, err
+	return &eff, err
 }

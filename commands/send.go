@@ -156,11 +156,11 @@ func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
 	if scheduled.RecipientID != "" {
 		// A user is addressed: the user's preferences decide; an email
 		// address or a phone number is no one's preferences.
-		view, err := c.Preferences(ctx, cmd.Tenant, scheduled.RecipientID)
+		prefs, err := c.userPreferences(ctx, cmd.Tenant, scheduled.RecipientID)
 		if err != nil {
 			return SendResult{}, err
 		}
-		decided = domain.HoldDelivery(scheduled, view.Effective.Decide(cmp.Or(t.Category, t.Name), cmd.Channel, t.Critical, now), now)
+		decided = domain.HoldDelivery(scheduled, prefs.Decide(cmp.Or(t.Category, t.Name), cmd.Channel, t.Critical, now), now)
 	}
 	meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID)
 	appends, err := deliveryAppends(decided, meta)

@@ -762,12 +762,13 @@ type PreferencesChanged struct {
 // EventType implements Event.
 func (PreferencesChanged) EventType() string { return EventPreferencesChanged }
 
-// EventID implements Event. A change replaces the settings before it; the
-// id names the version and the new settings, so a retried append is
-// recognised, while another change decided at the same version conflicts
-// instead of passing for a retry.
+// EventID implements Event. A change replaces one level's settings; the
+// id names the version, the level (the user, or none for the tenant's
+// defaults) and the new settings, so a retried append is recognised, while
+// another change decided at the same version conflicts instead of passing
+// for a retry, even one giving another user the same settings.
 func (e PreferencesChanged) EventID(stream string, version int64) string {
-	return eventID(stream, versionedDiscriminator(EventPreferencesChanged, version)+"\x00"+e.Settings.fingerprint())
+	return eventID(stream, versionedDiscriminator(EventPreferencesChanged, version)+"\x00"+e.UserID+"\x00"+e.Settings.fingerprint())
 }
 
 // fingerprint names a set of settings. encoding/json writes struct fields
@@ -778,35 +779,51 @@ func (s PreferenceSettings) fingerprint() string {
 	return ContentKey(b)
 }
 
-// PreferencesStream is the stream of one user's preferences. The id is
-// derived so that no tenant or user name can make two streams collide: a
-// literal "preferences-<tenant>-<user>" would give tenant "a-b", user "c"
-// the stream of tenant "a", user "b-c".
-func PreferencesStream(tenant, userID string) string {
-	return "preferences-" + uuidV5(namespace, "preferences\x00"+tenant+"\x00"+userID)
+// PreferencesStream is the stream of a tenant's preferences: its defaults
+// and every user's, so that one fold, kept caught up, decides the
+// deliveries of a fan-out to thousands of users with one read. The id is
+// derived so that no tenant name can make two streams collide.
+func PreferencesStream(tenant string) string {
+	return "preferences-" + uuidV5(namespace, "preferences\x00"+tenant)
 }
 
-// TenantPreferencesStream is the stream of a tenant's default preferences,
-// derived like PreferencesStream and apart from every user's.
-func TenantPreferencesStream(tenant string) string {
-	return "preferences-tenant-" + uuidV5(namespace, "tenant-preferences\x00"+tenant)
-}
-
-// Preferences is the write-side state of one level's preferences, folded
-// from its stream. It is not safe for concurrent use.
-type Preferences struct {
-	Settings PreferenceSettings
+// TenantPreferences is the write-side state of a tenant's preferences,
+// folded from its stream: the defaults and each user's own settings. It is
+// not safe for concurrent use.
+type TenantPreferences struct {
+	Defaults PreferenceSettings
+	users    map[string]PreferenceSettings
 	Version  int64 // of the last applied event; -1 when none
 }
 
-// NewPreferences returns the state of a level that never set preferences:
-// it sets nothing, so everything inherits.
-func NewPreferences() *Preferences { return &Preferences{Version: -1} }
+// NewTenantPreferences returns the state of a tenant where no one set
+// preferences: everything inherits.
+func NewTenantPreferences() *TenantPreferences {
+	return &TenantPreferences{Version: -1, users: map[string]PreferenceSettings{}}
+}
 
 // Apply folds one event of the preferences stream.
-func (p *Preferences) Apply(event Event, version int64) {
+func (p *TenantPreferences) Apply(event Event, version int64) {
 	if e, ok := event.(PreferencesChanged); ok {
-		p.Settings = e.Settings
+		if e.UserID == "" {
+			p.Defaults = e.Settings
+		} else {
+			p.users[e.UserID] = e.Settings
+		}
 	}
 	p.Version = version
+}
+
+// Of returns a user's own settings; the tenant's defaults for user "".
+func (p *TenantPreferences) Of(user string) PreferenceSettings {
+	if user == "" {
+		return p.Defaults
+	}
+	return p.users[user]
+}
+
+// EffectiveFor returns what is in effect for user: the user's settings over
+// the tenant's defaults.
+func (p *TenantPreferences) EffectiveFor(user string) EffectivePreferences {
+	return Effective(p.users[user], p.Defaults)
 }

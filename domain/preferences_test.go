@@ -581,27 +581,24 @@ func TestPreferencesStreamsAndIDs(t *testing.T) {
 	// Stored streams and ids never change: these values pin the
 	// derivations, like TestEventIDsMatchTheStoredOnes.
 	e := PreferencesChanged{Tenant: "org-1", UserID: "alice", Settings: PreferenceSettings{GlobalSilent: prefBool(true)}}
-	stream := PreferencesStream("org-1", "alice")
+	stream := PreferencesStream("org-1")
 	for _, c := range []struct{ name, got, want string }{
-		{"user stream", stream, "preferences-" + uuidV5(namespace, "preferences\x00org-1\x00alice")},
-		{"tenant stream", TenantPreferencesStream("org-1"), "preferences-tenant-" + uuidV5(namespace, "tenant-preferences\x00org-1")},
-		{"event id", e.EventID(stream, 3), eventID(stream, "PreferencesChanged\x00v3\x00"+ContentKey([]byte(`{"globalSilent":true}`)))},
+		{"stream", stream, "preferences-" + uuidV5(namespace, "preferences\x00org-1")},
+		{"event id", e.EventID(stream, 3), eventID(stream, "PreferencesChanged\x00v3\x00alice\x00"+ContentKey([]byte(`{"globalSilent":true}`)))},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, c.got, c.want)
 		}
 	}
-
-	if PreferencesStream("a-b", "c") == PreferencesStream("a", "b-c") ||
-		PreferencesStream("a", "") == TenantPreferencesStream("a") ||
-		PreferencesStream("org-1", "alice") == PreferencesStream("org-1", "bob") ||
-		TenantPreferencesStream("org-1") == TenantPreferencesStream("org-2") {
-		t.Fatal("two preferences streams collide")
+	if PreferencesStream("org-1") == PreferencesStream("org-2") {
+		t.Fatal("two tenants' preferences streams collide")
 	}
 	other := e
 	other.Settings = PreferenceSettings{GlobalSilent: prefBool(false)}
-	if e.EventID(stream, 3) == other.EventID(stream, 3) || e.EventID(stream, 3) == e.EventID(stream, 4) {
-		t.Fatal("the id does not name the settings and the version")
+	bob := e
+	bob.UserID = "bob"
+	if e.EventID(stream, 3) == other.EventID(stream, 3) || e.EventID(stream, 3) == e.EventID(stream, 4) || e.EventID(stream, 3) == bob.EventID(stream, 3) {
+		t.Fatal("the id does not name the settings, the user and the version")
 	}
 	later := e
 	later.ChangedAt = time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
@@ -611,15 +608,20 @@ func TestPreferencesStreamsAndIDs(t *testing.T) {
 }
 
 func TestPreferencesFold(t *testing.T) {
-	p := NewPreferences()
-	if p.Version != -1 || !reflect.DeepEqual(p.Settings, PreferenceSettings{}) {
+	p := NewTenantPreferences()
+	if p.Version != -1 || !reflect.DeepEqual(p.Of("alice"), PreferenceSettings{}) {
 		t.Fatalf("new preferences = %+v", p)
 	}
 	first := PreferenceSettings{GlobalSilent: prefBool(true), Categories: map[string]map[string]bool{"a": {PrefSMS: false}}}
 	second := PreferenceSettings{QuietHours: &QuietHoursSettings{Timezone: prefString("UTC")}}
+	defaults := PreferenceSettings{GlobalSilent: prefBool(false), Categories: map[string]map[string]bool{"b": {PrefPush: false}}}
 	p.Apply(PreferencesChanged{Tenant: "org-1", UserID: "alice", Settings: first}, 0)
-	p.Apply(PreferencesChanged{Tenant: "org-1", UserID: "alice", Settings: second}, 1)
-	if p.Version != 1 || !reflect.DeepEqual(p.Settings, second) {
-		t.Fatalf("folded = %+v, want the last settings whole", p)
+	p.Apply(PreferencesChanged{Tenant: "org-1", Settings: defaults}, 1)
+	p.Apply(PreferencesChanged{Tenant: "org-1", UserID: "alice", Settings: second}, 2)
+	if p.Version != 2 || !reflect.DeepEqual(p.Of("alice"), second) || !reflect.DeepEqual(p.Of(""), defaults) || !reflect.DeepEqual(p.Of("bob"), PreferenceSettings{}) {
+		t.Fatalf("folded = %+v, want each level's last settings whole", p)
+	}
+	if eff := p.EffectiveFor("bob"); eff.Switch("b", PrefPush) != (SourcedBool{Value: false, Source: SourceTenant}) {
+		t.Fatalf("bob's effective %+v", eff)
 	}
 }
