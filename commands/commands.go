@@ -69,8 +69,12 @@ type RequestNotification struct {
 // RequestResult says what a RequestNotification did.
 type RequestResult struct {
 	RequestID string
-	// NotificationIDs are the request's notifications, one per recipient.
+	// NotificationIDs are the request's notifications, one per recipient
+	// whose preferences let it into the inbox.
 	NotificationIDs []string
+	// Suppressed counts, by reason, the recipients whose preferences kept
+	// the notification out of their inbox (recorded as DeliverySuppressed).
+	Suppressed map[string]int
 	// Duplicate is true when the request had been recorded before; any
 	// notification the earlier handling left unwritten was written now.
 	Duplicate bool
@@ -125,11 +129,9 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 	res := RequestResult{RequestID: requested.RequestID}
 	meta.CausationID = ev.ID
 	notifications := requested.Notifications()
-	created := make([]eventstore.EventData, len(notifications))
-	for i, n := range notifications {
-		if created[i], err = newCreated(n, meta); err != nil {
-			return RequestResult{}, err
-		}
+	created, suppressed, err := c.openNotifications(ctx, requested, notifications, meta)
+	if err != nil {
+		return RequestResult{}, err
 	}
 
 	// The first delivery, by far the most common, writes the request and
@@ -144,7 +146,7 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 	results, err := c.store.AppendMulti(ctx, parts)
 	switch {
 	case err == nil:
-		res.NotificationIDs = notificationIDs(notifications)
+		res.NotificationIDs, res.Suppressed = createdIDs(notifications, suppressed), countReasons(suppressed)
 		res.Duplicate = results[0].Deduplicated
 		res.Position = results[len(results)-1].Position
 		if first == len(notifications) {
@@ -188,16 +190,11 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 	if res.Duplicate {
 		// The recorded request decides the notifications.
 		notifications = requested.Notifications()
-		created = created[:0]
-		for _, n := range notifications {
-			e, err := newCreated(n, meta)
-			if err != nil {
-				return RequestResult{}, err
-			}
-			created = append(created, e)
+		if created, suppressed, err = c.openNotifications(ctx, requested, notifications, meta); err != nil {
+			return RequestResult{}, err
 		}
 	}
-	res.NotificationIDs = notificationIDs(notifications)
+	res.NotificationIDs, res.Suppressed = createdIDs(notifications, suppressed), countReasons(suppressed)
 	pos, err := c.appendCreated(ctx, notifications, created)
 	if err != nil {
 		return RequestResult{}, err
@@ -284,12 +281,67 @@ func (c *Commands) later(a, b eventstore.Position) eventstore.Position {
 	return a
 }
 
-func notificationIDs(ns []domain.NotificationCreated) []string {
-	ids := make([]string, len(ns))
+// openNotifications returns the event that opens each notification's
+// stream: its NotificationCreated, or, when the recipient's preferences
+// keep the request's category out of the inbox (switched off, or
+// silenced), a DeliverySuppressed naming the reason, so that the decision
+// is in the notification's history and nothing reaches the inbox or the
+// socket. The preferences are the tenant's, folded once for the whole
+// fan-out. suppressed holds the reason of each suppressed notification, by
+// index, and "" for the others.
+func (c *Commands) openNotifications(ctx context.Context, requested domain.NotificationRequested, notifications []domain.NotificationCreated,
+	meta domain.Metadata,
+) (events []eventstore.EventData, suppressed []string, err error) {
+	events = make([]eventstore.EventData, len(notifications))
+	suppressed = make([]string, len(notifications))
+	now := c.now().UTC()
+	err = c.tenantPreferences(ctx, requested.Tenant, func(p *domain.TenantPreferences) error {
+		for i, n := range notifications {
+			d := p.EffectiveFor(n.RecipientID).Decide(requested.Type, domain.ChannelInApp, false, now)
+			var err error
+			if d.Deliver {
+				events[i], err = newCreated(n, meta)
+			} else {
+				suppressed[i] = d.Reason
+				s := domain.DeliverySuppressed{
+					ID: n.ID, Tenant: n.Tenant, RequestFingerprint: requested.Fingerprint, From: domain.DeliveryFromRequest, Trigger: requested.Type,
+					Channel: domain.ChannelInApp, RecipientID: n.RecipientID, Reason: d.Reason, Detail: "the recipient's preferences", SuppressedAt: now,
+				}
+				events[i], err = newEvent(s.EventID(domain.NotificationStream(n.ID), 0), s, meta)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return events, suppressed, err
+}
+
+// createdIDs are the ids of the notifications not suppressed.
+func createdIDs(ns []domain.NotificationCreated, suppressed []string) []string {
+	ids := make([]string, 0, len(ns))
 	for i, n := range ns {
-		ids[i] = n.ID
+		if suppressed[i] == "" {
+			ids = append(ids, n.ID)
+		}
 	}
 	return ids
+}
+
+// countReasons counts the suppressed notifications by reason; nil when
+// none was.
+func countReasons(suppressed []string) map[string]int {
+	var out map[string]int
+	for _, r := range suppressed {
+		if r != "" {
+			if out == nil {
+				out = map[string]int{}
+			}
+			out[r]++
+		}
+	}
+	return out
 }
 
 // recordedRequest reads the NotificationRequested that opened stream.

@@ -244,8 +244,20 @@ func (c *Commands) NotificationHistory(ctx context.Context, tenant, recipient, i
 				return nil, err
 			}
 			if e.Version == 0 {
-				created, ok := v.(domain.NotificationCreated)
-				if !ok || created.Tenant != tenant || created.RecipientID != recipient {
+				switch first := v.(type) {
+				case domain.NotificationCreated:
+					if first.Tenant != tenant || first.RecipientID != recipient {
+						return nil, missing
+					}
+				case domain.DeliverySuppressed:
+					// The recipient's preferences kept it out of the inbox:
+					// its history is that decision, which no read-all
+					// covered.
+					if first.Tenant != tenant || first.RecipientID != recipient {
+						return nil, missing
+					}
+					return []HistoryEntry{historyEntry(e, v)}, nil
+				default:
 					return nil, missing
 				}
 			}

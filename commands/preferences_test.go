@@ -133,3 +133,63 @@ func TestSilenceCriticalAndTenantSwitches(t *testing.T) {
 		t.Fatalf("email send %+v, %v", res, err)
 	}
 }
+
+// A notification request (a Kafka activity message) reaches the inbox of
+// each recipient whose preferences let its category in; for the others
+// the notification's stream records the suppression instead, and a
+// redelivery changes nothing.
+func TestRequestFollowsInboxPreferences(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	c := commands.New(s, nil)
+	ctx := context.Background()
+	setPreferences(t, c, "bob", `{"categories":{"PAYMENT_SUCCESS":{"app":false}}}`)
+	setPreferences(t, c, "carol", `{"globalSilent":true}`)
+	setPreferences(t, c, "dave", `{"quietHours":`+quietNow("suppress")+`}`)
+
+	cmd := request("alice", "bob", "carol", "dave")
+	res, err := c.RequestNotification(ctx, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.NotificationIDs) != 2 || res.Suppressed[domain.SuppressedCategoryOff] != 1 || res.Suppressed[domain.SuppressedGlobalSilent] != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	opener := func(user string) string {
+		t.Helper()
+		evs := streamEvents(t, s, domain.NotificationStream(domain.NotificationID(res.RequestID, user)))
+		if len(evs) != 1 {
+			t.Fatalf("%s: %d events", user, len(evs))
+		}
+		return evs[0].Type
+	}
+	// Quiet hours never hold the inbox.
+	for user, want := range map[string]string{"alice": domain.EventNotificationCreated, "bob": domain.EventDeliverySuppressed,
+		"carol": domain.EventDeliverySuppressed, "dave": domain.EventNotificationCreated} {
+		if got := opener(user); got != want {
+			t.Errorf("%s's notification opens with %s, want %s", user, got, want)
+		}
+	}
+	bobs := domain.NotificationID(res.RequestID, "bob")
+	history, err := c.NotificationHistory(ctx, "org-1", "bob", bobs)
+	if err != nil || len(history) != 1 || history[0].Payload.(domain.DeliverySuppressed).Reason != domain.SuppressedCategoryOff {
+		t.Fatalf("bob's history %+v, %v", history, err)
+	}
+	if _, err := c.NotificationHistory(ctx, "org-1", "alice", bobs); domain.ErrorCode(err) != domain.CodeNotificationMissing {
+		t.Fatalf("alice reads bob's suppressed notification: %v", err)
+	}
+	if _, err := c.ChangeNotification(ctx, commands.ChangeNotification{Tenant: "org-1", RecipientID: "bob", NotificationID: bobs, Action: domain.ActionRead}); domain.ErrorCode(err) != domain.CodeNotificationMissing {
+		t.Fatalf("bob marked a suppressed notification read: %v", err)
+	}
+
+	// Bob lets the category in again; a redelivery of the same message
+	// decides nothing anew.
+	setPreferences(t, c, "bob", `{"categories":null}`)
+	again, err := c.RequestNotification(ctx, cmd)
+	if err != nil || !again.Duplicate {
+		t.Fatalf("redelivery %+v, %v", again, err)
+	}
+	if got := opener("bob"); got != domain.EventDeliverySuppressed {
+		t.Fatalf("after the redelivery bob's notification opens with %s", got)
+	}
+}

@@ -47,6 +47,10 @@ const (
 const (
 	DeliveryFromSend     = "send"
 	DeliveryFromEnvelope = "envelope"
+	// DeliveryFromRequest: the in-app notification of a notification
+	// request (a Kafka activity message), suppressed by the recipient's
+	// preferences.
+	DeliveryFromRequest = "request"
 )
 
 // DeliveryStream is the stream of one delivery.
@@ -120,15 +124,17 @@ func (e DeliveryScheduled) Notification() NotificationCreated {
 
 // DeliverySuppressed records a delivery that will not be sent, and why.
 type DeliverySuppressed struct {
-	ID                 string           `json:"id"`
-	Tenant             string           `json:"tenant"`
-	RequestFingerprint string           `json:"requestFingerprint"`
-	From               string           `json:"from"`
-	Trigger            string           `json:"eventType,omitempty"`
-	Channel            string           `json:"channel"`
-	Address            string           `json:"address,omitempty"`
-	RecipientID        string           `json:"recipientId,omitempty"`
-	Template           DeliveryTemplate `json:"template"`
+	ID                 string `json:"id"`
+	Tenant             string `json:"tenant"`
+	RequestFingerprint string `json:"requestFingerprint"`
+	From               string `json:"from"`
+	Trigger            string `json:"eventType,omitempty"`
+	Channel            string `json:"channel"`
+	Address            string `json:"address,omitempty"`
+	RecipientID        string `json:"recipientId,omitempty"`
+	// Template is zero, and left out, for an activity message's in-app
+	// notification (From DeliveryFromRequest), which no template made.
+	Template DeliveryTemplate `json:"template,omitzero"`
 	// Reason is one of the Suppressed… constants; Detail says more (the
 	// missing parameter, the absent address field).
 	Reason       string    `json:"reason"`

@@ -3,6 +3,7 @@ package http_test
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/domain"
 	herhttp "github.com/heraldhq/herald/transport/http"
@@ -95,4 +96,31 @@ func TestPreferencesRefuseBadValuesNamingTheField(t *testing.T) {
 	}
 	e.do(http.MethodPut, "/v1/preferences", alice, []byte(`{"globalSilent":"yes"}`)).error(t, http.StatusBadRequest, domain.CodeValidationFailed)
 	e.do(http.MethodPatch, "/v1/preferences", alice, []byte(`[1]`)).error(t, http.StatusUnprocessableEntity, domain.CodePreferencesInvalid)
+}
+
+// A notification bob's preferences kept out of his inbox is not in it, and
+// its history is the suppression, with the reason.
+func TestSuppressedNotificationHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	bob := e.token("bob", "org-1")
+	e.do(http.MethodPut, "/v1/preferences", bob, []byte(`{"globalSilent":true}`)).data(t, http.StatusOK, nil)
+	res := e.notify("org-1", "k-silent", time.Now(), "bob", "alice")
+	if len(res.NotificationIDs) != 1 || res.Suppressed[domain.SuppressedGlobalSilent] != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	id := domain.NotificationID(res.RequestID, "bob")
+	var history []struct {
+		Type string         `json:"type"`
+		Data map[string]any `json:"data"`
+	}
+	e.do(http.MethodGet, "/v1/notifications/"+id+"/history", bob, nil).data(t, http.StatusOK, &history)
+	if len(history) != 1 || history[0].Type != domain.EventDeliverySuppressed || history[0].Data["reason"] != domain.SuppressedGlobalSilent {
+		t.Fatalf("history %+v", history)
+	}
+	e.waitUnread(e.token("alice", "org-1"), 1)
+	e.do(http.MethodGet, "/v1/notifications/"+id, bob, nil).error(t, http.StatusNotFound, domain.CodeNotificationMissing)
+	if n := e.unread(bob); n != 0 {
+		t.Fatalf("bob has %d unread", n)
+	}
 }
