@@ -297,7 +297,7 @@ func (c *Commands) openNotifications(ctx context.Context, requested domain.Notif
 	now := c.now().UTC()
 	err = c.tenantPreferences(ctx, requested.Tenant, func(p *domain.TenantPreferences) error {
 		for i, n := range notifications {
-			d := p.EffectiveFor(n.RecipientID).Decide(requested.Type, domain.ChannelInApp, false, now)
+			d := p.EffectiveFor(n.RecipientID).Decide(requested.Type, domain.ChannelInApp, requested.Critical, now)
 			var err error
 			if d.Deliver {
 				events[i], err = newCreated(n, meta)
@@ -379,6 +379,11 @@ func storeError(err error) error {
 // itself, so that a payload is never stored under another type's name.
 func newEvent(id string, ev domain.Event, meta domain.Metadata) (eventstore.EventData, error) {
 	typ := ev.EventType()
+	// Each type is written at its own current version, which readers pick
+	// the decoder (and upcasts) by.
+	if v := domain.Events.Current(typ); v > 0 {
+		meta.SchemaVersion = v
+	}
 	data, err := json.Marshal(ev)
 	if err != nil {
 		return eventstore.EventData{}, fmt.Errorf("encode %s: %w", typ, err)

@@ -2,6 +2,7 @@ package commands_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +192,34 @@ func TestRequestFollowsInboxPreferences(t *testing.T) {
 	}
 	if got := opener("bob"); got != domain.EventDeliverySuppressed {
 		t.Fatalf("after the redelivery bob's notification opens with %s", got)
+	}
+}
+
+// A critical request passes silence, never a category the tenant switched
+// off for the inbox.
+func TestCriticalRequestPassesSilence(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	c := commands.New(s, nil)
+	ctx := context.Background()
+	setPreferences(t, c, "carol", `{"globalSilent":true}`)
+	if _, err := c.ChangePreferences(ctx, commands.ChangePreferences{Tenant: "org-1", Patch: []byte(`{"categories":{"MAINTENANCE":{"app":false}}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	critical := request("carol")
+	critical.Request.Critical = true
+	critical.IdempotencyKey = "k-critical"
+	res, err := c.RequestNotification(ctx, critical)
+	if err != nil || len(res.NotificationIDs) != 1 {
+		t.Fatalf("critical request to a silent user: %+v, %v", res, err)
+	}
+	evs := streamEvents(t, s, domain.RequestStream(res.RequestID))
+	if !strings.Contains(string(evs[0].Data), `"critical":true`) || !strings.Contains(string(evs[0].Metadata), `"schemaVersion":2`) {
+		t.Fatalf("recorded %s with %s", evs[0].Data, evs[0].Metadata)
+	}
+	tenantOff := request("carol")
+	tenantOff.Request.Critical, tenantOff.Request.EventType, tenantOff.IdempotencyKey = true, "MAINTENANCE", "k-maintenance"
+	if res, err := c.RequestNotification(ctx, tenantOff); err != nil || len(res.NotificationIDs) != 0 || res.Suppressed[domain.SuppressedCategoryOff] != 1 {
+		t.Fatalf("critical request in a category the tenant switched off: %+v, %v", res, err)
 	}
 }

@@ -68,6 +68,9 @@ type NotificationRequested struct {
 	Data           map[string]any `json:"data"`
 	Channels       []string       `json:"channels"`
 	OccurredAt     time.Time      `json:"occurredAt"`
+	// Critical requests bypass the recipients' silence (version 2; a
+	// version 1 payload reads as not critical).
+	Critical bool `json:"critical,omitempty"`
 }
 
 // NotificationCreated is one recipient's notification.
@@ -214,6 +217,7 @@ func NewNotificationRequested(req Request, key string, recipients []string) Noti
 		Data:           data,
 		Channels:       []string{ChannelInApp},
 		OccurredAt:     req.OccurredAt.UTC(),
+		Critical:       req.Critical,
 	}
 }
 
@@ -388,7 +392,10 @@ func DecodeEvent(eventType string, version int, data []byte) (Event, error) {
 // Events is the registry of every event type Herald stores.
 var Events = func() *Registry {
 	r := NewRegistry()
-	Register[NotificationRequested](r, SchemaVersion)
+	// Version 2 added critical; a version 1 payload lacks it, which reads
+	// as false: the upcast has nothing to change.
+	Register[NotificationRequested](r, 2)
+	r.RegisterUpcast(EventNotificationRequested, 1, func(data []byte) ([]byte, error) { return data, nil })
 	Register[NotificationCreated](r, SchemaVersion)
 	Register[NotificationRead](r, SchemaVersion)
 	Register[NotificationUnread](r, SchemaVersion)

@@ -70,6 +70,10 @@ func (r *Registry) Versions() map[string]int {
 	return maps.Clone(r.current)
 }
 
+// Current returns the version eventType is written at now; 0 for a type
+// not registered.
+func (r *Registry) Current(eventType string) int { return r.current[eventType] }
+
 // Decode decodes a payload of eventType written at version.
 func (r *Registry) Decode(eventType string, version int, data []byte) (Event, error) {
 	current, ok := r.current[eventType]

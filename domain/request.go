@@ -55,6 +55,10 @@ type Request struct {
 	Actor        Actor          `json:"actor"`
 	Data         map[string]any `json:"data"`
 	OccurredAt   time.Time      `json:"occurredAt"`
+	// Critical bypasses the recipients' silence and quiet hours (a
+	// top-level "critical": true in the message), never a category the
+	// tenant switched off.
+	Critical bool `json:"critical,omitempty"`
 }
 
 // Validate checks the request's shape. Scope support is a separate decision

@@ -25,6 +25,9 @@ type activityMessage struct {
 	RecipientIDs   []string        `json:"recipientIds"`
 	Data           json.RawMessage `json:"data"`
 	OccurredAt     string          `json:"occurredAt"`
+	// Critical, an addition to seed 001's message, lets the notification
+	// through the recipients' silence.
+	Critical bool `json:"critical"`
 }
 
 // DecodeActivity decodes a TActivityNotificationMessage into a request and
@@ -59,6 +62,7 @@ func DecodeActivity(payload []byte, headerKey string) (domain.Request, string, e
 		Scope:        domain.Scope(m.RecipientScope),
 		MerchantID:   m.MerchantID,
 		RecipientIDs: m.RecipientIDs,
+		Critical:     m.Critical,
 	}
 	if m.Actor != nil {
 		req.Actor = *m.Actor

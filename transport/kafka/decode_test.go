@@ -262,3 +262,17 @@ func FuzzDecodeActivity(f *testing.F) {
 		}
 	})
 }
+
+// A top-level "critical": true makes the request critical, and changes its
+// key: it is another request; without it, the key is what it always was.
+func TestDecodeActivityCritical(t *testing.T) {
+	t.Parallel()
+	plain, plainKey := decode(t, validActivity, "")
+	critical, criticalKey := decode(t, strings.Replace(validActivity, `"eventType"`, `"critical": true, "eventType"`, 1), "")
+	if plain.Critical || !critical.Critical || plainKey == criticalKey {
+		t.Fatalf("critical %v / %v, keys %s / %s", plain.Critical, critical.Critical, plainKey, criticalKey)
+	}
+	if _, _, err := kafka.DecodeActivity([]byte(strings.Replace(validActivity, `"eventType"`, `"critical": "yes", "eventType"`, 1)), ""); err == nil {
+		t.Fatal(`"critical": "yes" was accepted`)
+	}
+}
