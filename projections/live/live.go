@@ -31,6 +31,21 @@ func RoomUser(room string) (recipientID string, ok bool) {
 	return recipientID, ok && recipientID != ""
 }
 
+// WorkspaceRoomPrefix starts the name of every workspace's room (seed 003's
+// io.to(`workspace:${workspaceId}`)).
+const WorkspaceRoomPrefix = "workspace:"
+
+// WorkspaceRoom is the room of workspace id: the sessions whose token lists
+// the workspace may join it.
+func WorkspaceRoom(id string) string { return WorkspaceRoomPrefix + id }
+
+// RoomWorkspace is the workspace whose room room is; ok is false for a name
+// that is no workspace's room.
+func RoomWorkspace(room string) (id string, ok bool) {
+	id, ok = strings.CutPrefix(room, WorkspaceRoomPrefix)
+	return id, ok && id != ""
+}
+
 // Delta is one change for one recipient.
 type Delta struct {
 	Tenant      string

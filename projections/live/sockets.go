@@ -179,6 +179,19 @@ func (s *Sockets) SetEncrypted(ctx context.Context, clientID string) error {
 	return nil
 }
 
+// SetRooms records the rooms a session is in now, after it joined or left
+// one. A session not registered (yet, or any more) is left alone: Add
+// writes the rooms it has when it registers.
+func (s *Sockets) SetRooms(ctx context.Context, clientID string, rooms []string) error {
+	if rooms == nil {
+		rooms = []string{} // the column is NOT NULL
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE ws_sessions SET rooms = $2 WHERE client_id = $1`, clientID, rooms); err != nil {
+		return fmt.Errorf("record the rooms of session %s: %w", clientID, err)
+	}
+	return nil
+}
+
 // Remove forgets a session that ended.
 func (s *Sockets) Remove(ctx context.Context, clientID string) error {
 	if _, err := s.pool.Exec(ctx, `DELETE FROM ws_sessions WHERE client_id = $1`, clientID); err != nil {

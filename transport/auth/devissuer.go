@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -34,14 +35,32 @@ type DevIssuer struct {
 	tenantClaim string
 	key         jwk.Key
 	jwks        []byte
+
+	// workspacesClaim is where Issue writes WithWorkspaces' ids.
+	workspacesClaim string
+}
+
+// DevIssuerOption configures a DevIssuer beyond NewDevIssuer's arguments.
+type DevIssuerOption func(*DevIssuer)
+
+// WithWorkspacesClaim names the claim Issue writes workspaces in (see
+// WithWorkspaces); empty means DefaultWorkspacesClaim. Give it the
+// Verifier's Config.WorkspacesClaim.
+func WithWorkspacesClaim(name string) DevIssuerOption {
+	return func(d *DevIssuer) { d.workspacesClaim = name }
 }
 
 // NewDevIssuer generates a fresh P-256 signing key. An empty tenantClaim
 // means DefaultTenantClaim.
-func NewDevIssuer(issuer, audience, tenantClaim string) (*DevIssuer, error) {
+func NewDevIssuer(issuer, audience, tenantClaim string, opts ...DevIssuerOption) (*DevIssuer, error) {
 	if tenantClaim == "" {
 		tenantClaim = DefaultTenantClaim
 	}
+	var settings DevIssuer
+	for _, opt := range opts {
+		opt(&settings)
+	}
+	workspacesClaim := cmp.Or(settings.workspacesClaim, DefaultWorkspacesClaim)
 	var problems domain.ValidationError
 	if issuer == "" {
 		problems.Add("issuer", "is required")
@@ -51,6 +70,12 @@ func NewDevIssuer(issuer, audience, tenantClaim string) (*DevIssuer, error) {
 	}
 	if slices.Contains(claimsSetByIssue, tenantClaim) {
 		problems.Add("tenant_claim", fmt.Sprintf("must not be %q, a claim the issuer sets itself", tenantClaim))
+	}
+	switch {
+	case slices.Contains(claimsSetByIssue, workspacesClaim):
+		problems.Add("workspaces_claim", fmt.Sprintf("must not be %q, a claim the issuer sets itself", workspacesClaim))
+	case workspacesClaim == tenantClaim:
+		problems.Add("workspaces_claim", "must differ from the tenant claim")
 	}
 	if err := problems.Err(domain.CodeValidationFailed, "invalid dev issuer configuration"); err != nil {
 		return nil, err
@@ -94,6 +119,8 @@ func NewDevIssuer(issuer, audience, tenantClaim string) (*DevIssuer, error) {
 		tenantClaim: tenantClaim,
 		key:         key,
 		jwks:        jwks,
+
+		workspacesClaim: workspacesClaim,
 	}, nil
 }
 
@@ -109,9 +136,23 @@ func (d *DevIssuer) JWKS() ([]byte, error) {
 	return slices.Clone(d.jwks), nil
 }
 
+// IssueOption adds to the token Issue signs.
+type IssueOption func(*issueOptions)
+
+type issueOptions struct {
+	workspaces    []string
+	hasWorkspaces bool
+}
+
+// WithWorkspaces writes ids, as given, in the token's workspaces claim (the
+// issuer's WithWorkspacesClaim). Without it, the token has no such claim.
+func WithWorkspaces(ids []string) IssueOption {
+	return func(o *issueOptions) { o.workspaces, o.hasWorkspaces = ids, true }
+}
+
 // Issue signs an access token for sub acting for tenant with the given
 // permissions, valid from now for ttl.
-func (d *DevIssuer) Issue(sub, tenant string, permissions []string, ttl time.Duration) (string, error) {
+func (d *DevIssuer) Issue(sub, tenant string, permissions []string, ttl time.Duration, opts ...IssueOption) (string, error) {
 	var problems domain.ValidationError
 	if sub == "" {
 		problems.Add("sub", "is required")
@@ -130,8 +171,13 @@ func (d *DevIssuer) Issue(sub, tenant string, permissions []string, ttl time.Dur
 		permissions = []string{}
 	}
 
+	var o issueOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+
 	now := time.Now()
-	tok, err := jwt.NewBuilder().
+	b := jwt.NewBuilder().
 		Issuer(d.issuer).
 		Audience([]string{d.audience}).
 		Subject(sub).
@@ -140,8 +186,15 @@ func (d *DevIssuer) Issue(sub, tenant string, permissions []string, ttl time.Dur
 		Expiration(now.Add(ttl)).
 		Claim(d.tenantClaim, tenant).
 		Claim("permissions", slices.Clone(permissions)).
-		Claim("typ", "Bearer").
-		Build()
+		Claim("typ", "Bearer")
+	if o.hasWorkspaces {
+		workspaces := slices.Clone(o.workspaces)
+		if workspaces == nil {
+			workspaces = []string{} // an empty array, not null
+		}
+		b = b.Claim(d.workspacesClaim, workspaces)
+	}
+	tok, err := b.Build()
 	if err != nil {
 		return "", devIssuerError("cannot build token", err)
 	}
@@ -150,7 +203,11 @@ func (d *DevIssuer) Issue(sub, tenant string, permissions []string, ttl time.Dur
 		return "", devIssuerError("cannot sign token", err)
 	}
 	if len(signed) > MaxTokenBytes {
-		return "", devIssuerError("token too large", errors.New("auth: too many permissions for one token"))
+		// The request's fault, not the issuer's: a Verifier would refuse
+		// the token, so it is not handed out.
+		return "", &domain.Error{Code: domain.CodeValidationFailed,
+			Message: fmt.Sprintf("the token would be larger than the %d bytes a verifier accepts: ask for fewer permissions or workspaces", MaxTokenBytes),
+			Err:     errors.New("auth: dev token too large")}
 	}
 	return string(signed), nil
 }

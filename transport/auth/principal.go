@@ -20,6 +20,11 @@ type Principal struct {
 	Username string
 	// Permissions is sorted and free of duplicates.
 	Permissions []string
+	// Workspaces are the workspaces the caller belongs to, read from the
+	// configured workspaces claim (seed 003): sorted, free of duplicates,
+	// at most MaxWorkspaces, each a WorkspaceID. The caller's WebSocket
+	// sessions join the room of each, and may join no other workspace's.
+	Workspaces []string
 	// ExpiresAt is the token's "exp"; long-lived connections (WebSocket) use
 	// it to drop callers whose token has run out.
 	ExpiresAt time.Time

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -27,6 +28,16 @@ const (
 	// DefaultTenantClaim is the claim that carries the tenant when
 	// Config.TenantClaim is empty.
 	DefaultTenantClaim = "organizer_id"
+	// DefaultWorkspacesClaim is the claim that carries the caller's
+	// workspaces when Config.WorkspacesClaim is empty.
+	DefaultWorkspacesClaim = "workspaces"
+	// MaxWorkspaces bounds Principal.Workspaces: a session joins a room for
+	// each, and one token must not make it join thousands.
+	MaxWorkspaces = 100
+	// MaxWorkspaceIDBytes bounds a workspace id, so that the name of its
+	// WebSocket room, "workspace:" and the id, is an identifier too
+	// (domain.MaxIDLength) and a push can address it.
+	MaxWorkspaceIDBytes = domain.MaxIDLength - len("workspace:")
 	// DefaultLeeway is the clock skew tolerated on exp, nbf and iat when
 	// Config.Leeway is zero.
 	DefaultLeeway = 30 * time.Second
@@ -85,6 +96,10 @@ type Config struct {
 	// TenantClaim names the string claim holding the tenant; defaults to
 	// DefaultTenantClaim.
 	TenantClaim string
+	// WorkspacesClaim names the claim holding the caller's workspaces, an
+	// array of ids (see Principal.Workspaces); defaults to
+	// DefaultWorkspacesClaim. It must differ from TenantClaim.
+	WorkspacesClaim string
 	// Algorithms is the allow-list of JWS algorithms; defaults to RS256 and
 	// ES256. Only asymmetric algorithms are accepted.
 	Algorithms []string
@@ -112,6 +127,9 @@ type Verifier struct {
 	algorithms  []string
 	leeway      time.Duration
 	cache       *jwk.Cache
+
+	// workspacesClaim names the claim read into Principal.Workspaces.
+	workspacesClaim string
 
 	// keys holds the last key set fetched successfully. Verify reads it
 	// instead of asking the cache, whose reads block while a background
@@ -172,6 +190,11 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Leeway < 0 {
 		problems.Add("leeway", "must not be negative")
 	}
+	if cmp.Or(cfg.WorkspacesClaim, DefaultWorkspacesClaim) == cmp.Or(cfg.TenantClaim, DefaultTenantClaim) {
+		// One claim cannot be both a string and an array: every token
+		// would be refused.
+		problems.Add("workspaces_claim", "must differ from the tenant claim")
+	}
 	algorithms := cfg.Algorithms
 	if len(algorithms) == 0 {
 		algorithms = defaultAlgorithms
@@ -198,6 +221,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	if v.tenantClaim == "" {
 		v.tenantClaim = DefaultTenantClaim
 	}
+	v.workspacesClaim = cmp.Or(cfg.WorkspacesClaim, DefaultWorkspacesClaim)
 	if v.leeway == 0 {
 		v.leeway = DefaultLeeway
 	}
@@ -539,13 +563,56 @@ func (v *Verifier) principal(tok jwt.Token) (Principal, error) {
 	if err != nil {
 		return Principal{}, invalid("malformed permission claims", err)
 	}
+	workspaces, err := v.workspaces(tok)
+	if err != nil {
+		return Principal{}, invalid("malformed workspaces claim", err)
+	}
 	return Principal{
 		Subject:     tok.Subject(),
 		Tenant:      tenant,
 		Username:    username(tok),
 		Permissions: permissions,
+		Workspaces:  workspaces,
 		ExpiresAt:   tok.Expiration(),
 	}, nil
+}
+
+// workspaces reads the workspaces claim: absent or null is none. A claim
+// that is not an array of strings refuses the token, as a malformed
+// permission claim does: an IdP mapper gone wrong must show, not quietly
+// cut users off from their workspaces. Entries that could not name a room
+// (empty, too long, control characters) are dropped, as are repeats; the
+// first MaxWorkspaces that remain are kept, sorted.
+func (v *Verifier) workspaces(tok jwt.Token) ([]string, error) {
+	value, ok := tok.Get(v.workspacesClaim)
+	if !ok || value == nil {
+		return nil, nil
+	}
+	items, ok := value.([]any)
+	if !ok {
+		return nil, fmt.Errorf("auth: claim %q is not an array", v.workspacesClaim)
+	}
+	var out []string
+	for _, item := range items {
+		id, ok := item.(string)
+		if !ok {
+			return nil, fmt.Errorf("auth: claim %q is not an array of strings", v.workspacesClaim)
+		}
+		// Past the limit, entries are still read: one of the wrong type
+		// refuses the token wherever it stands.
+		if len(out) == MaxWorkspaces || !WorkspaceID(id) || slices.Contains(out, id) {
+			continue
+		}
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// WorkspaceID reports whether id can be one of Principal.Workspaces: an
+// identifier (domain.IdentifierProblem) of at most MaxWorkspaceIDBytes.
+func WorkspaceID(id string) bool {
+	return len(id) <= MaxWorkspaceIDBytes && domain.IdentifierProblem(id) == ""
 }
 
 // username reads preferred_username. Unlike the claims that decide access,

@@ -21,6 +21,9 @@ type devTokenRequest struct {
 	Sub         string   `json:"sub"`
 	Tenant      string   `json:"tenant"`
 	Permissions []string `json:"permissions"`
+	// Workspaces go in the token's workspaces claim when present; the
+	// WebSocket sessions of the token join their rooms.
+	Workspaces []string `json:"workspaces"`
 }
 
 // RegisterDevIdentity adds dev mode's identity provider to mux: the issuer's
@@ -57,11 +60,27 @@ func (s *Server) RegisterDevIdentity(mux *http.ServeMux, issuer *auth.DevIssuer)
 				break
 			}
 		}
+		// Refused rather than dropped as the verifier drops them: a dev
+		// token that silently lacks a workspace asked for would only
+		// puzzle whoever tests with it.
+		if len(req.Workspaces) > auth.MaxWorkspaces {
+			v.Add("workspaces", fmt.Sprintf("must list at most %d workspaces", auth.MaxWorkspaces))
+		}
+		for i, id := range req.Workspaces {
+			if !auth.WorkspaceID(id) {
+				v.Add(fmt.Sprintf("workspaces[%d]", i), fmt.Sprintf("must be a workspace id: UTF-8 text, not blank, without control characters, at most %d bytes", auth.MaxWorkspaceIDBytes))
+				break
+			}
+		}
 		if err := v.Err(domain.CodeValidationFailed, "invalid token request"); err != nil {
 			WriteError(w, r, s.logger, err)
 			return
 		}
-		token, err := issuer.Issue(req.Sub, req.Tenant, req.Permissions, DevTokenTTL)
+		var opts []auth.IssueOption
+		if req.Workspaces != nil {
+			opts = append(opts, auth.WithWorkspaces(req.Workspaces))
+		}
+		token, err := issuer.Issue(req.Sub, req.Tenant, req.Permissions, DevTokenTTL, opts...)
 		if err != nil {
 			WriteError(w, r, s.logger, err)
 			return

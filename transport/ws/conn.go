@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
 
+	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/projections/live"
 	"github.com/heraldhq/herald/transport/auth"
 	"github.com/heraldhq/herald/transport/ws/secure"
@@ -92,6 +95,14 @@ type conn struct {
 	// session ends, so that an ended session is not kept until then.
 	expiry *time.Timer
 	closed bool
+	// rooms are the workspace rooms the session is in (Hub.enter and
+	// Hub.exit change them with the hub's index).
+	rooms map[string]struct{}
+
+	// regMu orders the session's writes to the registry (Hub.register,
+	// Hub.syncRooms); registered is set, under it, once it is listed.
+	regMu      sync.Mutex
+	registered bool
 
 	// evicted is set when the session's queue overflowed: it missed a frame
 	// and must get no other before its close.
@@ -190,12 +201,27 @@ func (c *conn) start(p auth.Principal) {
 //
 // The principal is set before begin returns, so that a message the reader
 // handles next (a handshake that turns encryption on) sees whose session
-// it is.
+// it is. So are the rooms of the token's workspaces: a join or leave the
+// client sends next finds them, and is not undone by them.
 func (c *conn) begin(p auth.Principal) {
 	c.mu.Lock()
 	c.principal, c.member = p, member{p.Tenant, p.Subject}
 	c.mu.Unlock()
+	for _, id := range p.Workspaces {
+		c.h.enter(c, live.WorkspaceRoom(id))
+	}
 	go c.start(p)
+}
+
+// roomsLocked lists the rooms the session is in, for the registry: its
+// recipient's, then its workspace rooms in order. Called with c.mu held.
+func (c *conn) roomsLocked() []string {
+	rooms := make([]string, 0, 1+len(c.rooms))
+	for r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	slices.Sort(rooms)
+	return append([]string{live.Room(c.member.recipient)}, rooms...)
 }
 
 // hold holds live frames for resumeWait, for a resume message to come
@@ -464,11 +490,15 @@ func (c *conn) push(d live.Delta, frame []byte) {
 }
 
 // pushEphemeral sends the encoded frame of a push that is not stored, if
-// the session is authenticated.
-func (c *conn) pushEphemeral(frame []byte) bool {
+// the session is authenticated, and, when room is set, still in that
+// workspace room: a session that was told it left gets none of its pushes.
+func (c *conn) pushEphemeral(frame []byte, room string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.phase == awaitingHandshake {
+		return false
+	}
+	if _, in := c.rooms[room]; room != "" && !in {
 		return false
 	}
 	c.sendBytesLocked(frame)
@@ -481,6 +511,33 @@ type clientMessage struct {
 	Token           string `json:"token"`
 	ClientPublicKey string `json:"clientPublicKey"`
 	Since           *int64 `json:"since"`
+	// Room is a join's or a leave's, read by roomOf: one of another type
+	// is answered, not taken for an unreadable frame.
+	Room json.RawMessage `json:"room"`
+}
+
+// CodeRoomForbidden answers a join of a room the session may not join: a
+// workspace its token does not list, or a room that is no workspace's; and
+// a leave of a room that is no workspace's.
+const CodeRoomForbidden = "ws.room_forbidden"
+
+// roomFrame answers a join or a leave.
+type roomFrame struct {
+	Type string `json:"type"` // "joined" or "left"
+	Room string `json:"room"`
+}
+
+// errorFrame tells a client that a frame it sent was refused; the session
+// goes on. Its error is what a REST error envelope's is.
+type errorFrame struct {
+	Type  string    `json:"type"` // "error"
+	Error errorBody `json:"error"`
+}
+
+type errorBody struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details"`
 }
 
 type handshakeAck struct {
@@ -520,6 +577,10 @@ func (c *conn) onText(msg []byte) {
 		c.handshake(m)
 	case ph == awaitingHandshake:
 		c.close(CloseTokenExpired, "handshake required")
+	case m.Type == "join":
+		c.join(m.Room)
+	case m.Type == "leave":
+		c.leave(m.Room)
 	case m.Type == "resume" && m.Since != nil && *m.Since >= 0:
 		c.mu.Lock()
 		if !c.joined {
@@ -533,6 +594,96 @@ func (c *conn) onText(msg []byte) {
 		c.mu.Unlock()
 		go c.resume(*m.Since)
 	}
+}
+
+// join puts the session in the workspace room raw names, if its token
+// lists the workspace, and answers joined once the room's pushes reach it
+// and the registry lists it there; otherwise it answers an error frame.
+func (c *conn) join(raw json.RawMessage) {
+	room, ok := roomOf(raw)
+	if !ok {
+		c.refuse("join", raw, domain.CodeValidationFailed, "a join names its room: {\"type\":\"join\",\"room\":\"workspace:<id>\"}")
+		return
+	}
+	id, isWorkspace := live.RoomWorkspace(room)
+	if !isWorkspace {
+		c.refuse("join", raw, CodeRoomForbidden, "only workspace rooms (workspace:<id>) can be joined")
+		return
+	}
+	c.mu.Lock()
+	listed := slices.Contains(c.principal.Workspaces, id)
+	c.mu.Unlock()
+	if !listed {
+		c.refuse("join", raw, CodeRoomForbidden, "the session's token does not list this workspace")
+		return
+	}
+	// Only a change is written: a client repeating itself costs the
+	// database nothing. (An ended session is answered nothing.)
+	if c.h.enter(c, room) {
+		c.syncRooms()
+	}
+	c.reply(roomFrame{Type: "joined", Room: room})
+}
+
+// leave takes the session out of the workspace room raw names, and answers
+// left: from then on none of the room's pushes reach it. Leaving a room it
+// is not in answers left too. A session's own room cannot be left.
+func (c *conn) leave(raw json.RawMessage) {
+	room, ok := roomOf(raw)
+	if !ok {
+		c.refuse("leave", raw, domain.CodeValidationFailed, "a leave names its room: {\"type\":\"leave\",\"room\":\"workspace:<id>\"}")
+		return
+	}
+	if _, isWorkspace := live.RoomWorkspace(room); !isWorkspace {
+		c.refuse("leave", raw, CodeRoomForbidden, "only workspace rooms (workspace:<id>) can be left")
+		return
+	}
+	if c.h.exit(c, room) {
+		c.syncRooms()
+	}
+	c.reply(roomFrame{Type: "left", Room: room})
+}
+
+// roomOf reads the room of a join or leave: a string that is not blank.
+func roomOf(raw json.RawMessage) (string, bool) {
+	var room string
+	if err := json.Unmarshal(raw, &room); err != nil || strings.TrimSpace(room) == "" {
+		return "", false
+	}
+	return room, true
+}
+
+// syncRooms records the session's rooms in the registry on a goroutine of
+// its own, as verify checks a token, and waits: the reader's stack would
+// keep what a database round trip grows it by.
+func (c *conn) syncRooms() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.h.syncRooms(c)
+	}()
+	<-done
+}
+
+// reply queues a frame answering the client, unless the session ended.
+func (c *conn) reply(v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.sendLocked(v)
+	}
+}
+
+// refuse answers a frame of type typ with an error frame; the session goes
+// on. The room it named is echoed when it was a string, so that a client
+// with several requests in flight knows which one failed.
+func (c *conn) refuse(typ string, raw json.RawMessage, code, message string) {
+	details := map[string]any{"type": typ}
+	var room string
+	if json.Unmarshal(raw, &room) == nil {
+		details["room"] = room
+	}
+	c.reply(errorFrame{Type: "error", Error: errorBody{Code: code, Message: message, Details: details}})
 }
 
 func (c *conn) open(msg []byte) ([]byte, error) {

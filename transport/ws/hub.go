@@ -60,6 +60,9 @@ type DeltaLog interface {
 type Registry interface {
 	Add(ctx context.Context, s live.Session) error
 	SetEncrypted(ctx context.Context, clientID string) error
+	// SetRooms records the rooms a registered session is in now; it leaves
+	// a session that is not registered alone.
+	SetRooms(ctx context.Context, clientID string, rooms []string) error
 	Remove(ctx context.Context, clientID string) error
 }
 
@@ -119,6 +122,10 @@ func closeNow(s *melody.Session, code int, reason string) error {
 
 type member struct{ tenant, recipient string }
 
+// roomKey names a room within a tenant: two tenants' rooms of one name are
+// two rooms.
+type roomKey struct{ tenant, room string }
+
 // Hub serves GET /v1/stream and pushes to the sessions of this instance:
 // the deltas its follower of the delta log publishes on the feed, and the
 // ephemeral pushes it is handed. It is safe for concurrent use.
@@ -134,6 +141,9 @@ type Hub struct {
 	mu      sync.RWMutex
 	members map[member]map[*conn]struct{}
 	clients map[string]*conn
+	// rooms are the workspace rooms' sessions; a recipient's own room is
+	// members.
+	rooms map[roomKey]map[*conn]struct{}
 
 	stopListening func()
 	evicted       atomic.Int64
@@ -167,7 +177,7 @@ func NewHub(cfg Config, verifier *auth.Verifier, feed *live.Hub, logger *slog.Lo
 	h := &Hub{
 		m: m, verifier: verifier, logger: logger.With("component", "ws"),
 		origins: auth.NewOrigins(cfg.AllowedOrigins), onRefuse: cfg.Refuse, deltas: cfg.Deltas, registry: cfg.Registry,
-		members: map[member]map[*conn]struct{}{}, clients: map[string]*conn{},
+		members: map[member]map[*conn]struct{}{}, clients: map[string]*conn{}, rooms: map[roomKey]map[*conn]struct{}{},
 		replayWindow: int64(max(m.Config.MessageBufferSize/2, 1)),
 	}
 	m.Upgrader.CheckOrigin = h.checkOrigin
@@ -347,6 +357,54 @@ func (h *Hub) join(c *conn) {
 	h.members[c.member][c] = struct{}{}
 }
 
+// enter adds an authenticated session to a workspace room of its tenant;
+// false when it was in it already, or has ended. The hub's lock is taken
+// before the session's, as push does.
+func (h *Hub) enter(c *conn, room string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, in := c.rooms[room]; in || c.closed {
+		// A closed session's disconnect may have run already: it would
+		// never be removed.
+		return false
+	}
+	k := roomKey{c.member.tenant, room}
+	if h.rooms[k] == nil {
+		h.rooms[k] = map[*conn]struct{}{}
+	}
+	h.rooms[k][c] = struct{}{}
+	if c.rooms == nil {
+		c.rooms = map[string]struct{}{}
+	}
+	c.rooms[room] = struct{}{}
+	return true
+}
+
+// exit takes a session out of a workspace room; false when it was not in
+// it.
+func (h *Hub) exit(c *conn, room string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, in := c.rooms[room]; !in {
+		return false
+	}
+	delete(c.rooms, room)
+	h.dropLocked(roomKey{c.member.tenant, room}, c)
+	return true
+}
+
+// dropLocked removes c from the room k. Called with h.mu held.
+func (h *Hub) dropLocked(k roomKey, c *conn) {
+	delete(h.rooms[k], c)
+	if len(h.rooms[k]) == 0 {
+		delete(h.rooms, k)
+	}
+}
+
 func (h *Hub) onDisconnect(s *melody.Session) {
 	c, err := connOf(s)
 	if err != nil {
@@ -361,12 +419,20 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 		c.expiry.Stop()
 	}
 	m := c.member
+	// No room is added once closed is set (enter checks it).
+	rooms := make([]string, 0, len(c.rooms))
+	for r := range c.rooms {
+		rooms = append(rooms, r)
+	}
 	c.mu.Unlock()
 	h.mu.Lock()
 	delete(h.clients, c.id)
 	delete(h.members[m], c)
 	if len(h.members[m]) == 0 {
 		delete(h.members, m)
+	}
+	for _, r := range rooms {
+		h.dropLocked(roomKey{m.tenant, r}, c)
 	}
 	h.mu.Unlock()
 	h.unregister(c)
@@ -400,15 +466,43 @@ func (h *Hub) register(c *conn) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Held across the write, so that a join or leave meanwhile records its
+	// rooms after this, not before (see syncRooms).
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
 	c.mu.Lock()
-	sess := live.Session{ClientID: c.id, Tenant: c.member.tenant, UserID: c.member.recipient, Rooms: []string{live.Room(c.member.recipient)},
+	sess := live.Session{ClientID: c.id, Tenant: c.member.tenant, UserID: c.member.recipient, Rooms: c.roomsLocked(),
 		ConnectedAt: c.connectedAt, Encrypted: c.enc != nil}
 	c.mu.Unlock()
 	if err := h.registry.Add(ctx, sess); err != nil {
 		h.logger.Warn("session registry", "error", err)
 	}
+	c.registered = true
 	if c.isClosed() {
 		h.unregister(c)
+	}
+}
+
+// syncRooms records the rooms c is in now, once it is registered: before,
+// register records them. Writes of one session's rooms are serialized, and
+// each writes the rooms as they are when it runs, so that the last write
+// is the latest state whatever order joins and leaves came in.
+func (h *Hub) syncRooms(c *conn) {
+	if h.registry == nil {
+		return
+	}
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	if !c.registered {
+		return
+	}
+	c.mu.Lock()
+	rooms := c.roomsLocked()
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.registry.SetRooms(ctx, c.id, rooms); err != nil {
+		h.logger.Warn("session registry", "error", err)
 	}
 }
 
@@ -424,8 +518,8 @@ func (h *Hub) unregister(c *conn) {
 }
 
 // onMessage answers what a client sends. A text frame that is not UTF-8
-// breaks RFC 6455 (1007); others are the handshake and resume messages of
-// docs/websocket.md.
+// breaks RFC 6455 (1007); others are the handshake, resume, join and leave
+// messages of docs/websocket.md.
 func (h *Hub) onMessage(s *melody.Session, msg []byte) {
 	if !utf8.Valid(msg) {
 		h.logger.Warn("websocket text frame is not UTF-8; closing", "remote", s.Request.RemoteAddr)
@@ -494,7 +588,7 @@ func (h *Hub) push(deltas []live.Delta) {
 func (h *Hub) PushLocal(e live.Ephemeral) int {
 	h.mu.RLock()
 	var targets []*conn
-	room := ""
+	room, inRoom := "", ""
 	switch e.Target.Kind {
 	case live.TargetClient:
 		if c := h.clients[e.Target.ID]; c != nil && c.member.tenant == e.Target.Tenant {
@@ -511,6 +605,13 @@ func (h *Hub) PushLocal(e live.Ephemeral) int {
 			for c := range h.members[member{e.Target.Tenant, user}] {
 				targets = append(targets, c)
 			}
+			break
+		}
+		// A session that leaves the room from here on gets no more of
+		// its pushes: pushEphemeral checks again.
+		inRoom = room
+		for c := range h.rooms[roomKey{e.Target.Tenant, room}] {
+			targets = append(targets, c)
 		}
 	case live.TargetBroadcast:
 		room = "broadcast"
@@ -542,7 +643,7 @@ func (h *Hub) PushLocal(e live.Ephemeral) int {
 			}
 			frames[r] = frame
 		}
-		if c.pushEphemeral(frame) {
+		if c.pushEphemeral(frame, inRoom) {
 			reached++
 		}
 	}

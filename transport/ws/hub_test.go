@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,6 +199,15 @@ type frame struct {
 	Seq      int64           `json:"seq"`
 	Position string          `json:"position"`
 	Data     json.RawMessage `json:"data"`
+	Error    *frameError     `json:"error"`
+	raw      []byte          // the frame as it came
+}
+
+// frameError is the error of an error frame.
+type frameError struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details"`
 }
 
 // memoryRegistry is the session registry in memory, what live.Sockets is
@@ -219,6 +229,16 @@ func (r *memoryRegistry) SetEncrypted(_ context.Context, clientID string) error 
 	defer r.mu.Unlock()
 	if s, ok := r.sessions[clientID]; ok {
 		s.Encrypted = true
+		r.sessions[clientID] = s
+	}
+	return nil
+}
+
+func (r *memoryRegistry) SetRooms(_ context.Context, clientID string, rooms []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.sessions[clientID]; ok {
+		s.Rooms = slices.Clone(rooms)
 		r.sessions[clientID] = s
 	}
 	return nil
@@ -293,7 +313,7 @@ func read(conn *websocket.Conn) *client {
 				c.err = err
 				return
 			}
-			var f frame
+			f := frame{raw: b}
 			if err := json.Unmarshal(b, &f); err != nil {
 				c.err = fmt.Errorf("frame %q: %w", b, err)
 				return

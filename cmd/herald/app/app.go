@@ -198,7 +198,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	a.kafkaAddr = cfg.Kafka.Brokers
 	authCfg := auth.Config{
 		JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience,
-		TenantClaim: cfg.Auth.TenantClaim, ClientID: cfg.Auth.ClientID,
+		TenantClaim: cfg.Auth.TenantClaim, WorkspacesClaim: cfg.Auth.WorkspacesClaim, ClientID: cfg.Auth.ClientID,
 	}
 	kafkaCfg := kafka.Config{
 		Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID, GroupID: cfg.Kafka.GroupID,
@@ -220,10 +220,11 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 				EventsTopic: cfg.Kafka.EventsTopic, DefaultTenant: cfg.Kafka.DefaultTenant,
 			}
 		}
-		if a.Issuer, err = auth.NewDevIssuer(DevIssuer, DevAudience, cfg.Auth.TenantClaim); err != nil {
+		if a.Issuer, err = auth.NewDevIssuer(DevIssuer, DevAudience, cfg.Auth.TenantClaim, auth.WithWorkspacesClaim(cfg.Auth.WorkspacesClaim)); err != nil {
 			return err
 		}
-		authCfg = auth.Config{JWKSURL: a.URL() + "/dev/jwks.json", Issuer: DevIssuer, Audience: DevAudience, TenantClaim: cfg.Auth.TenantClaim}
+		authCfg = auth.Config{JWKSURL: a.URL() + "/dev/jwks.json", Issuer: DevIssuer, Audience: DevAudience,
+			TenantClaim: cfg.Auth.TenantClaim, WorkspacesClaim: cfg.Auth.WorkspacesClaim}
 	}
 	if a.Storage, err = openStorage(ctx, cfg, logger, true); err != nil {
 		return err

@@ -111,6 +111,9 @@ type AuthConfig struct {
 	Issuer      string
 	Audience    string
 	TenantClaim string
+	// WorkspacesClaim names the claim listing the caller's workspaces,
+	// whose WebSocket rooms its sessions join (seed 003).
+	WorkspacesClaim string
 	// ClientID is the Keycloak client whose resource_access roles become
 	// permissions; with no Audience, tokens must name it in azp instead.
 	ClientID string
@@ -241,6 +244,8 @@ func Settings() []Setting {
 			str(func(c *Config) *string { return &c.Auth.Audience })},
 		{"HERALD_JWT_TENANT_CLAIM", "organizer_id", "claim holding the caller's tenant", PartServe,
 			str(func(c *Config) *string { return &c.Auth.TenantClaim })},
+		{"HERALD_JWT_WORKSPACES_CLAIM", "workspaces", "claim holding the caller's workspaces, an array of ids; WebSocket sessions join room workspace:<id> of each", PartServe,
+			str(func(c *Config) *string { return &c.Auth.WorkspacesClaim })},
 		{"HERALD_JWT_CLIENT_ID", "", "Keycloak client whose resource_access roles are permissions; without HERALD_JWT_AUDIENCE, tokens must carry it as azp", PartServe,
 			str(func(c *Config) *string { return &c.Auth.ClientID })},
 		{"HERALD_ALLOWED_ORIGINS", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the REST API (CORS) and open /v1/stream; formerly HERALD_WS_ALLOWED_ORIGINS", PartServe,
