@@ -2,6 +2,7 @@ package commands_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +222,43 @@ func TestCriticalRequestPassesSilence(t *testing.T) {
 	tenantOff.Request.Critical, tenantOff.Request.EventType, tenantOff.IdempotencyKey = true, "MAINTENANCE", "k-maintenance"
 	if res, err := c.RequestNotification(ctx, tenantOff); err != nil || len(res.NotificationIDs) != 0 || res.Suppressed[domain.SuppressedCategoryOff] != 1 {
 		t.Fatalf("critical request in a category the tenant switched off: %+v, %v", res, err)
+	}
+}
+
+// Two instances on one event store: a change one records is in the other's
+// next decision (its cached fold catches up from the stream first), and
+// changes decided on both at once both land, one after the other.
+func TestPreferencesAcrossInstances(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	a, b := commands.New(s, nil), commands.New(s, nil)
+	ctx := context.Background()
+	// b folds the tenant's preferences before a changes them.
+	if res, err := b.RequestNotification(ctx, request("bob")); err != nil || len(res.NotificationIDs) != 1 {
+		t.Fatalf("before: %+v, %v", res, err)
+	}
+	setPreferences(t, a, "bob", `{"globalSilent":true}`)
+	next := request("bob")
+	next.IdempotencyKey = "key-2"
+	if res, err := b.RequestNotification(ctx, next); err != nil || len(res.NotificationIDs) != 0 || res.Suppressed[domain.SuppressedGlobalSilent] != 1 {
+		t.Fatalf("b decided on a stale fold: %+v, %v", res, err)
+	}
+	done := make(chan error, 2)
+	for i, c := range []*commands.Commands{a, b} {
+		go func() {
+			_, err := c.ChangePreferences(ctx, commands.ChangePreferences{Tenant: "org-1", UserID: fmt.Sprintf("user-%d", i), Patch: []byte(`{"globalSilent":true}`)})
+			done <- err
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, user := range []string{"user-0", "user-1"} {
+		view, err := a.Preferences(ctx, "org-1", user)
+		if err != nil || !view.Effective.GlobalSilent.Value {
+			t.Fatalf("%s: %+v, %v", user, view.Effective.GlobalSilent, err)
+		}
 	}
 }

@@ -457,6 +457,12 @@ func (c Config) validate(parts Part) error {
 			c.validateRedis(add)
 		}
 		c.validateChannels(add)
+		switch {
+		case c.Auth.WorkspacesClaim == "":
+			add("HERALD_JWT_WORKSPACES_CLAIM", "required: the claim naming the caller's workspaces, such as workspaces")
+		case c.Auth.WorkspacesClaim == c.Auth.TenantClaim:
+			add("HERALD_JWT_WORKSPACES_CLAIM", "must differ from HERALD_JWT_TENANT_CLAIM: one claim cannot hold both the tenant and the workspaces")
+		}
 		if c.HTTPReadTimeout < time.Second || c.HTTPIdleTimeout < time.Second {
 			add("HERALD_HTTP_READ_TIMEOUT", "want durations of at least 1s for it and HERALD_HTTP_IDLE_TIMEOUT")
 		}

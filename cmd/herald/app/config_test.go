@@ -256,3 +256,18 @@ func TestChannelSettingsAreChecked(t *testing.T) {
 		t.Fatalf("a mismatched pair: %v", err)
 	}
 }
+
+// The workspaces claim cannot be the tenant's claim, and is checked at
+// start-up, naming the variable.
+func TestWorkspacesClaimIsChecked(t *testing.T) {
+	vars := serveEnv()
+	vars["HERALD_JWT_WORKSPACES_CLAIM"] = "organizer_id"
+	var se *SettingsError
+	if err := Load(env(vars)).Validate(); !errors.As(err, &se) || !strings.Contains(se.Problems["HERALD_JWT_WORKSPACES_CLAIM"], "HERALD_JWT_TENANT_CLAIM") {
+		t.Fatalf("a workspaces claim equal to the tenant claim: %v", err)
+	}
+	vars["HERALD_JWT_WORKSPACES_CLAIM"] = "groups"
+	if err := Load(env(vars)).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
