@@ -457,10 +457,10 @@ func (c Config) validate(parts Part) error {
 			c.validateRedis(add)
 		}
 		c.validateChannels(add)
-		switch {
-		case c.Auth.WorkspacesClaim == "":
+		switch c.Auth.WorkspacesClaim {
+		case "":
 			add("HERALD_JWT_WORKSPACES_CLAIM", "required: the claim naming the caller's workspaces, such as workspaces")
-		case c.Auth.WorkspacesClaim == c.Auth.TenantClaim:
+		case c.Auth.TenantClaim:
 			add("HERALD_JWT_WORKSPACES_CLAIM", "must differ from HERALD_JWT_TENANT_CLAIM: one claim cannot hold both the tenant and the workspaces")
 		}
 		if c.HTTPReadTimeout < time.Second || c.HTTPIdleTimeout < time.Second {
