@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 )
 
@@ -30,6 +31,10 @@ func (b *Backoff) Reset() { b.next = 0 }
 // Wait sleeps Next unless ctx ends first; it reports whether the whole wait
 // passed.
 func (b *Backoff) Wait(ctx context.Context) bool { return Sleep(ctx, b.Next()) }
+
+// Jittered returns d within ±25 %, so that instances failing together do
+// not retry in step.
+func Jittered(d time.Duration) time.Duration { return d*3/4 + rand.N(d/2+1) }
 
 // Sleep waits d unless ctx ends first; it reports whether the whole wait
 // passed.

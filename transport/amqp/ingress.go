@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/url"
 	"runtime/debug"
 	"strings"
@@ -164,7 +163,7 @@ func (in *Ingress) Run(ctx context.Context) error {
 	}
 	defer in.running.Store(false)
 	everConsumed := false
-	failures := 0
+	reconnect := domain.Backoff{Min: in.reconnectMin, Max: in.reconnectMax}
 	for {
 		began := time.Now()
 		consumed, err := in.session(ctx, everConsumed)
@@ -182,13 +181,12 @@ func (in *Ingress) Run(ctx context.Context) error {
 			// that fails as soon as it consumes (a channel the broker
 			// keeps closing) must not reconnect in a tight loop.
 			if time.Since(began) >= stableSession {
-				failures = 0
+				reconnect.Reset()
 			}
 		}
-		delay := backoff(in.reconnectMin, in.reconnectMax, failures)
-		failures++
+		delay := domain.Jittered(reconnect.Next())
 		in.logger.WarnContext(ctx, msg, "error", err, "retry_in", delay.String())
-		if !sleep(ctx, delay) {
+		if !domain.Sleep(ctx, delay) {
 			return nil
 		}
 	}
@@ -429,6 +427,7 @@ func (in *Ingress) handle(ctx context.Context, s *session, d amqp091.Delivery) {
 	}
 	key := IdempotencyKey(d.MessageId, d.Body)
 	src := sourceOf(d)
+	retry := domain.Backoff{Min: in.retryMin, Max: in.retryMax}
 	for attempt := 0; ; attempt++ {
 		panicked, err := in.call(ctx, ev, key, src, log)
 		switch {
@@ -459,7 +458,7 @@ func (in *Ingress) handle(ctx context.Context, s *session, d amqp091.Delivery) {
 			in.requeue(ctx, d, log, fmt.Sprintf("handling failed %d times", attempt+1), err)
 			return
 		}
-		delay := backoff(in.retryMin, in.retryMax, attempt)
+		delay := domain.Jittered(retry.Next())
 		log.WarnContext(ctx, "handling failed, will retry", "error", err, "code", domain.ErrorCode(err), "attempt", attempt+1, "retry_in", delay.String())
 		t := time.NewTimer(delay)
 		select {
@@ -634,27 +633,4 @@ func consumerTag() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return "herald-" + hex.EncodeToString(b)
-}
-
-// backoff is the wait before retry number attempt (from 0): min doubling up
-// to max, within ±25 % so that instances failing together do not retry in
-// step.
-func backoff(lo, hi time.Duration, attempt int) time.Duration {
-	d := hi
-	if attempt < 30 && lo<<attempt < hi {
-		d = lo << attempt
-	}
-	return d*3/4 + mrand.N(d/2+1)
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
