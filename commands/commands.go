@@ -292,30 +292,37 @@ func (c *Commands) later(a, b eventstore.Position) eventstore.Position {
 func (c *Commands) openNotifications(ctx context.Context, requested domain.NotificationRequested, notifications []domain.NotificationCreated,
 	meta domain.Metadata,
 ) (events []eventstore.EventData, suppressed []string, err error) {
-	events = make([]eventstore.EventData, len(notifications))
-	suppressed = make([]string, len(notifications))
 	now := c.now().UTC()
+	decisions := make([]domain.PreferenceDecision, len(notifications))
+	// Only the decisions need the fold's lock: encoding a large fan-out's
+	// events must not hold up the tenant's other requests.
 	err = c.tenantPreferences(ctx, requested.Tenant, func(p *domain.TenantPreferences) error {
 		for i, n := range notifications {
-			d := p.EffectiveFor(n.RecipientID).Decide(requested.Type, domain.ChannelInApp, requested.Critical, now)
-			var err error
-			if d.Deliver {
-				events[i], err = newCreated(n, meta)
-			} else {
-				suppressed[i] = d.Reason
-				s := domain.DeliverySuppressed{
-					ID: n.ID, Tenant: n.Tenant, RequestFingerprint: requested.Fingerprint, From: domain.DeliveryFromRequest, Trigger: requested.Type,
-					Channel: domain.ChannelInApp, RecipientID: n.RecipientID, Reason: d.Reason, Detail: "the recipient's preferences", SuppressedAt: now,
-				}
-				events[i], err = newEvent(s.EventID(domain.NotificationStream(n.ID), 0), s, meta)
-			}
-			if err != nil {
-				return err
-			}
+			decisions[i] = p.EffectiveFor(n.RecipientID).Decide(requested.Type, domain.ChannelInApp, requested.Critical, now)
 		}
 		return nil
 	})
-	return events, suppressed, err
+	if err != nil {
+		return nil, nil, err
+	}
+	events = make([]eventstore.EventData, len(notifications))
+	suppressed = make([]string, len(notifications))
+	for i, n := range notifications {
+		if d := decisions[i]; d.Deliver {
+			events[i], err = newCreated(n, meta)
+		} else {
+			suppressed[i] = d.Reason
+			s := domain.DeliverySuppressed{
+				ID: n.ID, Tenant: n.Tenant, RequestFingerprint: requested.Fingerprint, From: domain.DeliveryFromRequest, Trigger: requested.Type,
+				Channel: domain.ChannelInApp, RecipientID: n.RecipientID, Reason: d.Reason, Detail: "the recipient's preferences", SuppressedAt: now,
+			}
+			events[i], err = newEvent(s.EventID(domain.NotificationStream(n.ID), 0), s, meta)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return events, suppressed, nil
 }
 
 // createdIDs are the ids of the notifications not suppressed.
