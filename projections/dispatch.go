@@ -125,6 +125,9 @@ type Dispatcher struct {
 	// start them again only to find them settled. A delivery queued again
 	// (an administrator's retry) has moved on from that position.
 	settled map[string]settledRow
+	// pruned is when settled was last rid of its old entries: once a
+	// minute, not on every poll, which would walk it thousands of times.
+	pruned time.Time
 }
 
 type settledRow struct {
@@ -248,9 +251,12 @@ func (d *Dispatcher) due(ctx context.Context) ([]dueRow, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
-	for id, st := range d.settled {
-		if now.Sub(st.at) > settledKeep {
-			delete(d.settled, id)
+	if now.Sub(d.pruned) > time.Minute {
+		d.pruned = now
+		for id, st := range d.settled {
+			if now.Sub(st.at) > settledKeep {
+				delete(d.settled, id)
+			}
 		}
 	}
 	out := all[:0]
