@@ -251,12 +251,19 @@ func (c *Commands) loadTemplateAt(ctx context.Context, tenant, id string, versio
 	return t, err
 }
 
-// envelopeTemplates chooses the templates an envelope triggers: of every
-// name and type whose templates answer its event type, the variant in the
-// data's language by its fallbacks, else the one in the default language,
-// else the first by language tag. The result is sorted by name and type.
+// envelopeTemplates chooses the templates an envelope triggers, in the
+// data's language (see triggeredTemplates).
 func (c *Commands) envelopeTemplates(ctx context.Context, env domain.Envelope) ([]domain.Template, error) {
-	cands, err := c.templateCandidates(ctx, env.Tenant, env.EventType)
+	return c.triggeredTemplates(ctx, env.Tenant, env.EventType, dataLanguage(env.Data))
+}
+
+// triggeredTemplates chooses the tenant's templates that trigger answers:
+// of every name and type, the variant in language by its fallbacks, else
+// the one in the default language, else the first by language tag, read
+// from the template index and the templates' streams. The result is sorted
+// by name and type.
+func (c *Commands) triggeredTemplates(ctx context.Context, tenant, trigger, language string) ([]domain.Template, error) {
+	cands, err := c.templateCandidates(ctx, tenant, trigger)
 	if err != nil {
 		return nil, err
 	}
@@ -264,14 +271,14 @@ func (c *Commands) envelopeTemplates(ctx context.Context, env domain.Envelope) (
 	variants := map[group]map[string]domain.Template{}
 	var groups []group
 	for _, cand := range cands {
-		t, err := c.currentTemplate(ctx, env.Tenant, cand)
+		t, err := c.currentTemplate(ctx, tenant, cand)
 		if domain.ErrorCode(err) == domain.CodeTemplateNotFound {
 			continue // indexed by a create that did not complete
 		}
 		if err != nil {
 			return nil, err
 		}
-		if t.TriggerEvent != env.EventType {
+		if t.TriggerEvent != trigger {
 			continue // answered it once; not any more
 		}
 		g := group{t.Name, t.Type}
@@ -284,10 +291,9 @@ func (c *Commands) envelopeTemplates(ctx context.Context, env domain.Envelope) (
 	slices.SortFunc(groups, func(a, b group) int {
 		return cmp.Or(cmp.Compare(a.name, b.name), cmp.Compare(a.typ, b.typ))
 	})
-	wanted := dataLanguage(env.Data)
 	out := make([]domain.Template, 0, len(groups))
 	for _, g := range groups {
-		out = append(out, pickVariant(variants[g], templating.Fallbacks(wanted, c.defaultLanguage)))
+		out = append(out, pickVariant(variants[g], templating.Fallbacks(language, c.defaultLanguage)))
 	}
 	return out, nil
 }

@@ -41,6 +41,9 @@ const (
 const (
 	SuppressedNoAddress    = "no_address"
 	SuppressedMissingParam = "missing_param"
+	// SuppressedDeviceInactive: a push whose recipient has no active device
+	// (in the notification's workspace, or in none) when it is decided.
+	SuppressedDeviceInactive = "device_inactive"
 )
 
 // Where a delivery was asked for.
@@ -81,8 +84,9 @@ type DeliveryScheduled struct {
 	// envelope), for idempotency: the same key with another request is a
 	// conflict.
 	RequestFingerprint string `json:"requestFingerprint"`
-	// From is DeliveryFromSend or DeliveryFromEnvelope; Trigger is the
-	// envelope's event type, empty for a send.
+	// From is DeliveryFromSend, DeliveryFromEnvelope or
+	// DeliveryFromWorkspaceEvent; Trigger is the event type of an envelope
+	// or a workspace event, empty for a send.
 	From    string `json:"from"`
 	Trigger string `json:"eventType,omitempty"`
 	Channel string `json:"channel"`
@@ -91,17 +95,23 @@ type DeliveryScheduled struct {
 	Address string `json:"address"`
 	// RecipientID is the user the message is for, when known (push and
 	// in-app always); the recipient may read the delivery.
-	RecipientID string           `json:"recipientId,omitempty"`
-	Template    DeliveryTemplate `json:"template"`
-	Subject     string           `json:"subject,omitempty"`
-	Content     string           `json:"content"`
-	HTML        string           `json:"html,omitempty"`
-	Category    string           `json:"category,omitempty"`
-	Critical    bool             `json:"critical"`
+	RecipientID string `json:"recipientId,omitempty"`
+	// Template is zero, and left out, for a workspace event's delivery
+	// that no template answered: its text is the event's own.
+	Template DeliveryTemplate `json:"template,omitzero"`
+	Subject  string           `json:"subject,omitempty"`
+	Content  string           `json:"content"`
+	HTML     string           `json:"html,omitempty"`
+	Category string           `json:"category,omitempty"`
+	Critical bool             `json:"critical"`
 	// Params are what the template was rendered with, so that the history
 	// shows how the text came about.
-	Params      map[string]any `json:"params"`
-	ScheduledAt time.Time      `json:"scheduledAt"`
+	Params map[string]any `json:"params"`
+	// WorkspaceID is the workspace a workspace event's delivery belongs to:
+	// its push goes only to the recipient's devices registered there or in
+	// no workspace (seed 003's active-workspace filter).
+	WorkspaceID string    `json:"workspaceId,omitempty"`
+	ScheduledAt time.Time `json:"scheduledAt"`
 }
 
 // Notification is the inbox notification of an in-app delivery: it shares

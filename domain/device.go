@@ -265,3 +265,17 @@ func (s *Devices) Active() []Device {
 	}
 	return all[:n]
 }
+
+// InWorkspace returns the devices of devices a push of workspace reaches
+// (seed 003's active-workspace filter): those registered in it or in no
+// workspace. An empty workspace reaches them all. The slice returned is
+// new.
+func InWorkspace(devices []Device, workspace string) []Device {
+	out := make([]Device, 0, len(devices))
+	for _, d := range devices {
+		if workspace == "" || d.WorkspaceID == "" || d.WorkspaceID == workspace {
+			out = append(out, d)
+		}
+	}
+	return out
+}

@@ -420,6 +420,7 @@ var Events = func() *Registry {
 	Register[DeviceExpired](r, SchemaVersion)
 	Register[PreferencesChanged](r, SchemaVersion)
 	Register[DeliveryDeferred](r, SchemaVersion)
+	Register[WorkspaceEventReceived](r, SchemaVersion)
 	return r
 }()
 

@@ -48,7 +48,11 @@ type WorkspaceEvent struct {
 	Payload map[string]any `json:"payload"`
 	// Channels lists where the event should reach its receivers; empty
 	// means DefaultWorkspaceChannels.
-	Channels []string               `json:"channels,omitempty"`
+	Channels []string `json:"channels,omitempty"`
+	// Critical lets the event through the receivers' silence and quiet
+	// hours (never through a category switched off), as a critical
+	// template does.
+	Critical bool                   `json:"critical,omitempty"`
 	Metadata WorkspaceEventMetadata `json:"metadata"`
 }
 
@@ -206,4 +210,154 @@ func (e WorkspaceEvent) Validate() error {
 		}
 	}
 	return v.Err(CodeInvalidMessage, "invalid workspace event")
+}
+
+// EventWorkspaceEventReceived is the stored type of WorkspaceEventReceived.
+const EventWorkspaceEventReceived = "WorkspaceEventReceived"
+
+// What became of a workspace event, besides OutcomeDelivered.
+const (
+	// OutcomeSocketOnly: a live update of the open sessions, and nothing
+	// else (seed 003's graduated pattern).
+	OutcomeSocketOnly = "socket_only"
+	// OutcomeNoReceivers: an event for channels other than the socket that
+	// names no receivers reaches no one outside the workspace's sessions.
+	OutcomeNoReceivers = "no_receivers"
+)
+
+// DeliveryFromWorkspaceEvent is the From of a workspace event's deliveries.
+const DeliveryFromWorkspaceEvent = "workspace_event"
+
+// WorkspaceAddressFields are the payload fields a workspace event's email
+// and SMS address is read from. Herald keeps no contact book: an event
+// that asks for email (an invitation, say) carries the address it goes to.
+var WorkspaceAddressFields = map[string]string{
+	ChannelEmail: "email",
+	ChannelSMS:   "phone",
+}
+
+// WorkspaceEventID names the workspace event of a tenant with an
+// idempotency key (the AMQP message_id, else the body's SHA-256): the key
+// names one event forever.
+func WorkspaceEventID(tenant, idempotencyKey string) string {
+	return uuidV5(namespace, "workspace-event\x00"+tenant+"\x00"+idempotencyKey)
+}
+
+// WorkspaceEventStream is the stream of one workspace event.
+func WorkspaceEventStream(id string) string { return "workspace-event-" + id }
+
+// WorkspaceDeliveryID names the delivery of a workspace event on one
+// delivery channel to one receiver ("" for an email or SMS, which goes to
+// the payload's one address).
+func WorkspaceDeliveryID(eventID, channel, receiverID string) string {
+	ns, ok := parseUUID(eventID)
+	if !ok {
+		panic(fmt.Sprintf("domain: workspace event id %q is not a UUID", eventID))
+	}
+	return uuidV5(ns, "delivery\x00"+channel+"\x00"+receiverID)
+}
+
+// DeliveryChannelOf maps a workspace event's channel to the delivery
+// channel that carries it: the socket is the inbox notification, whose
+// creation every open session of the receiver hears of.
+func DeliveryChannelOf(workspaceChannel string) string {
+	if workspaceChannel == WorkspaceChannelSocket {
+		return ChannelInApp
+	}
+	return workspaceChannel
+}
+
+// Params are what a workspace event's templates render with:
+// {{type}}, {{workspaceId}}, {{workspaceName}}, {{ecosystemId}},
+// {{actor.id}}, {{actor.name}}, {{actor.type}}, {{timestamp}} and the
+// producer's {{payload.…}}. The map is new; its payload is the event's.
+func (e WorkspaceEvent) Params() map[string]any {
+	p := map[string]any{
+		"type":      e.Type,
+		"payload":   e.Payload,
+		"actor":     map[string]any{"id": e.Metadata.Actor.ID, "name": e.Metadata.Actor.Name, "type": e.Metadata.Actor.Type},
+		"timestamp": e.Metadata.Timestamp.UTC().Format(time.RFC3339Nano),
+	}
+	for k, v := range map[string]string{"workspaceId": e.WorkspaceID, "workspaceName": e.WorkspaceName, "ecosystemId": e.EcosystemID} {
+		if v != "" {
+			p[k] = v
+		}
+	}
+	return p
+}
+
+// Title is the subject of a workspace event no template answers: its type
+// in words, then where it happened ("Page created in Mon Workspace").
+func (e WorkspaceEvent) Title() string {
+	t := humanize(e.Type)
+	if e.WorkspaceName != "" {
+		t += " in " + e.WorkspaceName
+	}
+	return t
+}
+
+// Sentence is the text of a workspace event no template answers, from its
+// payload's title and its actor: `Page created by John Doe: "Menu du
+// jour".` Without a title it is the sentence Content builds from the
+// payload.
+func (e WorkspaceEvent) Sentence() string {
+	title, _ := e.Payload["title"].(string)
+	title = strings.TrimSpace(title)
+	if title == "" {
+		return Content(e.Type, e.Metadata.Actor, e.Payload)
+	}
+	var b strings.Builder
+	b.WriteString(humanize(e.Type))
+	if e.Metadata.Actor.Name != "" {
+		b.WriteString(" by ")
+		b.WriteString(e.Metadata.Actor.Name)
+	}
+	b.WriteString(`: "`)
+	b.WriteString(title)
+	b.WriteString(`".`)
+	return b.String()
+}
+
+// WorkspaceDelivery is one delivery a workspace event decided, with the
+// template version it was rendered from (none: the event's Sentence), so
+// that a redelivery completes exactly it.
+type WorkspaceDelivery struct {
+	ID              string `json:"id"`
+	Channel         string `json:"channel"`
+	RecipientID     string `json:"recipientId,omitempty"`
+	TemplateID      string `json:"templateId,omitempty"`
+	TemplateVersion int64  `json:"templateVersion,omitempty"`
+}
+
+// WorkspaceEventReceived records a workspace event and what it was decided
+// to become: deliveries (inbox notifications, pushes, emails, SMS) to its
+// receivers, or a live update of the open sessions alone
+// (OutcomeSocketOnly), never a silent drop.
+type WorkspaceEventReceived struct {
+	ID             string         `json:"id"`
+	Tenant         string         `json:"tenant"`
+	IdempotencyKey string         `json:"idempotencyKey"`
+	Event          WorkspaceEvent `json:"event"`
+	// Fingerprint names the event's content: the same key with other
+	// content is an idempotency conflict.
+	Fingerprint string              `json:"fingerprint"`
+	Outcome     string              `json:"outcome"`
+	Deliveries  []WorkspaceDelivery `json:"deliveries,omitempty"`
+	// SocketReceivers are the receivers a socket-only event's live update
+	// went to: those whose preferences let the category into the
+	// application. Empty with receivers named, nobody's did; with none
+	// named, the update went to the workspace's room.
+	SocketReceivers []string  `json:"socketReceivers,omitempty"`
+	ReceivedAt      time.Time `json:"receivedAt"`
+	Source          *Source   `json:"source,omitempty"`
+}
+
+// EventType implements Event.
+func (WorkspaceEventReceived) EventType() string { return EventWorkspaceEventReceived }
+
+// EventID implements Event: the event opens its stream, and the id names
+// its content, so a redelivery is recognised and other content under the
+// same key conflicts.
+func (e WorkspaceEventReceived) EventID(stream string, _ int64) string {
+	return eventID(stream, "received\x00"+e.Fingerprint)
 }

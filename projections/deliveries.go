@@ -77,7 +77,7 @@ func (p *Deliveries) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.R
 		batch.Queue(`
 			INSERT INTO `+p.table+` (tenant, id, channel, address, recipient_id, status, reason, detail, from_kind, trigger_event,
 				template_id, template_name, template_version, language, created_at, updated_at, position)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, '')::uuid, $12, $13, $14, $15, $15, $16)
 			ON CONFLICT (tenant, id) DO NOTHING`,
 			r.tenant, r.id, r.channel, r.address, r.recipient, r.status, r.reason, r.detail, r.from, r.trigger,
 			r.template.ID, r.template.Name, r.template.Version, r.template.Language, e.RecordedAt, string(e.Position))

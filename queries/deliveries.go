@@ -74,7 +74,7 @@ func (q *Deliveries) List(ctx context.Context, l ListDeliveries) (DeliveriesPage
 	}
 	rows, err := q.pool.Query(ctx, `
 		SELECT id, channel, address, recipient_id, status, reason, detail, from_kind, trigger_event,
-			template_id, template_name, template_version, language, created_at, updated_at
+			COALESCE(template_id::text, ''), template_name, template_version, language, created_at, updated_at
 		FROM deliveries
 		WHERE tenant = $1 AND (created_at, id) < ($2, $3::uuid)
 		  AND ($4 = '' OR status = $4) AND ($5 = '' OR channel = $5)

@@ -40,6 +40,10 @@ type Target struct {
 	Tenant string     `json:"tenant"`
 	Kind   TargetKind `json:"kind"`
 	ID     string     `json:"id,omitempty"`
+	// Users narrows a push to a room to the sessions of these users in it
+	// (a workspace event's receivers, in their workspace's room); empty,
+	// every session in the room. Only for kind room.
+	Users []string `json:"users,omitempty"`
 }
 
 // Ephemeral is a push that is not stored: it reaches the sessions connected
@@ -78,6 +82,20 @@ func (e *Ephemeral) Validate() error {
 		v.Add("destination.kind", "is required: broadcast, room, user or client")
 	default:
 		v.Add("destination.kind", "must be broadcast, room, user or client")
+	}
+	switch {
+	case len(e.Target.Users) == 0:
+	case e.Target.Kind != TargetRoom:
+		v.Add("destination.users", "must be absent but for kind room")
+	case len(e.Target.Users) > domain.MaxRecipients:
+		v.Add("destination.users", fmt.Sprintf("must list at most %d users", domain.MaxRecipients))
+	default:
+		for i, u := range e.Target.Users {
+			if problem := domain.IdentifierProblem(u); problem != "" {
+				v.Add(fmt.Sprintf("destination.users[%d]", i), problem)
+				break
+			}
+		}
 	}
 	switch {
 	case strings.TrimSpace(e.Topic) == "":

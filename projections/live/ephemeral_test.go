@@ -3,6 +3,7 @@ package live_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -77,6 +78,13 @@ func TestEphemeralRefusesEachBadField(t *testing.T) {
 		{"broadcast with id", "destination.id", func(e *live.Ephemeral) { e.Target.Kind = live.TargetBroadcast }},
 		{"id with newline", "destination.id", func(e *live.Ephemeral) { e.Target.ID = "alice\n" }},
 		{"long id", "destination.id", func(e *live.Ephemeral) { e.Target.ID = strings.Repeat("i", domain.MaxIDLength+1) }},
+		{"users of a user push", "destination.users", func(e *live.Ephemeral) { e.Target.Users = []string{"alice"} }},
+		{"users with a bad id", "destination.users[1]", func(e *live.Ephemeral) {
+			e.Target = live.Target{Tenant: "org-1", Kind: live.TargetRoom, ID: "workspace:ws-1", Users: []string{"alice", "bob\n"}}
+		}},
+		{"too many users", "destination.users", func(e *live.Ephemeral) {
+			e.Target = live.Target{Tenant: "org-1", Kind: live.TargetRoom, ID: "workspace:ws-1", Users: make([]string, domain.MaxRecipients+1)}
+		}},
 		{"missing topic", "topic", func(e *live.Ephemeral) { e.Topic = "" }},
 		{"blank topic", "topic", func(e *live.Ephemeral) { e.Topic = " \t" }},
 		{"long topic", "topic", func(e *live.Ephemeral) { e.Topic = strings.Repeat("t", live.MaxEphemeralTopicBytes+1) }},
@@ -150,7 +158,7 @@ func TestEphemeralJSONIsTheEmitterWireFormat(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"topic":"t","data":{"a":1},"destination":{"tenant":"org-1","kind":"room","id":"r"}}`), &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Target != (live.Target{Tenant: "org-1", Kind: live.TargetRoom, ID: "r"}) || back.Topic != "t" || string(back.Data) != `{"a":1}` {
+	if !reflect.DeepEqual(back.Target, live.Target{Tenant: "org-1", Kind: live.TargetRoom, ID: "r"}) || back.Topic != "t" || string(back.Data) != `{"a":1}` {
 		t.Fatalf("decoded %+v", back)
 	}
 }

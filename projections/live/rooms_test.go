@@ -3,6 +3,7 @@ package live_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +58,13 @@ func TestSetRoomsIsWhatListAndCountSee(t *testing.T) {
 		t.Fatal(err)
 	}
 	count(2)
+	// A push to some users of the room counts only theirs.
+	for users, want := range map[string]int{"bob": 1, "bob,alice": 2, "carol": 0} {
+		n, err := a.Count(ctx, live.Target{Tenant: "org-1", Kind: live.TargetRoom, ID: live.WorkspaceRoom("ws-1"), Users: strings.Split(users, ",")})
+		if err != nil || n != want {
+			t.Fatalf("workspace:ws-1 for users %s counts %d, %v; want %d", users, n, err, want)
+		}
+	}
 	if err := a.SetRooms(ctx, "c1", []string{live.Room("alice")}); err != nil {
 		t.Fatal(err)
 	}

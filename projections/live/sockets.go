@@ -270,9 +270,9 @@ func (s *Sockets) Count(ctx context.Context, t Target) (int, error) {
 		    WHEN 'broadcast' THEN true
 		    WHEN 'user' THEN s.user_id = $4
 		    WHEN 'client' THEN s.client_id = $4
-		    WHEN 'room' THEN $4 = ANY (s.rooms)
+		    WHEN 'room' THEN $4 = ANY (s.rooms) AND (coalesce(cardinality($5::text[]), 0) = 0 OR s.user_id = ANY ($5))
 		    ELSE false
-		  END`, t.Tenant, aliveFor.Seconds(), string(t.Kind), t.ID).Scan(&n)
+		  END`, t.Tenant, aliveFor.Seconds(), string(t.Kind), t.ID, t.Users).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count sessions: %w", err)
 	}

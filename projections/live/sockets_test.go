@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -123,7 +124,7 @@ func TestPushesOfEverySizeArriveWhole(t *testing.T) {
 	for i, want := range sent {
 		select {
 		case e := <-got:
-			if e.Topic != want.Topic || e.Target != want.Target || string(e.Data) != string(want.Data) {
+			if e.Topic != want.Topic || !reflect.DeepEqual(e.Target, want.Target) || string(e.Data) != string(want.Data) {
 				t.Fatalf("push %d arrived as %s %+v with %d bytes of data, want %d bytes", i, e.Topic, e.Target, len(e.Data), len(want.Data))
 			}
 		case <-time.After(10 * time.Second):

@@ -211,7 +211,7 @@ type deviceOutcome struct {
 }
 
 // Send pushes d to every active device of its user (d.RecipientID, else
-// d.Address) and returns the push services' message ids (their Location,
+// d.Address) in d's workspace or in none, and returns the push services' message ids (their Location,
 // RFC 8030 §5) of the devices that took it, space-separated, in device
 // order.
 //
@@ -242,9 +242,16 @@ func (w *WebPush) Send(ctx context.Context, d domain.DeliveryScheduled) (string,
 		return "", &domain.ProviderError{Provider: WebPushProvider, Code: "push.devices_unavailable",
 			Message: fmt.Sprintf("active devices of user %q: %v", userID, err)}
 	}
+	// A workspace's push reaches the devices registered in it or in none
+	// (seed 003): a device in another workspace is not the one in use.
+	devices = domain.InWorkspace(devices, d.WorkspaceID)
 	if len(devices) == 0 {
+		where := ""
+		if d.WorkspaceID != "" {
+			where = fmt.Sprintf(" in workspace %q or in none", d.WorkspaceID)
+		}
 		return "", &domain.ProviderError{Provider: WebPushProvider, Code: "push.no_active_device", Permanent: true,
-			Message: fmt.Sprintf("user %q has no active push device", userID)}
+			Message: fmt.Sprintf("user %q has no active push device%s", userID, where)}
 	}
 	opts := webpush.Options{
 		HTTPClient:      w.client,

@@ -718,3 +718,33 @@ func TestWebPushConfigProblems(t *testing.T) {
 		t.Error("NewWebPush without devices: no error")
 	}
 }
+
+func TestWebPushReachesTheWorkspacesDevicesOnly(t *testing.T) {
+	t.Parallel()
+	wt := newWebPushTest(t, "mailto:ops@example.com", 2*time.Second)
+	for name, workspace := range map[string]string{"mine": "ws-1", "other": "ws-2", "any": ""} {
+		d := wt.ps.device(name)
+		d.WorkspaceID = workspace
+		wt.devices.list = append(wt.devices.list, d)
+	}
+	d := pushDelivery()
+	d.WorkspaceID = "ws-1"
+	if _, err := wt.wp.Send(context.Background(), d); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	var reached []string
+	for _, p := range wt.ps.pushes() {
+		reached = append(reached, p.device)
+	}
+	slices.Sort(reached)
+	if want := []string{"any", "mine"}; !slices.Equal(reached, want) {
+		t.Fatalf("pushed to %v, want %v: a device of another workspace is not the one in use", reached, want)
+	}
+
+	wt.devices.list = slices.DeleteFunc(wt.devices.list, func(d domain.Device) bool { return d.WorkspaceID != "ws-2" })
+	_, err := wt.wp.Send(context.Background(), d)
+	var pe *domain.ProviderError
+	if !errors.As(err, &pe) || pe.Code != "push.no_active_device" || !pe.Permanent || !strings.Contains(pe.Message, `"ws-1"`) {
+		t.Fatalf("send with only another workspace's device: %v, want a permanent push.no_active_device naming the workspace", err)
+	}
+}

@@ -109,18 +109,20 @@ func deliveryEntries(entries []commands.HistoryEntry) []historyEntry {
 
 // deliveryJSON is a delivery in the administrators' list.
 type deliveryJSON struct {
-	ID          string                  `json:"id"`
-	Status      string                  `json:"status"`
-	Channel     string                  `json:"channel"`
-	Address     *string                 `json:"address"`
-	RecipientID *string                 `json:"recipient_id"`
-	Reason      *string                 `json:"reason"`
-	Detail      *string                 `json:"detail"`
-	From        string                  `json:"from"`
-	EventType   *string                 `json:"event_type"`
-	Template    domain.DeliveryTemplate `json:"template"`
-	CreatedAt   time.Time               `json:"created_at"`
-	UpdatedAt   time.Time               `json:"updated_at"`
+	ID          string  `json:"id"`
+	Status      string  `json:"status"`
+	Channel     string  `json:"channel"`
+	Address     *string `json:"address"`
+	RecipientID *string `json:"recipient_id"`
+	Reason      *string `json:"reason"`
+	Detail      *string `json:"detail"`
+	From        string  `json:"from"`
+	EventType   *string `json:"event_type"`
+	// Template is null for a delivery no template rendered (a workspace
+	// event's own text).
+	Template  *domain.DeliveryTemplate `json:"template"`
+	CreatedAt time.Time                `json:"created_at"`
+	UpdatedAt time.Time                `json:"updated_at"`
 }
 
 func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request, p auth.Principal) {
@@ -153,9 +155,17 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request, p auth.P
 	for i, d := range page.Deliveries {
 		out[i] = deliveryJSON{
 			ID: d.ID, Status: d.Status, Channel: d.Channel, Address: optional(d.Address), RecipientID: optional(d.RecipientID),
-			Reason: optional(d.Reason), Detail: optional(d.Detail), From: d.From, EventType: optional(d.Trigger), Template: d.Template,
+			Reason: optional(d.Reason), Detail: optional(d.Detail), From: d.From, EventType: optional(d.Trigger), Template: templateRef(d.Template),
 			CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 		}
 	}
 	WriteData(w, r, http.StatusOK, out, pageMeta(page.NextCursor))
+}
+
+// templateRef is t, or nil for a delivery no template rendered.
+func templateRef(t domain.DeliveryTemplate) *domain.DeliveryTemplate {
+	if t.ID == "" {
+		return nil
+	}
+	return &t
 }

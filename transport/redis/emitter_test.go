@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -206,7 +207,7 @@ func TestEmitterPushesEveryKind(t *testing.T) {
 	}
 	for i, c := range cases {
 		got := h.pusher.next(t, 5*time.Second)
-		if got.Target != c.want.Target || got.Topic != c.want.Topic || string(got.Data) != string(c.want.Data) {
+		if !reflect.DeepEqual(got.Target, c.want.Target) || got.Topic != c.want.Topic || string(got.Data) != string(c.want.Data) {
 			t.Errorf("message %d:\n got  %+v data %s\n want %+v data %s", i, got, got.Data, c.want, c.want.Data)
 		}
 	}

@@ -610,8 +610,17 @@ func (h *Hub) PushLocal(e live.Ephemeral) int {
 		// A session that leaves the room from here on gets no more of
 		// its pushes: pushEphemeral checks again.
 		inRoom = room
+		var only map[string]bool
+		if len(e.Target.Users) > 0 {
+			only = make(map[string]bool, len(e.Target.Users))
+			for _, u := range e.Target.Users {
+				only[u] = true
+			}
+		}
 		for c := range h.rooms[roomKey{e.Target.Tenant, room}] {
-			targets = append(targets, c)
+			if only == nil || only[c.member.recipient] {
+				targets = append(targets, c)
+			}
 		}
 	case live.TargetBroadcast:
 		room = "broadcast"

@@ -29,6 +29,7 @@ import (
 	"github.com/heraldhq/herald/projections"
 	"github.com/heraldhq/herald/projections/live"
 	"github.com/heraldhq/herald/queries"
+	"github.com/heraldhq/herald/transport/amqp"
 	"github.com/heraldhq/herald/transport/auth"
 	"github.com/heraldhq/herald/transport/channels"
 	herhttp "github.com/heraldhq/herald/transport/http"
@@ -155,6 +156,7 @@ type App struct {
 	feed     *live.Hub
 	emitter  *redis.Emitter // nil when off
 	ingress  *kafka.Ingress
+	amqp     *amqp.Ingress // nil when off
 	// dispatcher sends deliveries; outbox captures them in dev mode for
 	// the channels without a provider (nil outside dev mode).
 	dispatcher *projections.Dispatcher
@@ -244,6 +246,12 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	kafkaCfg.Registerer = a.Registry
 	if a.ingress, err = kafka.NewIngress(kafkaCfg, a.Commands, logger); err != nil {
 		return err
+	}
+	if cfg.AMQP.URL != "" {
+		events := &workspaceEvents{commands: a.Commands, sockets: a.sockets, logger: logger}
+		if a.amqp, err = amqp.NewIngress(cfg.AMQP, events, logger, a.Registry); err != nil {
+			return fmt.Errorf("amqp ingress: %w", err)
+		}
 	}
 	senders, err := a.senders(logger)
 	if err != nil {
@@ -387,6 +395,11 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return ignoreCanceled(a.ingress.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(a.dispatcher.Run(gctx)) })
+	if a.amqp != nil {
+		// Its first connection failing stops Herald: a service that
+		// looks healthy while consuming nothing is worse.
+		g.Go(func() error { return a.amqp.Run(gctx) })
+	}
 	// Every instance follows the committed deltas and pushes them to its
 	// own sessions; one of them prunes the log.
 	g.Go(func() error { return ignoreCanceled(a.deltas.Follow(gctx, a.feed.Publish)) })

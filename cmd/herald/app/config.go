@@ -16,6 +16,7 @@ import (
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/templating"
 	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/transport/amqp"
 	"github.com/heraldhq/herald/transport/channels"
 	"github.com/heraldhq/herald/transport/kafka"
 	"github.com/heraldhq/herald/transport/redis"
@@ -51,6 +52,9 @@ type Config struct {
 	// Redis is the emitter bus producers push to sockets over; off when
 	// neither URL nor ClusterAddrs is set.
 	Redis RedisConfig
+	// AMQP is the RabbitMQ queue of seed 003's workspace events; off when
+	// its URL is empty.
+	AMQP amqp.Config
 	// EventStore is "postgres", or an esdb:// or kurrentdb:// connection
 	// string for EventStoreDB / KurrentDB.
 	EventStore string
@@ -282,6 +286,21 @@ func Settings() []Setting {
 				c.DefaultLanguage = lang
 				return nil
 			}},
+		{"HERALD_AMQP_URL", "", "amqp://user:password@host:port/vhost (amqps:// for TLS) of the RabbitMQ whose workspace events (seed 003) Herald consumes; empty: off", PartServe,
+			str(func(c *Config) *string { return &c.AMQP.URL })},
+		{"HERALD_AMQP_EXCHANGE", amqp.DefaultExchange, "topic exchange the workspace events are published to; Herald declares it", PartServe,
+			str(func(c *Config) *string { return &c.AMQP.Exchange })},
+		{"HERALD_AMQP_QUEUE", amqp.DefaultQueue, "queue Herald declares, binds with " + amqp.DefaultBindingKey + " and consumes; instances share it; dead letters go to exchange " + amqp.DefaultDeadLetterExchange + " and queue <queue>" + amqp.DLQSuffix, PartServe,
+			str(func(c *Config) *string { return &c.AMQP.Queue })},
+		{"HERALD_AMQP_PREFETCH", strconv.Itoa(amqp.DefaultPrefetch), "how many workspace events are handled at once", PartServe,
+			func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 65535 {
+					return fmt.Errorf("%q: want a whole number from 1 to 65535", v)
+				}
+				c.AMQP.Prefetch = n
+				return nil
+			}},
 		{"HERALD_SMTP_URL", "", "SMTP server of the email channel: smtp://[user:pass@]host[:port] (STARTTLS when offered; ?starttls=required to insist) or smtps://… ; empty: no email channel", PartServe,
 			str(func(c *Config) *string { return &c.Email.URL })},
 		{"HERALD_SMTP_FROM", "", "sender address of emails, such as Herald <noreply@example.com>", PartServe,
@@ -457,6 +476,9 @@ func (c Config) validate(parts Part) error {
 			c.validateRedis(add)
 		}
 		c.validateChannels(add)
+		if c.AMQP.URL != "" {
+			c.validateAMQP(add)
+		}
 		switch c.Auth.WorkspacesClaim {
 		case "":
 			add("HERALD_JWT_WORKSPACES_CLAIM", "required: the claim naming the caller's workspaces, such as workspaces")
@@ -599,6 +621,20 @@ func (c Config) validateRedis(add func(name, problem string)) {
 			problem = "address " + strings.TrimSuffix(index, "]") + " (from 0) " + problem
 		}
 		add(settings[name], problem)
+	}
+}
+
+// validateAMQP reports the ingress's own checks under the settings they
+// come from.
+func (c Config) validateAMQP(add func(name, problem string)) {
+	names := map[string]string{
+		"URL": "HERALD_AMQP_URL", "Exchange": "HERALD_AMQP_EXCHANGE", "Queue": "HERALD_AMQP_QUEUE", "Prefetch": "HERALD_AMQP_PREFETCH",
+		// Not settings: fixed by seed 003, and valid as they are.
+		"BindingKey": "HERALD_AMQP_QUEUE", "DeadLetterExchange": "HERALD_AMQP_EXCHANGE", "MaxRetries": "HERALD_AMQP_QUEUE", "ConnectionName": "HERALD_AMQP_QUEUE",
+	}
+	problems := c.AMQP.Problems()
+	for _, f := range slices.Sorted(maps.Keys(problems)) {
+		add(names[f], problems[f])
 	}
 }
 
