@@ -20,7 +20,7 @@ import (
 
 // clientFlags are the flags of the dev-mode clients.
 type clientFlags struct {
-	url, sub, tenant, permissions string
+	url, sub, tenant, permissions, workspaces string
 }
 
 func parseClientFlags(name, summary string, args []string, stdout, stderr io.Writer) (clientFlags, error) {
@@ -34,6 +34,7 @@ func parseClientFlags(name, summary string, args []string, stdout, stderr io.Wri
 	fs.StringVar(&f.sub, "sub", "", "user (token subject)")
 	fs.StringVar(&f.tenant, "tenant", "", "tenant (organizer id)")
 	fs.StringVar(&f.permissions, "permissions", "", "comma-separated permission codes")
+	fs.StringVar(&f.workspaces, "workspaces", "", "comma-separated workspace ids whose rooms the user's sessions join")
 	if err := fs.parse(args, stdout, stderr); err != nil {
 		return f, err
 	}
@@ -46,7 +47,11 @@ func parseClientFlags(name, summary string, args []string, stdout, stderr io.Wri
 
 // devToken asks a running herald dev for a token.
 func devToken(ctx context.Context, f clientFlags) (string, error) {
-	body, _ := json.Marshal(map[string]any{"sub": f.sub, "tenant": f.tenant, "permissions": app.SplitList(f.permissions)})
+	claims := map[string]any{"sub": f.sub, "tenant": f.tenant, "permissions": app.SplitList(f.permissions)}
+	if ws := app.SplitList(f.workspaces); len(ws) > 0 {
+		claims["workspaces"] = ws
+	}
+	body, _ := json.Marshal(claims)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(f.url, "/")+"/dev/token", bytes.NewReader(body))
 	if err != nil {
 		return "", err

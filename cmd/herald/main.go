@@ -30,6 +30,8 @@ Usage:
   herald token      print a dev-mode access token (needs a running herald dev)
   herald watch      print a dev-mode user's live notification frames
   herald vapid-keys print a new VAPID key pair for the push channel
+  herald amqp-publish
+                    publish a workspace event to RabbitMQ (HERALD_AMQP_URL)
   herald version    print the version, commit and Go version
 
 Run "herald <command> --help" for a command's flags and settings.
@@ -66,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return watchCommand(ctx, rest, stdout, stderr)
 	case "vapid-keys":
 		return vapidKeysCommand(rest, stdout, stderr)
+	case "amqp-publish":
+		return amqpPublishCommand(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -142,6 +142,9 @@ const (
 	PartServe
 	// PartDev is dev mode only.
 	PartDev
+	// PartAMQP is the RabbitMQ of workspace events: serve and dev consume
+	// it, herald amqp-publish publishes to it.
+	PartAMQP
 )
 
 // Setting is one HERALD_ environment variable.
@@ -286,13 +289,15 @@ func Settings() []Setting {
 				c.DefaultLanguage = lang
 				return nil
 			}},
-		{"HERALD_AMQP_URL", "", "amqp://user:password@host:port/vhost (amqps:// for TLS) of the RabbitMQ whose workspace events (seed 003) Herald consumes; empty: off", PartServe,
+		{"HERALD_AMQP_URL", "", "amqp://user:password@host:port/vhost (amqps:// for TLS) of the RabbitMQ whose workspace events (seed 003) Herald consumes; empty: off", PartServe | PartAMQP,
 			str(func(c *Config) *string { return &c.AMQP.URL })},
-		{"HERALD_AMQP_EXCHANGE", amqp.DefaultExchange, "topic exchange the workspace events are published to; Herald declares it", PartServe,
+		{"HERALD_AMQP_EXCHANGE", amqp.DefaultExchange, "topic exchange the workspace events are published to; Herald declares it", PartServe | PartAMQP,
 			str(func(c *Config) *string { return &c.AMQP.Exchange })},
-		{"HERALD_AMQP_QUEUE", amqp.DefaultQueue, "queue Herald declares, binds with " + amqp.DefaultBindingKey + " and consumes; instances share it; dead letters go to exchange " + amqp.DefaultDeadLetterExchange + " and queue <queue>" + amqp.DLQSuffix, PartServe,
+		{"HERALD_AMQP_QUEUE", amqp.DefaultQueue, "queue Herald declares, binds with " + amqp.DefaultBindingKey + " and consumes; instances share it; its dead letters are kept in queue <queue>" + amqp.DLQSuffix, PartServe | PartAMQP,
 			str(func(c *Config) *string { return &c.AMQP.Queue })},
-		{"HERALD_AMQP_PREFETCH", strconv.Itoa(amqp.DefaultPrefetch), "how many workspace events are handled at once", PartServe,
+		{"HERALD_AMQP_DEAD_LETTER_EXCHANGE", amqp.DefaultDeadLetterExchange, "fanout exchange Herald declares and dead-letters the events no retry can mend to, with headers reason_poisoned and error_code", PartServe | PartAMQP,
+			str(func(c *Config) *string { return &c.AMQP.DeadLetterExchange })},
+		{"HERALD_AMQP_PREFETCH", strconv.Itoa(amqp.DefaultPrefetch), "how many workspace events are handled at once", PartServe | PartAMQP,
 			func(c *Config, v string) error {
 				n, err := strconv.Atoi(v)
 				if err != nil || n < 1 || n > 65535 {
@@ -629,8 +634,9 @@ func (c Config) validateRedis(add func(name, problem string)) {
 func (c Config) validateAMQP(add func(name, problem string)) {
 	names := map[string]string{
 		"URL": "HERALD_AMQP_URL", "Exchange": "HERALD_AMQP_EXCHANGE", "Queue": "HERALD_AMQP_QUEUE", "Prefetch": "HERALD_AMQP_PREFETCH",
+		"DeadLetterExchange": "HERALD_AMQP_DEAD_LETTER_EXCHANGE",
 		// Not settings: fixed by seed 003, and valid as they are.
-		"BindingKey": "HERALD_AMQP_QUEUE", "DeadLetterExchange": "HERALD_AMQP_EXCHANGE", "MaxRetries": "HERALD_AMQP_QUEUE", "ConnectionName": "HERALD_AMQP_QUEUE",
+		"BindingKey": "HERALD_AMQP_QUEUE", "MaxRetries": "HERALD_AMQP_QUEUE", "ConnectionName": "HERALD_AMQP_QUEUE",
 	}
 	problems := c.AMQP.Problems()
 	for _, f := range slices.Sorted(maps.Keys(problems)) {
