@@ -367,7 +367,7 @@ func (c *Commands) envelopeSiblings(ctx context.Context, metadata []byte, id str
 		return nil, storeError(fmt.Errorf("load envelope %s: %w", meta.CorrelationID, err))
 	}
 	if len(evs) == 0 {
-		return []string{id}, nil
+		return c.workspaceEventSiblings(ctx, meta.CorrelationID, id)
 	}
 	v, err := decodeRecorded(evs[0])
 	if err != nil {
@@ -380,6 +380,40 @@ func (c *Commands) envelopeSiblings(ctx context.Context, metadata []byte, id str
 	ids := make([]string, len(received.Deliveries))
 	for i, d := range received.Deliveries {
 		ids[i] = d.ID
+	}
+	return ids, nil
+}
+
+// workspaceEventSiblings returns the deliveries of the workspace event
+// eventID to the recipient of its inbox notification id, or none when no
+// such event made it: the inbox notification itself is not a delivery.
+func (c *Commands) workspaceEventSiblings(ctx context.Context, eventID, id string) ([]string, error) {
+	evs, err := c.store.ReadStream(ctx, domain.WorkspaceEventStream(eventID), 0, 1)
+	if err != nil {
+		return nil, storeError(fmt.Errorf("load workspace event %s: %w", eventID, err))
+	}
+	if len(evs) == 0 {
+		return []string{id}, nil
+	}
+	v, err := decodeRecorded(evs[0])
+	if err != nil {
+		return nil, err
+	}
+	received, ok := v.(domain.WorkspaceEventReceived)
+	if !ok {
+		return []string{id}, nil
+	}
+	var recipient string
+	for _, d := range received.Deliveries {
+		if d.ID == id {
+			recipient = d.RecipientID
+		}
+	}
+	ids := []string{}
+	for _, d := range received.Deliveries {
+		if d.Channel != domain.ChannelInApp && recipient != "" && d.RecipientID == recipient {
+			ids = append(ids, d.ID)
+		}
 	}
 	return ids, nil
 }

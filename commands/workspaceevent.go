@@ -104,7 +104,7 @@ func (c *Commands) HandleWorkspaceEvent(ctx context.Context, ev domain.Workspace
 	meta.CausationID = first.ID
 	var deliveries []eventstore.StreamAppend
 	for _, d := range plan.decided {
-		more, err := deliveryAppends(d, meta)
+		more, err := workspaceAppends(d, meta)
 		if err != nil {
 			return WorkspaceEventResult{}, err
 		}
@@ -138,6 +138,40 @@ func (c *Commands) HandleWorkspaceEvent(ctx context.Context, ev domain.Workspace
 	}
 	res.Position = c.later(res.Position, pos)
 	return res, nil
+}
+
+// workspaceAppends are the streams a workspace event's decided delivery
+// opens. An inbox notification is not a delivery to send: it is created
+// (NotificationCreated) or kept out by the receiver's preferences
+// (DeliverySuppressed) on its own stream, as an activity message's is, and
+// its creation is what reaches the receiver's open sessions. The other
+// channels are deliveries (see deliveryAppends).
+func workspaceAppends(decided []domain.Event, meta domain.Metadata) ([]eventstore.StreamAppend, error) {
+	var (
+		stream string
+		ev     eventstore.EventData
+		err    error
+	)
+	switch d := decided[0].(type) {
+	case domain.DeliveryScheduled:
+		if d.Channel != domain.ChannelInApp {
+			return deliveryAppends(decided, meta)
+		}
+		stream = domain.NotificationStream(d.ID)
+		ev, err = newCreated(d.Notification(), meta)
+	case domain.DeliverySuppressed:
+		if d.Channel != domain.ChannelInApp {
+			return deliveryAppends(decided, meta)
+		}
+		stream = domain.NotificationStream(d.ID)
+		ev, err = newEvent(d.EventID(stream, 0), d, meta)
+	default:
+		return nil, fmt.Errorf("a workspace event decided %T", decided[0])
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []eventstore.StreamAppend{{Stream: stream, Expected: eventstore.NoStream, Events: []eventstore.EventData{ev}}}, nil
 }
 
 // workspaceEventMeta is the metadata of the events a workspace event
@@ -429,28 +463,19 @@ func (c *Commands) completeWorkspaceDeliveries(ctx context.Context, received dom
 	var missing []domain.WorkspaceDelivery
 	latest := eventstore.Start
 	for _, d := range received.Deliveries {
-		evs, err := c.store.ReadStream(ctx, domain.DeliveryStream(d.ID), 0, 1)
+		stream := domain.DeliveryStream(d.ID)
+		if d.Channel == domain.ChannelInApp {
+			stream = domain.NotificationStream(d.ID)
+		}
+		evs, err := c.store.ReadStream(ctx, stream, 0, 1)
 		if err != nil {
-			return "", storeError(fmt.Errorf("load delivery %s: %w", d.ID, err))
+			return "", storeError(fmt.Errorf("load %s: %w", stream, err))
 		}
 		if len(evs) == 0 {
 			missing = append(missing, d)
 			continue
 		}
 		latest = c.later(latest, evs[0].Position)
-		if d.Channel == domain.ChannelInApp {
-			if _, scheduled := mustDecode(evs[0]).(domain.DeliveryScheduled); scheduled {
-				// Written in one append with its delivery, except on a
-				// store that has no multi-stream transactions.
-				n, err := c.store.ReadStream(ctx, domain.NotificationStream(d.ID), 0, 1)
-				if err != nil {
-					return "", storeError(fmt.Errorf("load notification %s: %w", d.ID, err))
-				}
-				if len(n) == 0 {
-					missing = append(missing, d)
-				}
-			}
-		}
 	}
 	if len(missing) == 0 {
 		return latest, nil
@@ -490,7 +515,7 @@ func (c *Commands) completeWorkspaceDeliveries(ctx context.Context, received dom
 		if d.TemplateID != "" {
 			t = templates[d.TemplateID+"@"+fmt.Sprint(d.TemplateVersion)]
 		}
-		more, err := deliveryAppends(decideWorkspaceDelivery(received, targets[i], t, prefs[d.RecipientID], reachable[d.RecipientID]), meta)
+		more, err := workspaceAppends(decideWorkspaceDelivery(received, targets[i], t, prefs[d.RecipientID], reachable[d.RecipientID]), meta)
 		if err != nil {
 			return "", err
 		}
@@ -501,16 +526,6 @@ func (c *Commands) completeWorkspaceDeliveries(ctx context.Context, received dom
 		return "", err
 	}
 	return c.later(latest, pos), nil
-}
-
-// mustDecode decodes a recorded event, or returns nil when it cannot be:
-// for a check that treats an unreadable event as not the one it looks for.
-func mustDecode(e eventstore.RecordedEvent) domain.Event {
-	v, err := decodeRecorded(e)
-	if err != nil {
-		return nil
-	}
-	return v
 }
 
 // appendStreams opens the streams of parts, each with its events,

@@ -117,6 +117,16 @@ func TestWorkspaceEventNotifiesEachReceiver(t *testing.T) {
 			}
 		}
 	}
+	// An inbox notification is no delivery to send; the notification's
+	// deliveries are the receiver's push.
+	aliceNote := domain.WorkspaceDeliveryID(res.ID, domain.ChannelInApp, "alice")
+	if evs := streamEvents(t, s, domain.DeliveryStream(aliceNote)); len(evs) != 0 {
+		t.Fatalf("the inbox notification has a delivery stream: %+v", evs)
+	}
+	deliveries, err := c.NotificationDeliveries(ctx, "org-1", "alice", aliceNote)
+	if err != nil || len(deliveries) != 1 || deliveries[0].Channel != domain.ChannelPush || deliveries[0].Status != domain.StatusQueued {
+		t.Fatalf("alice's notification's deliveries: %+v, %v; want her push", deliveries, err)
+	}
 	recorded := streamEvents(t, s, domain.WorkspaceEventStream(res.ID))
 	if len(recorded) != 1 || recorded[0].Type != domain.EventWorkspaceEventReceived {
 		t.Fatalf("event stream %+v", recorded)

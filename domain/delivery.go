@@ -152,6 +152,13 @@ type DeliverySuppressed struct {
 	SuppressedAt time.Time `json:"suppressedAt"`
 }
 
+// OfInbox reports whether e kept an inbox notification out (an activity
+// message's, or a workspace event's) rather than a delivery: it opens the
+// notification's stream, and no delivery of it exists to list.
+func (e DeliverySuppressed) OfInbox() bool {
+	return e.From == DeliveryFromRequest || (e.From == DeliveryFromWorkspaceEvent && e.Channel == ChannelInApp)
+}
+
 // EventType implements Event.
 func (DeliveryScheduled) EventType() string { return EventDeliveryScheduled }
 

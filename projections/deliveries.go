@@ -65,10 +65,10 @@ func (p *Deliveries) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.R
 			r.tenant, r.id, r.channel, r.address, r.recipient, r.status = ev.Tenant, ev.ID, ev.Channel, ev.Address, ev.RecipientID, domain.StatusQueued
 			r.from, r.trigger, r.template = ev.From, ev.Trigger, ev.Template
 		case domain.DeliverySuppressed:
-			if ev.From == domain.DeliveryFromRequest {
-				// An activity message's in-app notification that the
-				// recipient's preferences kept out: no template made it,
-				// and its decision is in the notification's history.
+			if ev.OfInbox() {
+				// An inbox notification the recipient's preferences kept
+				// out: not a delivery, and its decision is in the
+				// notification's history.
 				continue
 			}
 			r.tenant, r.id, r.channel, r.address, r.recipient, r.status = ev.Tenant, ev.ID, ev.Channel, ev.Address, ev.RecipientID, domain.StatusSuppressed
