@@ -49,18 +49,47 @@ type ChangePreferences struct {
 // tenantPreferences calls use with the tenant's preferences, folded from
 // its stream and caught up to its current version: every delivery
 // decision reads them so, never from a read model. use must not keep
-// them.
+// them, and runs under the fold's lock, which serialises this instance's
+// decisions and changes of the tenant's preferences. The catch-up read
+// runs outside the lock, so that concurrent decisions do not queue behind
+// each other's round trips: what one read finds is applied unless another
+// got there first, and either way the fold then holds everything appended
+// before the read began.
 func (c *Commands) tenantPreferences(ctx context.Context, tenant string, use func(*domain.TenantPreferences) error) error {
+	const page = 256
 	cp := c.prefs.get(tenant, func() *cachedPreferences { return &cachedPreferences{prefs: domain.NewTenantPreferences()} })
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	err := c.foldStreamFrom(ctx, domain.PreferencesStream(tenant), cp.prefs.Version+1, func(e eventstore.RecordedEvent, v domain.Event) {
-		cp.prefs.Apply(v, e.Version)
-	})
-	if err != nil {
-		return err
+	stream := domain.PreferencesStream(tenant)
+	for {
+		cp.mu.Lock()
+		from := cp.prefs.Version + 1
+		cp.mu.Unlock()
+		evs, err := c.store.ReadStream(ctx, stream, from, page)
+		if err != nil {
+			return storeError(fmt.Errorf("load %s: %w", stream, err))
+		}
+		decoded := make([]domain.Event, len(evs))
+		for i, e := range evs {
+			if decoded[i], err = decodeRecorded(e); err != nil {
+				return err
+			}
+		}
+		caughtUp, err := func() (bool, error) {
+			cp.mu.Lock()
+			defer cp.mu.Unlock()
+			for i, e := range evs {
+				if e.Version == cp.prefs.Version+1 {
+					cp.prefs.Apply(decoded[i], e.Version)
+				}
+			}
+			if len(evs) < page {
+				return true, use(cp.prefs)
+			}
+			return false, nil
+		}()
+		if caughtUp || err != nil {
+			return err
+		}
 	}
-	return use(cp.prefs)
 }
 
 // Preferences returns a user's preferences, or the tenant's defaults when
