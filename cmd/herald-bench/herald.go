@@ -11,8 +11,9 @@ import (
 // buildHerald assembles Herald as herald serve runs it, through the one
 // composition root, on the database at dbURL: dev identity (tokens signed by
 // App.Issuer), a free HTTP port, and the given brokers (an embedded broker of
-// its own when none). Its logs go to quiet.
-func buildHerald(ctx context.Context, dbURL string, brokers []string, quiet *slog.Logger) (*app.App, error) {
+// its own when none). Its logs go to quiet. Each of more changes the
+// configuration before it is built.
+func buildHerald(ctx context.Context, dbURL string, brokers []string, quiet *slog.Logger, more ...func(*app.Config)) (*app.App, error) {
 	cfg := app.Defaults()
 	cfg.Dev = true
 	cfg.DatabaseURL = dbURL
@@ -22,6 +23,9 @@ func buildHerald(ctx context.Context, dbURL string, brokers []string, quiet *slo
 	cfg.Kafka.ClientID = "herald-bench"
 	cfg.Kafka.GroupID = "herald-bench-" + randomHex(4)
 	cfg.Logger = quiet
+	for _, change := range more {
+		change(&cfg)
+	}
 	a, err := app.Build(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("build herald: %w", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"syscall"
 	"time"
@@ -37,6 +38,12 @@ type options struct {
 	// The ws measurement's sessions, timed admin broadcasts and org
 	// messages of the persisted fan-out.
 	wsConns, wsBroadcasts, wsFanOut int
+	// The AMQP measurement's broker and workspace events.
+	amqpURL    string
+	amqpEvents int
+	// cpuProfile, when set, is the file a CPU profile of the whole run is
+	// written to (Herald runs in this process, but for the ws server).
+	cpuProfile string
 }
 
 func main() {
@@ -75,10 +82,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	// measurements, must still finish within five minutes.
 	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 75*time.Second, "longest an end-to-end run may take; a slower one reports its partial rate")
 	fs.IntVar(&o.fanOutRuns, "fanout-runs", 5, "timed rounds of the fan-out measurement (after one warm-up round)")
-	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, envelopes, dispatch, fanout, read or ws (default all)")
+	fs.StringVar(&o.only, "only", "", "run only one part: append, e2e, envelopes, amqp, dispatch, fanout, read or ws (default all)")
 	fs.IntVar(&o.wsConns, "ws-connections", 10_000, "WebSocket sessions of the ws measurement")
 	fs.IntVar(&o.wsBroadcasts, "ws-broadcasts", 30, "timed admin broadcasts of the ws measurement (after one warm-up)")
 	fs.IntVar(&o.wsFanOut, "ws-fanout", 20, "org messages of the ws measurement's persisted fan-out")
+	amqpURL := os.Getenv("HERALD_TEST_AMQP_URL")
+	if amqpURL == "" {
+		amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+	}
+	fs.StringVar(&o.amqpURL, "amqp-url", amqpURL, "RabbitMQ of the amqp measurement; HERALD_TEST_AMQP_URL when set")
+	fs.IntVar(&o.amqpEvents, "amqp-events", 20_000, "workspace events of the amqp measurement")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof reads it)")
 	fs.StringVar(&o.out, "out", "bench-results.json", "file the results are written to as JSON")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -86,16 +100,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.only != "" && !slices.Contains([]string{"append", "e2e", "envelopes", "dispatch", "fanout", "read", "ws"}, o.only):
-		return o, fmt.Errorf("-only %q: want append, e2e, envelopes, dispatch, fanout, read or ws", o.only)
+	case o.only != "" && !slices.Contains([]string{"append", "e2e", "envelopes", "amqp", "dispatch", "fanout", "read", "ws"}, o.only):
+		return o, fmt.Errorf("-only %q: want append, e2e, envelopes, amqp, dispatch, fanout, read or ws", o.only)
 	case o.wsConns <= 0 || o.wsBroadcasts <= 0 || o.wsFanOut <= 0:
 		return o, errors.New("-ws-connections, -ws-broadcasts and -ws-fanout must be positive")
 	case o.fanOutRuns <= 0:
 		return o, errors.New("-fanout-runs must be positive")
 	case o.duration <= 0 || o.warmUp < 0:
 		return o, errors.New("-duration must be positive and -warm-up not negative")
-	case o.messages <= 0 || o.envelopes <= 0:
-		return o, errors.New("-messages and -envelopes must be positive")
+	case o.messages <= 0 || o.envelopes <= 0 || o.amqpEvents <= 0:
+		return o, errors.New("-messages, -envelopes and -amqp-events must be positive")
 	case o.e2eTimeout <= 0:
 		return o, errors.New("-e2e-timeout must be positive")
 	}
@@ -111,6 +125,17 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 	defer stop()
 	began := time.Now()
 
+	if opts.cpuProfile != "" {
+		f, err := os.Create(opts.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	dbs, err := newDatabases(opts.adminURL, logger)
 	if err != nil {
 		return err
@@ -127,6 +152,7 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			WarmUp:       opts.warmUp.String(),
 			Messages:     opts.messages,
 			Envelopes:    opts.envelopes,
+			AMQPEvents:   opts.amqpEvents,
 			Deliveries:   opts.deliveries,
 			E2ETimeout:   opts.e2eTimeout.String(),
 			Partitions:   partitions,
@@ -162,6 +188,13 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 			return fmt.Errorf("envelopes: %w", err)
 		}
 		res.Envelopes = &env
+	}
+	if opts.only == "" || opts.only == "amqp" {
+		a, err := runAMQP(ctx, opts, dbs, logger, quiet)
+		if err != nil {
+			return fmt.Errorf("amqp: %w", err)
+		}
+		res.AMQP = &a
 	}
 	if opts.only == "" || opts.only == "dispatch" {
 		d, err := runDispatch(ctx, opts, dbs, logger, quiet)

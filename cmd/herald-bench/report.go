@@ -21,6 +21,7 @@ type results struct {
 	Append          []appendResult   `json:"append,omitempty"`
 	EndToEnd        *e2eResult       `json:"end_to_end,omitempty"`
 	Envelopes       *envelopesResult `json:"envelopes,omitempty"`
+	AMQP            *amqpResult      `json:"amqp,omitempty"`
 	Dispatch        *dispatchResult  `json:"dispatch,omitempty"`
 	FanOut          *fanOutResult    `json:"fan_out,omitempty"`
 	Read            *readResult      `json:"read,omitempty"`
@@ -35,6 +36,7 @@ type settings struct {
 	WarmUp       string `json:"warm_up"`
 	Messages     int    `json:"messages"`
 	Envelopes    int    `json:"envelopes"`
+	AMQPEvents   int    `json:"amqp_events"`
 	Deliveries   int    `json:"deliveries"`
 	E2ETimeout   string `json:"e2e_timeout"`
 	Partitions   int    `json:"partitions"`
@@ -87,6 +89,13 @@ func printTable(w io.Writer, r results) error {
 			[2]string{"Herald", runText(e.Herald, "envelopes/s") + fmt.Sprintf(" to %d queued deliveries each", e.Templates)},
 			[2]string{"baseline", "minimal consumer, 1 INSERT per message: " + runText(e.Baseline, "messages/s")},
 			[2]string{"ratio", times(e.Ratio)},
+			[2]string{"goal", "none"})
+	}
+	if a := r.AMQP; a != nil {
+		block(fmt.Sprintf("AMQP, %s workspace events (push and socket, 1 receiver each), prefetch %d", thousands(int64(a.Events)), a.Prefetch),
+			[2]string{"Herald", runText(a.Herald, "events/s") + " to inbox notifications"},
+			[2]string{"baseline", "minimal AMQP consumer, 1 INSERT per message, then ack: " + runText(a.Baseline, "messages/s")},
+			[2]string{"ratio", times(a.Ratio)},
 			[2]string{"goal", "none"})
 	}
 	if d := r.Dispatch; d != nil {
