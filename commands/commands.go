@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"strings"
 	"sync"
@@ -42,6 +43,8 @@ type Commands struct {
 	templates templateCache
 	// defaultLanguage ends every template lookup's language fallback.
 	defaultLanguage string
+	// suppressed counts decisions not to deliver; nil without WithMetrics.
+	suppressed *prometheus.CounterVec
 }
 
 // New returns the command handlers over store.
@@ -149,6 +152,9 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		res.NotificationIDs, res.Suppressed = createdIDs(notifications, suppressed), countReasons(suppressed)
 		res.Duplicate = results[0].Deduplicated
 		res.Position = results[len(results)-1].Position
+		if !res.Duplicate {
+			c.countSuppressed(res.Suppressed)
+		}
 		if first == len(notifications) {
 			return res, nil
 		}
@@ -195,6 +201,9 @@ func (c *Commands) RequestNotification(ctx context.Context, cmd RequestNotificat
 		}
 	}
 	res.NotificationIDs, res.Suppressed = createdIDs(notifications, suppressed), countReasons(suppressed)
+	if !res.Duplicate {
+		c.countSuppressed(res.Suppressed)
+	}
 	pos, err := c.appendCreated(ctx, notifications, created)
 	if err != nil {
 		return RequestResult{}, err

@@ -121,6 +121,7 @@ func (c *Commands) HandleEnvelope(ctx context.Context, cmd HandleEnvelope) (Enve
 	if results[0].Deduplicated {
 		return EnvelopeResult{ID: id, Outcome: received.Outcome, Duplicate: true, Position: res.Position}, nil
 	}
+	c.countSuppressed(res.Suppressed)
 	return res, nil
 }
 

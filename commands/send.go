@@ -176,8 +176,11 @@ func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
 	}
 	last := results[len(results)-1].Position
 	status := domain.StatusQueued
-	if _, suppressed := decided[0].(domain.DeliverySuppressed); suppressed {
+	if s, suppressed := decided[0].(domain.DeliverySuppressed); suppressed {
 		status = domain.StatusSuppressed
+		if !results[0].Deduplicated {
+			c.countSuppressed(map[string]int{s.Reason: 1})
+		}
 	}
 	return SendResult{DeliveryID: id, Status: status, Duplicate: results[0].Deduplicated, Position: last}, nil
 }

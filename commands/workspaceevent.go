@@ -132,6 +132,7 @@ func (c *Commands) HandleWorkspaceEvent(ctx context.Context, ev domain.Workspace
 	if results[0].Deduplicated {
 		return WorkspaceEventResult{ID: id, Outcome: received.Outcome, Duplicate: true, Position: res.Position}, nil
 	}
+	c.countSuppressed(res.Suppressed)
 	pos, err := c.appendStreams(ctx, deliveries[n:])
 	if err != nil {
 		return WorkspaceEventResult{}, err

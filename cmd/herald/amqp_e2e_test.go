@@ -296,6 +296,17 @@ func TestWorkspaceEventsThroughRabbitMQ(t *testing.T) {
 	if err := env.db.QueryRow(ctx, `SELECT count(*) FROM events WHERE type = 'DeliverySuppressed' AND data->>'reason' = 'device_inactive'`).Scan(&inactive); err != nil || inactive != 2 {
 		t.Fatalf("%d pushes suppressed as device_inactive (%v), want 2", inactive, err)
 	}
+	var counted float64
+	for _, p := range procs {
+		v, err := metric(p.base, `herald_deliveries_suppressed_total{reason="device_inactive"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counted += v
+	}
+	if counted != 2 {
+		t.Fatalf("herald_deliveries_suppressed_total{reason=\"device_inactive\"} is %v over both instances, want 2: once per decision, never per redelivery", counted)
+	}
 
 	// Graduated: a socket-only update to both, then the full notification
 	// to the author alone.

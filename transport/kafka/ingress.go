@@ -325,9 +325,6 @@ func (in *Ingress) activity(ctx context.Context, msg *message.Message, source do
 		return OutcomeDuplicate, nil
 	}
 	in.metrics.created.Add(float64(len(res.NotificationIDs)))
-	for reason, n := range res.Suppressed {
-		in.metrics.suppressed.WithLabelValues(reason).Add(float64(n))
-	}
 	return OutcomeProcessed, nil
 }
 
@@ -346,8 +343,5 @@ func (in *Ingress) envelope(ctx context.Context, msg *message.Message, source do
 		return OutcomeDuplicate, nil
 	}
 	in.metrics.envelopes.WithLabelValues(res.Outcome).Inc()
-	for reason, n := range res.Suppressed {
-		in.metrics.suppressed.WithLabelValues(reason).Add(float64(n))
-	}
 	return OutcomeProcessed, nil
 }

@@ -34,9 +34,6 @@ type metrics struct {
 	// envelopes counts seed 002's envelopes by outcome: delivered,
 	// duplicate, no_template, dead_lettered.
 	envelopes *prometheus.CounterVec
-	// suppressed counts the deliveries envelopes decided not to send, by
-	// reason.
-	suppressed *prometheus.CounterVec
 }
 
 // newMetrics creates the series, registered on reg unless it is nil. The
@@ -61,10 +58,6 @@ func newMetrics(reg prometheus.Registerer, topics ...string) (*metrics, error) {
 			Name: "herald_envelopes_total",
 			Help: "Event envelopes of notification.events, by outcome (delivered, duplicate, no_template, dead_lettered).",
 		}, []string{"outcome"}),
-		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_deliveries_suppressed_total",
-			Help: "Deliveries envelopes decided not to send, by reason (no_address, missing_param, global_silent, category_off, quiet_hours).",
-		}, []string{"reason"}),
 	}
 	for _, topic := range topics {
 		for _, o := range []string{OutcomeProcessed, OutcomeDuplicate, OutcomeDeadLettered, OutcomeRetried} {
@@ -75,13 +68,10 @@ func newMetrics(reg prometheus.Registerer, topics ...string) (*metrics, error) {
 	for _, o := range []string{domain.OutcomeDelivered, OutcomeDuplicate, domain.OutcomeNoTemplate, OutcomeDeadLettered} {
 		m.envelopes.WithLabelValues(o)
 	}
-	for _, r := range []string{domain.SuppressedNoAddress, domain.SuppressedMissingParam, domain.SuppressedGlobalSilent, domain.SuppressedCategoryOff, domain.SuppressedQuietHours} {
-		m.suppressed.WithLabelValues(r)
-	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.duration, m.created, m.envelopes, m.suppressed} {
+	for _, c := range []prometheus.Collector{m.messages, m.duration, m.created, m.envelopes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("kafka metrics: %w", err)
 		}

@@ -234,7 +234,7 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 
 	a.Registry = prometheus.NewRegistry()
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a.Commands = commands.New(a.Store, logger, commands.WithDefaultLanguage(cfg.DefaultLanguage))
+	a.Commands = commands.New(a.Store, logger, commands.WithDefaultLanguage(cfg.DefaultLanguage), commands.WithMetrics(a.Registry))
 	feed := live.NewHub()
 	a.feed, a.deltas = feed, live.NewLog(a.Pool, logger)
 	if a.sockets, err = live.NewSockets(ctx, a.Pool, instanceName(), logger); err != nil {
