@@ -1,12 +1,14 @@
 package http_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/domain"
 	herhttp "github.com/heraldhq/herald/transport/http"
@@ -257,5 +259,41 @@ func TestDeliveriesList(t *testing.T) {
 	e.do(http.MethodGet, "/v1/deliveries", e.adminToken("root", "org-2"), nil).data(t, http.StatusOK, &other)
 	if len(other) != 0 {
 		t.Fatalf("another tenant lists %d deliveries", len(other))
+	}
+}
+
+// A workspace event's deliveries that no template rendered are listed with
+// a null template, and its inbox notification's deliveries are the
+// receiver's: here a push with no device to reach and an email without an
+// address, each suppressed with its reason.
+func TestWorkspaceEventDeliveriesAreListed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ev := domain.WorkspaceEvent{
+		Type: "page.created", EcosystemID: "org-1", WorkspaceID: "ws-1", Payload: map[string]any{"title": "Menu du jour"},
+		Channels: []string{"push", "socket", "email"},
+		Metadata: domain.WorkspaceEventMetadata{Timestamp: time.Date(2025, 10, 31, 12, 0, 0, 0, time.UTC), Actor: domain.Actor{ID: "author", Name: "John Doe"}, ReceiverIDs: []string{"alice"}},
+	}
+	res, err := e.cmds.HandleWorkspaceEvent(context.Background(), ev, "msg-1", domain.Source{Kind: "amqp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []map[string]any
+	e.do(http.MethodGet, "/v1/deliveries?status=suppressed", e.adminToken("root", "org-1"), nil, herhttp.HeaderConsistencyToken, string(res.Position)).data(t, http.StatusOK, &listed)
+	reasons := map[any]any{}
+	for _, d := range listed {
+		if d["template"] != nil || d["from"] != domain.DeliveryFromWorkspaceEvent {
+			t.Fatalf("delivery %v: want from workspace_event and a null template", d)
+		}
+		reasons[d["channel"]] = d["reason"]
+	}
+	if len(listed) != 2 || reasons["push"] != domain.SuppressedDeviceInactive || reasons["email"] != domain.SuppressedNoAddress {
+		t.Fatalf("suppressed deliveries %v, want the push device_inactive and the email no_address", listed)
+	}
+	var deliveries []map[string]any
+	note := domain.WorkspaceDeliveryID(res.ID, domain.ChannelInApp, "alice")
+	e.do(http.MethodGet, "/v1/notifications/"+note+"/deliveries", e.token("alice", "org-1"), nil, herhttp.HeaderConsistencyToken, string(res.Position)).data(t, http.StatusOK, &deliveries)
+	if len(deliveries) != 2 {
+		t.Fatalf("alice's notification's deliveries %v, want her push and email", deliveries)
 	}
 }
