@@ -130,7 +130,13 @@ func (c *Commands) HandleWorkspaceEvent(ctx context.Context, ev domain.Workspace
 		res.Position = c.later(res.Position, r.Position)
 	}
 	if results[0].Deduplicated {
-		return WorkspaceEventResult{ID: id, Outcome: received.Outcome, Duplicate: true, Position: res.Position}, nil
+		// The first chunk was written before; a later one may not have
+		// been, should the process have stopped in between.
+		pos, err := c.appendStreams(ctx, deliveries[n:])
+		if err != nil {
+			return WorkspaceEventResult{}, err
+		}
+		return WorkspaceEventResult{ID: id, Outcome: received.Outcome, Duplicate: true, Position: c.later(res.Position, pos)}, nil
 	}
 	c.countSuppressed(res.Suppressed)
 	pos, err := c.appendStreams(ctx, deliveries[n:])

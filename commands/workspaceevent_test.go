@@ -5,6 +5,8 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -227,5 +229,45 @@ func TestWorkspaceEventFollowsPreferences(t *testing.T) {
 	res, err = c.HandleWorkspaceEvent(ctx, noAddress, "msg-7", amqpSource)
 	if err != nil || res.Suppressed[domain.SuppressedNoAddress] != 1 || res.Scheduled != 0 {
 		t.Fatalf("email without payload.email: %+v, %v", res, err)
+	}
+}
+
+// failSecondMultiAppend is an event store whose second multi-append fails:
+// a process that stopped between the chunks of a large fan-out.
+type failSecondMultiAppend struct {
+	eventstore.Store
+	calls int
+}
+
+func (f *failSecondMultiAppend) AppendMulti(ctx context.Context, parts []eventstore.StreamAppend) ([]eventstore.AppendResult, error) {
+	if f.calls++; f.calls == 2 {
+		return nil, errors.New("connection lost")
+	}
+	return f.Store.AppendMulti(ctx, parts)
+}
+
+// A fan-out larger than one multi-append, cut off after its first chunk,
+// is completed by the redelivery: every receiver gets one notification.
+func TestWorkspaceEventFanOutIsCompletedByTheRedelivery(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	c := commands.New(&failSecondMultiAppend{Store: s}, nil)
+	receivers := make([]string, 1500)
+	for i := range receivers {
+		receivers[i] = fmt.Sprintf("member-%04d", i)
+	}
+	ev := pageCreated([]string{"socket"}, receivers...)
+	ev.Channels = []string{"socket", "email"}
+	if _, err := c.HandleWorkspaceEvent(context.Background(), ev, "big", amqpSource); err == nil {
+		t.Fatal("the cut-off handling reported success")
+	}
+	res, err := c.HandleWorkspaceEvent(context.Background(), ev, "big", amqpSource)
+	if err != nil || !res.Duplicate {
+		t.Fatalf("redelivery: %+v, %v", res, err)
+	}
+	for _, r := range receivers {
+		if evs := streamEvents(t, s, domain.NotificationStream(domain.WorkspaceDeliveryID(res.ID, domain.ChannelInApp, r))); len(evs) != 1 {
+			t.Fatalf("%s has %d notification events, want 1", r, len(evs))
+		}
 	}
 }

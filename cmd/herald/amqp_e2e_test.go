@@ -92,20 +92,28 @@ func (c *amqpCorner) env() []string {
 		"HERALD_AMQP_DEAD_LETTER_EXCHANGE=" + c.dlx}
 }
 
-// publish publishes msgs to the corner's exchange, persistent, under
-// routing key roomee.notification.page.created, and waits until the broker
-// confirmed them all.
-func (c *amqpCorner) publish(t *testing.T, msgs ...amqp091.Publishing) {
+// channel opens a channel on a connection of its own to the corner's
+// broker; done closes both.
+func (c *amqpCorner) channel(t *testing.T) (ch *amqp091.Channel, done func()) {
 	t.Helper()
 	conn, err := amqp091.Dial(c.url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
+	if ch, err = conn.Channel(); err != nil {
+		_ = conn.Close()
 		t.Fatal(err)
 	}
+	return ch, func() { _ = conn.Close() }
+}
+
+// publish publishes msgs to the corner's exchange, persistent, under
+// routing key roomee.notification.page.created, and waits until the broker
+// confirmed them all.
+func (c *amqpCorner) publish(t *testing.T, msgs ...amqp091.Publishing) {
+	t.Helper()
+	ch, done := c.channel(t)
+	defer done()
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +122,7 @@ func (c *amqpCorner) publish(t *testing.T, msgs ...amqp091.Publishing) {
 	confirms := make([]*amqp091.DeferredConfirmation, len(msgs))
 	for i, m := range msgs {
 		m.DeliveryMode = amqp091.Persistent
+		var err error
 		if confirms[i], err = ch.PublishWithDeferredConfirmWithContext(ctx, c.exchange, "roomee.notification.page.created", false, false, m); err != nil {
 			t.Fatal(err)
 		}
@@ -128,15 +137,8 @@ func (c *amqpCorner) publish(t *testing.T, msgs ...amqp091.Publishing) {
 // queueDepth is how many messages are ready in queue.
 func (c *amqpCorner) queueDepth(t *testing.T, queue string) int {
 	t.Helper()
-	conn, err := amqp091.Dial(c.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, done := c.channel(t)
+	defer done()
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -147,15 +149,8 @@ func (c *amqpCorner) queueDepth(t *testing.T, queue string) int {
 // deadLetters takes every message of the corner's dead-letter queue.
 func (c *amqpCorner) deadLetters(t *testing.T) []amqp091.Delivery {
 	t.Helper()
-	conn, err := amqp091.Dial(c.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, done := c.channel(t)
+	defer done()
 	var out []amqp091.Delivery
 	for {
 		d, ok, err := ch.Get(c.queue+".dlq", true)
