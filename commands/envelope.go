@@ -69,9 +69,13 @@ func (c *Commands) HandleEnvelope(ctx context.Context, cmd HandleEnvelope) (Enve
 	if err != nil {
 		return EnvelopeResult{}, err
 	}
+	reachable, err := c.envelopePushReachable(ctx, received, chosen)
+	if err != nil {
+		return EnvelopeResult{}, err
+	}
 	var decided [][]domain.Event
 	for _, t := range chosen {
-		d := decideEnvelopeDelivery(received, t, prefs)
+		d := decideEnvelopeDelivery(received, t, prefs, reachable)
 		decided = append(decided, d)
 		if s, ok := d[0].(domain.DeliverySuppressed); ok {
 			res.Suppressed[s.Reason]++
@@ -224,7 +228,11 @@ func (c *Commands) completeEnvelopeDelivery(ctx context.Context, received domain
 	if err != nil {
 		return "", err
 	}
-	appends, err := deliveryAppends(decideEnvelopeDelivery(received, t, prefs), meta)
+	reachable, err := c.envelopePushReachable(ctx, received, []domain.Template{t})
+	if err != nil {
+		return "", err
+	}
+	appends, err := deliveryAppends(decideEnvelopeDelivery(received, t, prefs, reachable), meta)
 	if err != nil {
 		return "", err
 	}
@@ -336,21 +344,36 @@ func (c *Commands) envelopePreferences(ctx context.Context, received domain.Enve
 	return c.userPreferences(ctx, received.Tenant, user)
 }
 
+// envelopePushReachable says, when one of templates is a push, whether
+// the envelope's user has an active push device; true otherwise.
+func (c *Commands) envelopePushReachable(ctx context.Context, received domain.EnvelopeReceived, templates []domain.Template) (bool, error) {
+	user, _ := received.Data[domain.AddressFields[domain.ChannelPush]].(string)
+	if domain.IdentifierProblem(user) != "" || !slices.ContainsFunc(templates, func(t domain.Template) bool { return t.Type == domain.ChannelPush }) {
+		return true, nil
+	}
+	return c.hasPushDevice(ctx, received.Tenant, user, "")
+}
+
 // decideEnvelopeDelivery decides the delivery of an envelope through
 // template t: scheduled with the rendered text (and deferred, when the
 // user's quiet hours say so), or suppressed because the data lack the
-// address or a parameter, or by the user's preferences (prefs, nil when
-// the envelope names no user). Its category is the template's, else the
+// address or a parameter, by the user's preferences (prefs, nil when the
+// envelope names no user), or, for a push, because the user has no device
+// to reach (hasDevice). Its category is the template's, else the
 // envelope's event type. It depends only on its arguments, the time of
 // the decision being the envelope's reception, so a redelivery decides
 // the same.
-func decideEnvelopeDelivery(received domain.EnvelopeReceived, t domain.Template, prefs *domain.EffectivePreferences) []domain.Event {
+func decideEnvelopeDelivery(received domain.EnvelopeReceived, t domain.Template, prefs *domain.EffectivePreferences, hasDevice bool) []domain.Event {
 	ev := decideEnvelopeContent(received, t)
 	s, ok := ev.(domain.DeliveryScheduled)
-	if !ok || prefs == nil {
+	if !ok {
 		return []domain.Event{ev}
 	}
-	return domain.HoldDelivery(s, prefs.Decide(cmp.Or(t.Category, received.Envelope.EventType), t.Type, t.Critical, received.ReceivedAt), received.ReceivedAt)
+	decided := []domain.Event{s}
+	if prefs != nil {
+		decided = domain.HoldDelivery(s, prefs.Decide(cmp.Or(t.Category, received.Envelope.EventType), t.Type, t.Critical, received.ReceivedAt), received.ReceivedAt)
+	}
+	return domain.RequireDevice(decided, hasDevice, "", received.ReceivedAt)
 }
 
 // decideEnvelopeContent decides what an envelope's delivery through t

@@ -47,6 +47,7 @@ func TestEnvelopeDeliveriesFollowPreferences(t *testing.T) {
 			Subject: subjectFor(typ), Content: "New page {{title}}"})
 	}
 	setPreferences(t, c, "alice", `{"categories":{"page.created":{"email":false}},"quietHours":`+quietNow("defer")+`}`)
+	registerDevice(t, c, "alice", "")
 
 	res, err := c.HandleEnvelope(ctx, commands.HandleEnvelope{
 		Envelope: domain.Envelope{Tenant: "org-1", EventID: "evt-p1", EventType: "page.created",
@@ -98,6 +99,7 @@ func TestSilenceCriticalAndTenantSwitches(t *testing.T) {
 	alert := createTemplate(t, c, domain.TemplateFields{Name: "alert", Type: domain.ChannelPush, Language: "en", Category: "security", Critical: true, Subject: "Alert", Content: "Alert"})
 	billing := createTemplate(t, c, domain.TemplateFields{Name: "bill", Type: domain.ChannelPush, Language: "en", Category: "billing", Critical: true, Subject: "Bill", Content: "Bill"})
 	setPreferences(t, c, "alice", `{"globalSilent":true}`)
+	registerDevice(t, c, "alice", "")
 	if _, err := c.ChangePreferences(ctx, commands.ChangePreferences{Tenant: "org-1", Settings: domain.PreferenceSettings{
 		Categories: map[string]map[string]bool{"billing": {"push": false}}}}); err != nil {
 		t.Fatal(err)
@@ -127,6 +129,12 @@ func TestSilenceCriticalAndTenantSwitches(t *testing.T) {
 		if s, ok := evs[0].Payload.(domain.DeliverySuppressed); tc.reason != "" && (!ok || s.Reason != tc.reason) {
 			t.Errorf("%s: %+v, want suppressed for %s", tc.tpl.Name, evs[0].Payload, tc.reason)
 		}
+	}
+	// A push to a user without a device is decided device_inactive.
+	bob, err := c.Send(ctx, commands.Send{Tenant: "org-1", TemplateID: alert.ID, Channel: domain.ChannelPush, Recipient: "bob"})
+	if status, evs := openingEvents(t, c, bob.DeliveryID); err != nil || bob.Status != domain.StatusSuppressed || status != domain.StatusSuppressed ||
+		evs[0].Payload.(domain.DeliverySuppressed).Reason != domain.SuppressedDeviceInactive {
+		t.Fatalf("push to bob, who has no device: %+v, %v", bob, err)
 	}
 	// An email address is no one's preferences: a send to one is queued.
 	mail := createTemplate(t, c, domain.TemplateFields{Name: "mail", Type: domain.ChannelEmail, Language: "en", Category: "news", Subject: "S", Content: "C"})

@@ -162,6 +162,13 @@ func (c *Commands) Send(ctx context.Context, cmd Send) (SendResult, error) {
 		}
 		decided = domain.HoldDelivery(scheduled, prefs.Decide(cmp.Or(t.Category, t.Name), cmd.Channel, t.Critical, now), now)
 	}
+	if cmd.Channel == domain.ChannelPush {
+		reachable, err := c.hasPushDevice(ctx, cmd.Tenant, scheduled.RecipientID, "")
+		if err != nil {
+			return SendResult{}, err
+		}
+		decided = domain.RequireDevice(decided, reachable, "", now)
+	}
 	meta := c.requestMeta(cmd.Tenant, cmd.Actor, cmd.ActorName, cmd.CorrelationID)
 	appends, err := deliveryAppends(decided, meta)
 	if err != nil {

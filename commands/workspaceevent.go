@@ -346,9 +346,8 @@ func (c *Commands) pushReachable(ctx context.Context, tenant, workspace string, 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(appendConcurrency)
 	for i, u := range users {
-		g.Go(func() error {
-			devices, err := c.ActiveDevices(gctx, tenant, u)
-			found[i] = len(domain.InWorkspace(devices, workspace)) > 0
+		g.Go(func() (err error) {
+			found[i], err = c.hasPushDevice(gctx, tenant, u, workspace)
 			return err
 		})
 	}
@@ -360,6 +359,14 @@ func (c *Commands) pushReachable(ctx context.Context, tenant, workspace string, 
 		out[u] = found[i]
 	}
 	return out, nil
+}
+
+// hasPushDevice says whether user has an active push device in workspace
+// or in none (any, for an empty workspace), read from the user's devices
+// stream.
+func (c *Commands) hasPushDevice(ctx context.Context, tenant, user, workspace string) (bool, error) {
+	devices, err := c.ActiveDevices(ctx, tenant, user)
+	return len(domain.InWorkspace(devices, workspace)) > 0, err
 }
 
 // decideWorkspaceDelivery decides one delivery of a workspace event:
@@ -426,14 +433,7 @@ func decideWorkspaceDelivery(r domain.WorkspaceEventReceived, to workspaceTarget
 	if prefs != nil {
 		decided = domain.HoldDelivery(s, prefs.Decide(ev.Category(), to.channel, critical, r.ReceivedAt), r.ReceivedAt)
 	}
-	if _, held := decided[0].(domain.DeliveryScheduled); held && to.channel == domain.ChannelPush && !hasDevice {
-		detail := "the receiver has no active push device"
-		if ev.WorkspaceID != "" {
-			detail += " in workspace " + ev.WorkspaceID + " or in none"
-		}
-		return suppress(domain.SuppressedDeviceInactive, detail)
-	}
-	return decided
+	return domain.RequireDevice(decided, hasDevice, ev.WorkspaceID, r.ReceivedAt)
 }
 
 // workspaceEventSeen answers an event whose stream exists: the same

@@ -308,3 +308,24 @@ func HoldDelivery(s DeliveryScheduled, d PreferenceDecision, now time.Time) []Ev
 		}}
 	}
 }
+
+// RequireDevice applies the device check to a decided push: when the
+// recipient has no active device to reach (hasDevice false; in workspace
+// or in none, when it names one), a push still to be sent is recorded as
+// DeliverySuppressed device_inactive instead. Other decisions, and other
+// channels, are returned as they are.
+func RequireDevice(decided []Event, hasDevice bool, workspace string, now time.Time) []Event {
+	s, ok := decided[0].(DeliveryScheduled)
+	if !ok || s.Channel != ChannelPush || hasDevice {
+		return decided
+	}
+	detail := "the recipient has no active push device"
+	if workspace != "" {
+		detail += " in workspace " + workspace + " or in none"
+	}
+	return []Event{DeliverySuppressed{
+		ID: s.ID, Tenant: s.Tenant, RequestFingerprint: s.RequestFingerprint, From: s.From, Trigger: s.Trigger, Channel: s.Channel,
+		Address: s.Address, RecipientID: s.RecipientID, Template: s.Template, Reason: SuppressedDeviceInactive, Detail: detail,
+		SuppressedAt: now.UTC(),
+	}}
+}

@@ -86,7 +86,7 @@ func printTable(w io.Writer, r results) error {
 	}
 	if e := r.Envelopes; e != nil {
 		block(fmt.Sprintf("envelopes, %s to notification.events, %d templates each, %d partitions", thousands(int64(e.Envelopes)), e.Templates, e.Partitions),
-			[2]string{"Herald", runText(e.Herald, "envelopes/s") + fmt.Sprintf(" to %d queued deliveries each", e.Templates)},
+			[2]string{"Herald", runText(e.Herald, "envelopes/s") + fmt.Sprintf(" to %d decided deliveries each", e.Templates)},
 			[2]string{"baseline", "minimal consumer, 1 INSERT per message: " + runText(e.Baseline, "messages/s")},
 			[2]string{"ratio", times(e.Ratio)},
 			[2]string{"goal", "none"})

@@ -2,6 +2,9 @@ package main_test
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -73,6 +76,17 @@ func TestPreferenceSuppressionsThroughTheBinary(t *testing.T) {
 	status, evs, err := api.delivery(h.base, dave)
 	if err != nil || status != domain.StatusSuppressed || evs[0].Type != domain.EventDeliverySuppressed || evs[0].str("reason") != domain.SuppressedQuietHours {
 		t.Fatalf("push to dave: %s (%s), %v; want suppressed for quiet_hours", status, describe(evs), err)
+	}
+	// alice's browser subscribes first: a push to a user with no device is
+	// decided device_inactive.
+	key, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := rawJSON(fmt.Sprintf(`{"endpoint":"https://push.example.net/alice","keys":{"p256dh":%q,"auth":%q}}`,
+		base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()), base64.RawURLEncoding.EncodeToString(make([]byte, 16))))
+	if _, err := as("alice").do("POST", h.base+"/v1/devices", browser, nil, nil); err != nil {
+		t.Fatal(err)
 	}
 	alice := api.mustSend(h.base, "push-alice", tpl, domain.ChannelPush, "alice", nil)
 	if status, evs := api.waitSettled(env, h.base, alice); status != domain.StatusFailed || !strings.Contains(describe(evs), domain.CodeChannelNotConfigured) {
