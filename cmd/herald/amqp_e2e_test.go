@@ -321,6 +321,14 @@ func TestWorkspaceEventsThroughRabbitMQ(t *testing.T) {
 		return alices == 2 && bobs == 1, fmt.Sprintf("alice %d, bob %d inbox rows", alices, bobs), err
 	})
 
+	// Email asked for without an address: recorded no_address.
+	corner.publish(t, amqp091.Publishing{MessageId: "page-789-mail", Body: workspaceEvent(t, "page.shared", []string{"email"}, "alice")})
+	waitUntil(t, "the email decided", func(ctx context.Context) (bool, string, error) {
+		var reason string
+		err := env.db.QueryRow(ctx, `SELECT coalesce(max(data->>'reason'), '') FROM events WHERE type = 'DeliverySuppressed' AND data->>'channel' = 'email'`).Scan(&reason)
+		return reason == domain.SuppressedNoAddress, "reason " + reason, err
+	})
+
 	// Poison: not JSON, and an event without a type.
 	corner.publish(t,
 		amqp091.Publishing{MessageId: "poison-1", Body: []byte(`{"type":`)},
