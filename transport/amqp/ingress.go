@@ -104,6 +104,10 @@ type Ingress struct {
 	// where names the broker in logs and errors, without its password.
 	where   string
 	running atomic.Bool
+	// consuming is closed once the first session consumes: the topology
+	// is declared, so a message published from then on is kept.
+	consuming     chan struct{}
+	consumingOnce sync.Once
 
 	// Backoff of the in-process retries and of the reconnections, and the
 	// drain timeout; tests shorten them.
@@ -141,7 +145,7 @@ func NewIngress(cfg Config, h Handler, logger *slog.Logger, reg prometheus.Regis
 		where = u.Redacted()
 	}
 	return &Ingress{
-		cfg: cfg, handler: h, metrics: m, where: where,
+		cfg: cfg, handler: h, metrics: m, where: where, consuming: make(chan struct{}),
 		logger:   logger.With("component", "amqp", "exchange", cfg.Exchange, "queue", cfg.Queue),
 		retryMin: 100 * time.Millisecond, retryMax: 5 * time.Second,
 		reconnectMin: 100 * time.Millisecond, reconnectMax: 5 * time.Second,
@@ -191,6 +195,12 @@ func (in *Ingress) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Consuming is closed once Run first consumes: the exchange, queue and
+// binding are declared, so what producers publish from then on is kept
+// for Herald. It stays open when the first connection fails (Run returns
+// an error then).
+func (in *Ingress) Consuming() <-chan struct{} { return in.consuming }
 
 // session is one connection: it declares the topology, consumes until the
 // connection or one of its channels closes or ctx ends, then waits for the
@@ -243,6 +253,7 @@ func (in *Ingress) session(ctx context.Context, reconnect bool) (consumed bool, 
 		return false, fmt.Errorf("consuming %s: %w", in.cfg.Queue, err)
 	}
 
+	in.consumingOnce.Do(func() { close(in.consuming) })
 	in.metrics.connections.Inc()
 	in.metrics.connected.Set(1)
 	defer in.metrics.connected.Set(0)

@@ -305,6 +305,11 @@ func start(t *testing.T, cfg Config, h Handler) running {
 		}
 		return testutil.ToFloat64(in.metrics.connected) == 1
 	})
+	select {
+	case <-in.Consuming():
+	default:
+		t.Fatal("consuming, but Consuming is still open")
+	}
 	return running{Ingress: in, stop: stop}
 }
 
@@ -655,6 +660,11 @@ func TestFirstConnectionFailureIsReported(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Fatalf("the error shows the password: %v", err)
+		}
+		select {
+		case <-in.Consuming():
+			t.Fatal("Consuming closed though the ingress never consumed")
+		default:
 		}
 	})
 	t.Run("wrong password", func(t *testing.T) {

@@ -267,9 +267,23 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	checks := []herhttp.Check{{Name: "database", Func: a.Pool.Ping}, {Name: "jwks", Func: verifier.Ready}}
+	if a.amqp != nil {
+		// Ready once consuming: what a producer publishes from then on is
+		// kept for Herald, the topology being declared. A connection lost
+		// later does not make Herald unready; it reconnects.
+		checks = append(checks, herhttp.Check{Name: "amqp", Func: func(context.Context) error {
+			select {
+			case <-a.amqp.Consuming():
+				return nil
+			default:
+				return errors.New("not consuming from RabbitMQ yet")
+			}
+		}})
+	}
 	api := herhttp.NewServer(herhttp.Deps{
 		Commands: a.Commands, Inbox: queries.NewInbox(a.Pool), Directory: queries.NewDirectory(a.Pool), Templates: queries.NewTemplates(a.Pool), Deliveries: queries.NewDeliveries(a.Pool), Verifier: verifier, Sockets: a.sockets,
-		Checks: []herhttp.Check{{Name: "database", Func: a.Pool.Ping}, {Name: "jwks", Func: verifier.Ready}},
+		Checks: checks,
 		Logger: logger,
 	})
 	api.SetReadWait(cfg.ReadWait)
