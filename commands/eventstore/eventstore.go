@@ -111,6 +111,9 @@ func CheckAppend(p StreamAppend) error {
 		if e.Type == "" || !validText(e.Type) {
 			return fmt.Errorf("eventstore: append to %s: event %d needs a type in UTF-8 text", p.Stream, i)
 		}
+		if _, err := CanonicalMetadata(e.Metadata); err != nil {
+			return fmt.Errorf("eventstore: append to %s: event %d: %w", p.Stream, i, err)
+		}
 	}
 	return nil
 }

@@ -195,23 +195,79 @@ func call[T any](ctx context.Context, s *Store, op func(*esdbclient.Client) (T, 
 	}
 }
 
-// Append implements eventstore.Store.
+// Append implements eventstore.Store. The events' metadata get their chain
+// hashes (see eventstore, "Hash chain") from the stream's last event, read
+// before the write; the write then expects that very version, so a chain
+// never forks. An Any append is resolved to the stream's current version,
+// and decided again (up to anyRetries times) when another append lands in
+// between.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
 	if err := eventstore.CheckAppend(eventstore.StreamAppend{Stream: stream, Expected: expected, Events: events}); err != nil {
 		return eventstore.AppendResult{}, err
 	}
+	for attempt := 1; ; attempt++ {
+		exact := expected
+		if expected == eventstore.Any {
+			last, err := s.readStream(ctx, stream, esdbclient.Backwards, esdbclient.End{}, len(events))
+			if err != nil {
+				return eventstore.AppendResult{}, err
+			}
+			if sameIDs(reversed(last), events) {
+				// A retry of an Any append that was written.
+				return eventstore.AppendResult{NextVersion: last[0].Version, Position: last[0].Position, Deduplicated: true}, nil
+			}
+			exact = eventstore.NoStream
+			if len(last) > 0 {
+				exact = eventstore.Exact(last[0].Version)
+			}
+		}
+		res, err := s.appendAt(ctx, stream, exact, events)
+		if expected == eventstore.Any && errors.Is(err, eventstore.ErrWrongVersion) && attempt < anyRetries {
+			continue
+		}
+		return res, err
+	}
+}
+
+// anyRetries bounds how often an Any append is decided again after other
+// appends landed between reading the stream's head and writing.
+const anyRetries = 10
+
+func reversed(evs []eventstore.RecordedEvent) []eventstore.RecordedEvent {
+	out := make([]eventstore.RecordedEvent, len(evs))
+	for i, e := range evs {
+		out[len(evs)-1-i] = e
+	}
+	return out
+}
+
+// appendAt appends events to stream after version expected (NoStream or an
+// exact version), chained to the event at that version.
+func (s *Store) appendAt(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, error) {
 	revision, err := expectedRevision(expected)
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	data, err := eventData(events)
+	if res, settled, err := s.settle(ctx, stream, expected, events); settled || err != nil {
+		return res, err
+	}
+	var prev eventstore.Hash
+	if expected >= 0 {
+		at, err := s.readStream(ctx, stream, esdbclient.Backwards, esdbclient.Revision(uint64(expected)), 1)
+		if err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		if len(at) == 1 && at[0].Version == int64(expected) {
+			_, prev, _ = eventstore.SplitHash(at[0].Metadata)
+		}
+	}
+	metas, _, err := eventstore.Chain(prev, stream, int64(expected)+1, events)
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore: append to %s: %w", stream, err)
 	}
-	if expected != eventstore.Any {
-		if res, settled, err := s.settle(ctx, stream, expected, data); settled || err != nil {
-			return res, err
-		}
+	data, err := eventData(events, metas)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore: append to %s: %w", stream, err)
 	}
 	written, err := call(ctx, s, func(c *esdbclient.Client) (*esdbclient.WriteResult, error) {
 		return c.AppendToStream(ctx, stream, esdbclient.AppendToStreamOptions{ExpectedRevision: revision}, data...)
@@ -219,10 +275,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if err == nil {
 		return s.appended(ctx, stream, written)
 	}
-	if expected != eventstore.Any && errors.Is(classify(err), eventstore.ErrWrongVersion) {
+	if errors.Is(classify(err), eventstore.ErrWrongVersion) {
 		// Another append landed between the check and the write: maybe a
 		// concurrent retry of this one.
-		if res, settled, err := s.settle(ctx, stream, expected, data); settled || err != nil {
+		if res, settled, err := s.settle(ctx, stream, expected, events); settled || err != nil {
 			return res, err
 		}
 		return eventstore.AppendResult{}, s.versionError(ctx, stream, expected)
@@ -234,28 +290,28 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 // expected in the stream: the same events in order make it a retry (settled,
 // deduplicated); other events make it a conflict (settled, VersionError);
 // nothing leaves it to the write.
-func (s *Store) settle(ctx context.Context, stream string, expected eventstore.ExpectedVersion, data []esdbclient.EventData) (eventstore.AppendResult, bool, error) {
+func (s *Store) settle(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, bool, error) {
 	next := esdbclient.Revision(uint64(int64(expected) + 1))
-	there, err := s.readStream(ctx, stream, esdbclient.Forwards, next, len(data))
+	there, err := s.readStream(ctx, stream, esdbclient.Forwards, next, len(events))
 	if err != nil {
 		return eventstore.AppendResult{}, true, err
 	}
 	if len(there) == 0 {
 		return eventstore.AppendResult{}, false, nil
 	}
-	if !sameIDs(there, data) {
+	if !sameIDs(there, events) {
 		return eventstore.AppendResult{}, true, s.versionError(ctx, stream, expected)
 	}
 	last := there[len(there)-1]
 	return eventstore.AppendResult{NextVersion: last.Version, Position: last.Position, Deduplicated: true}, true, nil
 }
 
-func sameIDs(stored []eventstore.RecordedEvent, data []esdbclient.EventData) bool {
-	if len(stored) != len(data) {
+func sameIDs(stored []eventstore.RecordedEvent, events []eventstore.EventData) bool {
+	if len(stored) != len(events) || len(stored) == 0 {
 		return false
 	}
 	for i := range stored {
-		if stored[i].ID != data[i].EventID.String() {
+		if !strings.EqualFold(stored[i].ID, events[i].ID) {
 			return false
 		}
 	}
@@ -307,10 +363,11 @@ func expectedRevision(e eventstore.ExpectedVersion) (esdbclient.ExpectedRevision
 	return nil, fmt.Errorf("eventstore: invalid expected version %d", int64(e))
 }
 
-// eventData maps events onto the client's, bytes as given. A nil UUID is
+// eventData maps events onto the client's, bytes as given but for the
+// metadata, which metas replaces (the chained metadata). A nil UUID is
 // refused: the client would replace it with a random id, and a retry would
 // no longer be recognised.
-func eventData(events []eventstore.EventData) ([]esdbclient.EventData, error) {
+func eventData(events []eventstore.EventData, metas [][]byte) ([]esdbclient.EventData, error) {
 	out := make([]esdbclient.EventData, len(events))
 	for i, e := range events {
 		id, err := uuid.Parse(e.ID)
@@ -325,7 +382,7 @@ func eventData(events []eventstore.EventData) ([]esdbclient.EventData, error) {
 			EventType:   e.Type,
 			ContentType: esdbclient.ContentTypeJson,
 			Data:        e.Data,
-			Metadata:    e.Metadata,
+			Metadata:    metas[i],
 		}
 	}
 	return out, nil

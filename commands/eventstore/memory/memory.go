@@ -30,6 +30,8 @@ type Store struct {
 	streams map[string][]int
 	// ids maps a lower-cased event id to the index in log of its event.
 	ids map[string]int
+	// heads maps a stream to its last event's chain hash.
+	heads map[string]eventstore.Hash
 	// changed is closed by every append and replaced by a fresh channel, so
 	// that subscribers waiting on it wake without polling.
 	changed chan struct{}
@@ -54,6 +56,7 @@ func New() *Store {
 	return &Store{
 		streams: map[string][]int{},
 		ids:     map[string]int{},
+		heads:   map[string]eventstore.Hash{},
 		changed: make(chan struct{}),
 	}
 }
@@ -170,19 +173,21 @@ func (s *Store) write(parts []eventstore.StreamAppend) []eventstore.AppendResult
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	out := make([]eventstore.AppendResult, len(parts))
 	for pi, p := range parts {
-		for _, e := range p.Events {
+		// CheckAppend took every metadata as able to carry a hash.
+		metas, last, err := eventstore.Chain(s.heads[p.Stream], p.Stream, s.version(p.Stream)+1, p.Events)
+		if err != nil {
+			panic(fmt.Sprintf("eventstore/memory: %v after CheckAppend", err))
+		}
+		s.heads[p.Stream] = last
+		for i, e := range p.Events {
 			at := len(s.log)
-			meta := e.Metadata
-			if len(meta) == 0 {
-				meta = []byte("{}")
-			}
 			r := record{
 				stream:     p.Stream,
 				version:    s.version(p.Stream) + 1,
 				id:         strings.ToLower(e.ID),
 				typ:        e.Type,
 				data:       slices.Clone(e.Data),
-				metadata:   slices.Clone(meta),
+				metadata:   metas[i],
 				recordedAt: now,
 			}
 			s.log = append(s.log, r)

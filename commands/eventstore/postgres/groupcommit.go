@@ -282,17 +282,22 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Step 1: lock the existing streams, find stored ids; pipelined.
 		versions := map[string]int64{}
+		heads := map[string]eventstore.Hash{}
 		stored := map[string]bool{}
 		b := &pgx.Batch{}
-		b.Queue(`SELECT stream_id, version FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE`, streams).
+		b.Queue(`SELECT stream_id, version, hash FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE`, streams).
 			Query(func(rows pgx.Rows) error {
 				for rows.Next() {
 					var id string
 					var v int64
-					if err := rows.Scan(&id, &v); err != nil {
+					var h []byte
+					if err := rows.Scan(&id, &v, &h); err != nil {
 						return err
 					}
 					versions[id] = v
+					if len(h) == eventstore.HashSize {
+						heads[id] = eventstore.Hash(h)
+					}
 				}
 				return rows.Err()
 			})
@@ -351,10 +356,16 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 					used[id] = true
 				}
 				for pi, p := range r.parts {
-					for j, e := range p.Events {
-						ev.add(p.Stream, d.first[pi]+int64(j), e)
+					// Each event's metadata gets its chain hash; CheckAppend
+					// took every one as able to carry it.
+					metas, last, err := eventstore.Chain(heads[p.Stream], p.Stream, d.first[pi], p.Events)
+					if err != nil {
+						return err
 					}
-					versions[p.Stream] = next[p.Stream]
+					for j, e := range p.Events {
+						ev.add(p.Stream, d.first[pi]+int64(j), e, metas[j])
+					}
+					versions[p.Stream], heads[p.Stream] = next[p.Stream], last
 				}
 			}
 			decisions[i] = d
@@ -366,15 +377,17 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 		// since a multi-append must not be written in part.
 		var newStream, oldStream []string
 		var newVersion, oldVersion []int64
+		var newHash, oldHash [][]byte
 		for _, id := range streams {
 			v, ok := versions[id]
 			was, existed := locked[id]
+			h := heads[id]
 			switch {
 			case !ok, existed && v == was: // untouched, or only refused appends
 			case existed:
-				oldStream, oldVersion = append(oldStream, id), append(oldVersion, v)
+				oldStream, oldVersion, oldHash = append(oldStream, id), append(oldVersion, v), append(oldHash, h[:])
 			default:
-				newStream, newVersion = append(newStream, id), append(newVersion, v)
+				newStream, newVersion, newHash = append(newStream, id), append(newVersion, v), append(newHash, h[:])
 			}
 		}
 		type key struct {
@@ -384,15 +397,15 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 		positions := map[key]position{}
 		b = &pgx.Batch{}
 		if len(oldStream) > 0 {
-			b.Queue(`UPDATE streams SET version = u.version
-				FROM unnest($1::text[], $2::bigint[]) AS u(stream_id, version)
-				WHERE streams.stream_id = u.stream_id`, oldStream, oldVersion)
+			b.Queue(`UPDATE streams SET version = u.version, hash = u.hash
+				FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS u(stream_id, version, hash)
+				WHERE streams.stream_id = u.stream_id`, oldStream, oldVersion, oldHash)
 		}
 		if len(ev.id) > 0 {
 			b.Queue(`
 				WITH created AS (
-					INSERT INTO streams (stream_id, version)
-					SELECT * FROM unnest($7::text[], $8::bigint[])
+					INSERT INTO streams (stream_id, version, hash)
+					SELECT * FROM unnest($7::text[], $8::bigint[], $10::bytea[])
 					ON CONFLICT DO NOTHING
 					RETURNING stream_id
 				)
@@ -402,7 +415,7 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 					AS e(stream_id, version, id, type, data, meta)
 				WHERE e.stream_id = ANY($9::text[]) OR e.stream_id IN (SELECT stream_id FROM created)
 				RETURNING stream_id, version, tx::text, position`,
-				ev.stream, ev.version, ev.id, ev.typ, ev.data, ev.meta, newStream, newVersion, oldStream).
+				ev.stream, ev.version, ev.id, ev.typ, ev.data, ev.meta, newStream, newVersion, oldStream, newHash).
 				Query(func(rows pgx.Rows) error {
 					for rows.Next() {
 						var k key
@@ -452,11 +465,8 @@ type eventRows struct {
 	version                     []int64
 }
 
-func (r *eventRows) add(stream string, version int64, e eventstore.EventData) {
-	meta := string(e.Metadata)
-	if meta == "" {
-		meta = "{}"
-	}
+func (r *eventRows) add(stream string, version int64, e eventstore.EventData, metadata []byte) {
+	meta := string(metadata)
 	r.stream = append(r.stream, stream)
 	r.version = append(r.version, version)
 	r.id = append(r.id, e.ID)

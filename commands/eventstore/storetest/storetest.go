@@ -1,12 +1,14 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,6 +44,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store, opts Option
 	t.Run("SubscribeFromNow", func(t *testing.T) { t.Parallel(); testSubscribeFromNow(t, newStore(t)) })
 	t.Run("PositionsCompareAndRoundTrip", func(t *testing.T) { t.Parallel(); testPositions(t, newStore(t)) })
 	t.Run("LargeEventsAndExactBytes", func(t *testing.T) { t.Parallel(); testLargeEvents(t, newStore(t)) })
+	t.Run("HashChain", func(t *testing.T) { t.Parallel(); testHashChain(t, newStore(t)) })
 	t.Run("UnreachableStoreFailsFast", func(t *testing.T) {
 		if opts.Unreachable == nil {
 			t.Skip("the adapter gives no unreachable store")
@@ -175,7 +178,8 @@ func testReadStream(t *testing.T, s eventstore.Store) {
 	}
 	for i, e := range got {
 		want := in[3+i]
-		if e.ID != want.ID || e.Type != want.Type || string(e.Data) != string(want.Data) || string(e.Metadata) != string(want.Metadata) || e.StreamID != "s-1" {
+		without, _, hashed := eventstore.SplitHash(e.Metadata)
+		if e.ID != want.ID || e.Type != want.Type || string(e.Data) != string(want.Data) || !hashed || string(without) != string(want.Metadata) || e.StreamID != "s-1" {
 			t.Fatalf("event %d round-tripped as %+v, want %+v", 3+i, e, want)
 		}
 		if e.RecordedAt.IsZero() {
@@ -554,8 +558,56 @@ func testLargeEvents(t *testing.T, s eventstore.Store) {
 	if len(got[0].Data) != len(big) || string(got[0].Data) != string(big) {
 		t.Fatalf("1 MiB payload came back as %d bytes", len(got[0].Data))
 	}
-	if string(got[0].Metadata) != string(meta) {
-		t.Fatalf("metadata came back as %s, want %s", got[0].Metadata, meta)
+	without, _, hashed := eventstore.SplitHash(got[0].Metadata)
+	if !hashed || string(without) != string(bytes.TrimSpace(meta)) {
+		t.Fatalf("metadata came back as %s, want %s with its hash", got[0].Metadata, meta)
+	}
+}
+
+// testHashChain: every append, lone or multi, extends its streams' chains
+// (see eventstore.ChainHash), which hold from the first event to the last;
+// metadata that cannot carry a hash is refused.
+func testHashChain(t *testing.T, s eventstore.Store) {
+	ctx := ctxT(t)
+	mustAppend(t, s, "chain-a", eventstore.NoStream, event("A", 0), event("A", 1))
+	mustAppend(t, s, "chain-a", eventstore.Exact(1), event("A", 2))
+	if _, err := s.AppendMulti(ctx, []eventstore.StreamAppend{
+		{Stream: "chain-a", Expected: eventstore.Exact(2), Events: []eventstore.EventData{event("A", 3)}},
+		{Stream: "chain-b", Expected: eventstore.NoStream, Events: []eventstore.EventData{event("B", 0), {ID: newID(), Type: "B", Data: []byte(`{}`)}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for stream, n := range map[string]int{"chain-a": 4, "chain-b": 2} {
+		evs, err := s.ReadStream(ctx, stream, 0, 100)
+		if err != nil || len(evs) != n {
+			t.Fatalf("%s: %d events, %v", stream, len(evs), err)
+		}
+		c := eventstore.StreamChain{Stream: stream}
+		for _, e := range evs {
+			if err := c.Add(e); err != nil {
+				t.Fatalf("%s: %v", stream, err)
+			}
+		}
+		if c.Unchained != 0 || c.Last.IsZero() {
+			t.Fatalf("%s: %d events without a hash", stream, c.Unchained)
+		}
+		// One byte changed anywhere breaks the chain there.
+		evs[1].Data = append([]byte(nil), evs[1].Data...)
+		evs[1].Data[len(evs[1].Data)-2] ^= 1
+		c = eventstore.StreamChain{Stream: stream}
+		var brk *eventstore.ChainBreak
+		if err := c.Add(evs[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Add(evs[1]); !errors.As(err, &brk) || brk.Version != 1 {
+			t.Fatalf("%s: an altered payload gave %v, want a break at version 1", stream, err)
+		}
+	}
+	for _, meta := range []string{`[1]`, `"text"`, `{"hash":"` + strings.Repeat("0", 64) + `"}`} {
+		e := eventstore.EventData{ID: newID(), Type: "X", Data: []byte(`{}`), Metadata: []byte(meta)}
+		if _, err := s.Append(ctx, "chain-c", eventstore.Any, e); err == nil {
+			t.Fatalf("metadata %s was accepted", meta)
+		}
 	}
 }
 
