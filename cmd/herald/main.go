@@ -32,6 +32,8 @@ Usage:
   herald vapid-keys print a new VAPID key pair for the push channel
   herald amqp-publish
                     publish a workspace event to RabbitMQ (HERALD_AMQP_URL)
+  herald audit verify
+                    check the hash chains of the event log
   herald version    print the version, commit and Go version
 
 Run "herald <command> --help" for a command's flags and settings.
@@ -70,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return vapidKeysCommand(rest, stdout, stderr)
 	case "amqp-publish":
 		return amqpPublishCommand(ctx, rest, stdout, stderr)
+	case "audit":
+		return auditCommand(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -189,7 +189,8 @@ func VerifyEvent(prev Hash, e RecordedEvent) (Hash, bool, error) {
 	}
 	want := ChainHash(prev, e.StreamID, e.Version, e.Type, e.Data, without)
 	if want != found {
-		return found, true, &ChainBreak{Stream: e.StreamID, Version: e.Version, Position: e.Position, Expected: want, Found: found}
+		return found, true, &ChainBreak{Stream: e.StreamID, Version: e.Version, Position: e.Position, Expected: want, Found: found,
+			Reason: "the event's hash does not match its content and its predecessor's hash"}
 	}
 	return found, true, nil
 }
@@ -208,11 +209,15 @@ type ChainBreak struct {
 }
 
 func (b *ChainBreak) Error() string {
-	reason := b.Reason
-	if reason == "" {
-		reason = "the event's hash does not match its content and its predecessor's hash"
+	msg := fmt.Sprintf("chain broken at %s version %d", b.Stream, b.Version)
+	if b.Position != "" {
+		msg += fmt.Sprintf(" (position %s)", b.Position)
 	}
-	return fmt.Sprintf("chain broken at %s version %d (position %s): %s; expected %s, found %s", b.Stream, b.Version, b.Position, reason, b.Expected, b.Found)
+	msg += ": " + b.Reason
+	if !b.Expected.IsZero() || !b.Found.IsZero() {
+		msg += fmt.Sprintf("; expected %s, found %s", b.Expected, b.Found)
+	}
+	return msg
 }
 
 // StreamChain checks one stream's events, handed to it in version order

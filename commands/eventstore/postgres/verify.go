@@ -1,0 +1,119 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldhq/herald/commands/eventstore"
+)
+
+// ChainScope selects the streams VerifyChains walks: one stream, the
+// streams of one tenant (those whose events name it in metadata.tenant), or
+// every stream when both are empty.
+type ChainScope struct {
+	Tenant string
+	Stream string
+}
+
+// ChainReport is what VerifyChains found: how much it checked and, when a
+// chain does not hold, the first break, in stream order.
+type ChainReport struct {
+	Streams int64
+	Events  int64
+	// Unchained counts the events written before chaining began, at the
+	// start of their streams; the chains start after them.
+	Unchained int64
+	Break     *eventstore.ChainBreak
+}
+
+// VerifyChains walks the events of the streams in scope, stream by stream
+// and each in version order, in one query read as it goes (memory stays
+// constant however large the log), and checks every chain (see
+// eventstore.StreamChain) and each stream's end against its head in the
+// streams table: an altered byte, a removed or moved event, and a removed
+// last event are all breaks. It stops at the first break. Streams are
+// taken in stream id order, so the first break is the same on every run.
+func (s *Store) VerifyChains(ctx context.Context, scope ChainScope) (ChainReport, error) {
+	var rep ChainReport
+	rows, err := s.pool.Query(ctx, selectEvent+`, head_version, head_hash FROM (
+			SELECT e.*, s.version AS head_version, s.hash AS head_hash
+			FROM events e JOIN streams s ON s.stream_id = e.stream_id
+			WHERE ($1 = '' OR e.stream_id = $1)
+			  AND ($2 = '' OR e.stream_id IN (SELECT t.stream_id FROM events t WHERE t.metadata->>'tenant' = $2))
+		) walked
+		ORDER BY stream_id, version`, scope.Stream, scope.Tenant)
+	if err != nil {
+		return rep, classify(fmt.Errorf("eventstore: verify: %w", err))
+	}
+	defer rows.Close()
+	var (
+		chain   *eventstore.StreamChain
+		version int64
+		head    []byte
+	)
+	end := func() error {
+		if chain == nil {
+			return nil
+		}
+		rep.Unchained += chain.Unchained
+		var h eventstore.Hash
+		if len(head) == eventstore.HashSize {
+			h = eventstore.Hash(head)
+		}
+		return chain.End(version, h)
+	}
+	for rows.Next() {
+		var headVersion int64
+		var headHash []byte
+		e, err := scanEvent(rows, &headVersion, &headHash)
+		if err != nil {
+			return rep, classify(fmt.Errorf("eventstore: verify: %w", err))
+		}
+		if chain == nil || chain.Stream != e.StreamID {
+			if rep.Break = asBreak(end()); rep.Break != nil {
+				return rep, nil
+			}
+			chain = &eventstore.StreamChain{Stream: e.StreamID}
+			version, head = headVersion, headHash
+			rep.Streams++
+		}
+		rep.Events++
+		if rep.Break = asBreak(chain.Add(e)); rep.Break != nil {
+			return rep, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return rep, classify(fmt.Errorf("eventstore: verify: %w", err))
+	}
+	if rep.Break = asBreak(end()); rep.Break != nil {
+		return rep, nil
+	}
+	if scope.Tenant != "" {
+		// A stream with no event left names no tenant: only a walk of
+		// every stream, or of the one named, can see it.
+		return rep, nil
+	}
+	var empty string
+	err = s.pool.QueryRow(ctx, `SELECT stream_id FROM streams s
+		WHERE ($1 = '' OR stream_id = $1) AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = s.stream_id)
+		ORDER BY stream_id LIMIT 1`, scope.Stream).Scan(&empty)
+	switch {
+	case err == nil:
+		rep.Break = &eventstore.ChainBreak{Stream: empty, Reason: "the stream's head says it has events, and none is left"}
+	case !errors.Is(err, pgx.ErrNoRows):
+		return rep, classify(fmt.Errorf("eventstore: verify: %w", err))
+	}
+	return rep, nil
+}
+
+// asBreak is err as a chain break, or nil when it is nil. StreamChain
+// returns no other error.
+func asBreak(err error) *eventstore.ChainBreak {
+	var b *eventstore.ChainBreak
+	if errors.As(err, &b) {
+		return b
+	}
+	return nil
+}
