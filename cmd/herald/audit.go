@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/heraldhq/herald/cmd/herald/app"
+	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/commands/eventstore/postgres"
 )
 
@@ -67,7 +68,7 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if !ok {
 		return errors.New("audit verify reads the PostgreSQL event store; HERALD_EVENT_STORE names another (EventStoreDB / KurrentDB)")
 	}
-	rep, err := store.VerifyChains(ctx, postgres.ChainScope{Tenant: *tenant, Stream: *stream})
+	rep, err := store.VerifyChains(ctx, eventstore.ChainScope{Tenant: *tenant, Stream: *stream})
 	if err != nil {
 		return err
 	}

@@ -273,3 +273,23 @@ func (c *StreamChain) End(version int64, head Hash) error {
 	}
 	return nil
 }
+
+// ChainScope selects the streams a verification walks: one stream, the
+// streams of one tenant (those whose events name it in metadata.tenant), or
+// every stream when both are empty; both set, the stream if it is the
+// tenant's.
+type ChainScope struct {
+	Tenant string
+	Stream string
+}
+
+// ChainReport is what a verification found: how much it checked and, when
+// a chain does not hold, the first break, in stream order.
+type ChainReport struct {
+	Streams int64
+	Events  int64
+	// Unchained counts the events written before chaining began, at the
+	// start of their streams; the chains start after them.
+	Unchained int64
+	Break     *ChainBreak
+}

@@ -94,6 +94,9 @@ type Deps struct {
 	Verifier   Verifier
 	// Sockets serve the socket admin API.
 	Sockets Sockets
+	// Chains verify hash chains for auditors; nil when the event store
+	// is not PostgreSQL's.
+	Chains Chains
 	// Checks decide GET /readyz.
 	Checks []Check
 	Logger *slog.Logger
@@ -108,6 +111,7 @@ type Server struct {
 	deliveries Deliveries
 	verifier   Verifier
 	sockets    Sockets
+	chains     Chains
 	checks     []Check
 	logger     *slog.Logger
 	readWait   time.Duration
@@ -121,7 +125,7 @@ func NewServer(d Deps) *Server {
 	}
 	return &Server{
 		commands: d.Commands, inbox: d.Inbox, directory: d.Directory, templates: d.Templates, deliveries: d.Deliveries, verifier: d.Verifier, sockets: d.Sockets,
-		checks: d.Checks, logger: logger, readWait: DefaultReadWait,
+		chains: d.Chains, checks: d.Checks, logger: logger, readWait: DefaultReadWait,
 	}
 }
 
@@ -141,6 +145,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.registerDevices(mux)
 	s.registerPreferences(mux)
 	s.registerSockets(mux)
+	s.registerAudit(mux)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

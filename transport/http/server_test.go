@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"io"
 	"log/slog"
 	"maps"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/eventstore/memory"
+	"github.com/heraldhq/herald/commands/eventstore/postgres"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/migrations/pgtest"
 	"github.com/heraldhq/herald/projections"
@@ -54,6 +56,10 @@ type env struct {
 	// verifier does not trust; rogue's key is not published at all.
 	foreign *auth.DevIssuer
 	rogue   *auth.DevIssuer
+	// chains is the PostgreSQL event store of the database under test,
+	// which only the audit routes read: the commands write to memory.
+	chains *postgres.Store
+	pool   *pgxpool.Pool
 	// testKey is published in the JWKS so tests can sign tokens with claims
 	// DevIssuer refuses to produce (an expired one).
 	testKey jwk.Key
@@ -67,6 +73,7 @@ func newEnv(t *testing.T) *env {
 	store := memory.New()
 	directory := queries.NewDirectory(pool)
 	cmds := commands.New(store, nil)
+	chains := postgres.New(pool, postgres.Options{})
 
 	issuer := mustIssuer(t, issuerName)
 	foreign := mustIssuer(t, "other-idp")
@@ -90,7 +97,7 @@ func newEnv(t *testing.T) *env {
 	}
 	api := herhttp.NewServer(herhttp.Deps{
 		Commands: cmds, Inbox: queries.NewInbox(pool), Directory: directory, Templates: queries.NewTemplates(pool), Deliveries: queries.NewDeliveries(pool), Verifier: verifier,
-		Checks: []herhttp.Check{{Name: "database", Func: pool.Ping}, {Name: "jwks", Func: verifier.Ready}},
+		Chains: chains, Checks: []herhttp.Check{{Name: "database", Func: pool.Ping}, {Name: "jwks", Func: verifier.Ready}},
 		Logger: logger,
 	})
 	api.Register(mux)
@@ -114,7 +121,7 @@ func newEnv(t *testing.T) *env {
 			t.Error("projection runners did not stop")
 		}
 	})
-	return &env{t: t, srv: srv, api: api, cmds: cmds, issuer: issuer, verifier: verifier, foreign: foreign, rogue: rogue, testKey: testKey}
+	return &env{t: t, srv: srv, api: api, cmds: cmds, issuer: issuer, verifier: verifier, foreign: foreign, rogue: rogue, testKey: testKey, chains: chains, pool: pool}
 }
 
 func mustIssuer(t *testing.T, name string) *auth.DevIssuer {

@@ -281,9 +281,13 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 			}
 		}})
 	}
+	var chains herhttp.Chains
+	if pg, ok := a.Store.(*postgres.Store); ok {
+		chains = pg
+	}
 	api := herhttp.NewServer(herhttp.Deps{
 		Commands: a.Commands, Inbox: queries.NewInbox(a.Pool), Directory: queries.NewDirectory(a.Pool), Templates: queries.NewTemplates(a.Pool), Deliveries: queries.NewDeliveries(a.Pool), Verifier: verifier, Sockets: a.sockets,
-		Checks: checks,
+		Chains: chains, Checks: checks,
 		Logger: logger,
 	})
 	api.SetReadWait(cfg.ReadWait)

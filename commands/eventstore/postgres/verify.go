@@ -9,25 +9,6 @@ import (
 	"github.com/heraldhq/herald/commands/eventstore"
 )
 
-// ChainScope selects the streams VerifyChains walks: one stream, the
-// streams of one tenant (those whose events name it in metadata.tenant), or
-// every stream when both are empty.
-type ChainScope struct {
-	Tenant string
-	Stream string
-}
-
-// ChainReport is what VerifyChains found: how much it checked and, when a
-// chain does not hold, the first break, in stream order.
-type ChainReport struct {
-	Streams int64
-	Events  int64
-	// Unchained counts the events written before chaining began, at the
-	// start of their streams; the chains start after them.
-	Unchained int64
-	Break     *eventstore.ChainBreak
-}
-
 // VerifyChains walks the events of the streams in scope, stream by stream
 // and each in version order, in one query read as it goes (memory stays
 // constant however large the log), and checks every chain (see
@@ -35,8 +16,8 @@ type ChainReport struct {
 // streams table: an altered byte, a removed or moved event, and a removed
 // last event are all breaks. It stops at the first break. Streams are
 // taken in stream id order, so the first break is the same on every run.
-func (s *Store) VerifyChains(ctx context.Context, scope ChainScope) (ChainReport, error) {
-	var rep ChainReport
+func (s *Store) VerifyChains(ctx context.Context, scope eventstore.ChainScope) (eventstore.ChainReport, error) {
+	var rep eventstore.ChainReport
 	rows, err := s.pool.Query(ctx, selectEvent+`, head_version, head_hash FROM (
 			SELECT e.*, s.version AS head_version, s.hash AS head_hash
 			FROM events e JOIN streams s ON s.stream_id = e.stream_id

@@ -37,7 +37,7 @@ func chainedStore(t *testing.T) (*postgres.Store, *pgxpool.Pool) {
 	return s, pool
 }
 
-func verify(t *testing.T, s *postgres.Store, scope postgres.ChainScope) postgres.ChainReport {
+func verify(t *testing.T, s *postgres.Store, scope eventstore.ChainScope) eventstore.ChainReport {
 	t.Helper()
 	rep, err := s.VerifyChains(context.Background(), scope)
 	if err != nil {
@@ -49,7 +49,7 @@ func verify(t *testing.T, s *postgres.Store, scope postgres.ChainScope) postgres
 func TestVerifyChainsHoldOnAnUntouchedLog(t *testing.T) {
 	t.Parallel()
 	s, _ := chainedStore(t)
-	for scope, want := range map[postgres.ChainScope][2]int64{
+	for scope, want := range map[eventstore.ChainScope][2]int64{
 		{}:              {3, 12},
 		{Tenant: "a"}:   {2, 8},
 		{Stream: "b-1"}: {1, 4},
@@ -90,7 +90,7 @@ func TestVerifyChainsFindsTampering(t *testing.T) {
 			if err != nil || tag.RowsAffected() == 0 {
 				t.Fatalf("tamper: %v, %d rows", err, tag.RowsAffected())
 			}
-			rep := verify(t, s, postgres.ChainScope{})
+			rep := verify(t, s, eventstore.ChainScope{})
 			if rep.Break == nil || rep.Break.Stream != tc.stream || rep.Break.Version != tc.version {
 				t.Fatalf("report %+v, break %v; want one at %s version %d", rep, rep.Break, tc.stream, tc.version)
 			}
@@ -116,7 +116,7 @@ func TestVerifyChainsAcceptsAnUnchainedPrefix(t *testing.T) {
 	if _, err := s.Append(ctx, "old-1", eventstore.Exact(1), eventstore.EventData{ID: "00000000-0000-4000-8000-000000000099", Type: "E", Data: []byte(`{"n":2}`)}); err != nil {
 		t.Fatal(err)
 	}
-	rep := verify(t, s, postgres.ChainScope{})
+	rep := verify(t, s, eventstore.ChainScope{})
 	if rep.Break != nil || rep.Events != 3 || rep.Unchained != 2 {
 		t.Fatalf("report %+v, break %v; want 3 events, the first 2 unchained", rep, rep.Break)
 	}
