@@ -2,10 +2,13 @@ package http
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
+	"github.com/heraldhq/herald/queries"
 	"github.com/heraldhq/herald/transport/auth"
 )
 
@@ -13,13 +16,77 @@ import (
 // history.
 const PermissionAuditRead = "notif.audit_read"
 
-// Chains verifies hash chains (*postgres.Store).
+// Chains verifies hash chains and pages a tenant's log (*postgres.Store).
 type Chains interface {
 	VerifyChains(ctx context.Context, scope eventstore.ChainScope) (eventstore.ChainReport, error)
+	ReadTenantLog(ctx context.Context, tenant string, after eventstore.Position, limit int, eventType, stream string) ([]eventstore.RecordedEvent, error)
+	ComparePositions(a, b eventstore.Position) (int, error)
 }
 
 func (s *Server) registerAudit(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/audit/verify", s.permitted(PermissionAuditRead, s.verifyStream))
+	mux.HandleFunc("GET /v1/audit/events", s.permitted(PermissionAuditRead, s.auditEvents))
+}
+
+// auditEventJSON is one event of the tenant's log as an auditor reads it:
+// payload and metadata as stored, byte for byte, so that its hash can be
+// checked.
+type auditEventJSON struct {
+	Position   string          `json:"position"`
+	Stream     string          `json:"stream"`
+	Version    int64           `json:"version"`
+	Type       string          `json:"type"`
+	Payload    json.RawMessage `json:"payload"`
+	Metadata   json.RawMessage `json:"metadata"`
+	Hash       *string         `json:"hash"`
+	RecordedAt time.Time       `json:"recordedAt"`
+}
+
+// auditEvents pages the caller's tenant's events in log order, after the
+// position after (a cursor this route returned, or any position),
+// narrowed by type and stream.
+func (s *Server) auditEvents(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	q := r.URL.Query()
+	var v domain.ValidationError
+	limit, ok := limitParam(q)
+	if !ok {
+		v.Add("limit", limitProblem)
+	}
+	if limit == 0 {
+		limit = queries.DefaultLimit
+	}
+	if s.chains == nil {
+		WriteError(w, r, s.logger, domain.Errorf(domain.CodeUnavailable, "the audit log reads the PostgreSQL event store, which this Herald does not use"))
+		return
+	}
+	after := q.Get("after")
+	if after != "" {
+		if _, err := s.chains.ComparePositions(eventstore.Position(after), eventstore.Position(after)); err != nil {
+			v.Add("after", "is not a position of this event store")
+		}
+	}
+	if err := v.Err(domain.CodeValidationFailed, "invalid query parameters"); err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	evs, err := s.chains.ReadTenantLog(r.Context(), p.Tenant, eventstore.Position(after), limit, q.Get("type"), q.Get("stream"))
+	if err != nil {
+		WriteError(w, r, s.logger, &domain.Error{Code: domain.CodeUnavailable, Message: "the event store is unavailable; retry", Err: err})
+		return
+	}
+	out := make([]auditEventJSON, len(evs))
+	for i, e := range evs {
+		out[i] = auditEventJSON{Position: string(e.Position), Stream: e.StreamID, Version: e.Version, Type: e.Type,
+			Payload: e.Data, Metadata: e.Metadata, RecordedAt: e.RecordedAt.UTC()}
+		if _, h, ok := eventstore.SplitHash(e.Metadata); ok {
+			out[i].Hash = hashOrNil(h)
+		}
+	}
+	next := ""
+	if len(evs) == limit {
+		next = string(evs[len(evs)-1].Position)
+	}
+	WriteData(w, r, http.StatusOK, out, pageMeta(next))
 }
 
 // chainBreakJSON is where a chain does not hold.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/jackc/pgx/v5"
+	"strconv"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 )
@@ -97,4 +98,42 @@ func asBreak(err error) *eventstore.ChainBreak {
 		return b
 	}
 	return nil
+}
+
+// ReadTenantLog returns up to limit events of tenant (those whose metadata
+// names it) after position after, in log order, of eventType and in stream
+// when they are not empty. Like
+// ReadAll it returns only events of transactions that can no longer be
+// joined by an earlier one, so that paging on never skips an event.
+func (s *Store) ReadTenantLog(ctx context.Context, tenant string, after eventstore.Position, limit int, eventType, stream string) ([]eventstore.RecordedEvent, error) {
+	from, err := parsePosition(after)
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, selectEvent+`
+		FROM events
+		WHERE metadata->>'tenant' = $1 AND (tx, position) > ($2::text::xid8, $3::bigint)
+		  AND tx < pg_snapshot_xmin(pg_current_snapshot())
+		  AND ($4 = '' OR type = $4) AND ($5 = '' OR stream_id = $5)
+		ORDER BY tx, position
+		LIMIT $6`, tenant, strconv.FormatUint(from.tx, 10), from.pos, eventType, stream, limit)
+	if err != nil {
+		return nil, classify(fmt.Errorf("eventstore: read the log of %s: %w", tenant, err))
+	}
+	defer rows.Close()
+	var out []eventstore.RecordedEvent
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, classify(fmt.Errorf("eventstore: read the log of %s: %w", tenant, err))
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, classify(fmt.Errorf("eventstore: read the log of %s: %w", tenant, err))
+	}
+	return out, nil
 }
