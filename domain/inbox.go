@@ -52,3 +52,27 @@ func (n NotificationCreated) Item() InboxItem {
 	}
 	return it
 }
+
+// Apply folds one later event of the notification into its inbox view: a
+// read, unread, archive or unarchive of it, or a read-all of its recipient
+// (which covers it when it comes after its creation in the log). Other
+// events leave it as it is.
+func (it *InboxItem) Apply(event Event) {
+	switch e := event.(type) {
+	case NotificationRead:
+		at := e.ReadAt
+		it.IsRead, it.ReadAt = true, &at
+	case InboxMarkedRead:
+		if !it.IsRead {
+			at := e.ReadAt
+			it.IsRead, it.ReadAt = true, &at
+		}
+	case NotificationUnread:
+		it.IsRead, it.ReadAt = false, nil
+	case NotificationArchived:
+		at := e.ArchivedAt
+		it.IsArchived, it.ArchivedAt = true, &at
+	case NotificationUnarchived:
+		it.IsArchived, it.ArchivedAt = false, nil
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/heraldhq/herald/commands"
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
 	"github.com/heraldhq/herald/queries"
@@ -26,6 +27,37 @@ type Chains interface {
 func (s *Server) registerAudit(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/audit/verify", s.permitted(PermissionAuditRead, s.verifyStream))
 	mux.HandleFunc("GET /v1/audit/events", s.permitted(PermissionAuditRead, s.auditEvents))
+	mux.HandleFunc("GET /v1/audit/notifications/{id}", s.permitted(PermissionAuditRead, s.auditNotification))
+}
+
+// auditNotificationJSON is a notification as it was at a moment.
+type auditNotificationJSON struct {
+	Notification domain.InboxItem           `json:"notification"`
+	Deliveries   []notificationDeliveryJSON `json:"deliveries"`
+}
+
+// auditNotification answers one of the tenant's notifications, whoever
+// its recipient, as it was at as_of (now when absent): read, archived and
+// its deliveries so far, folded from the event store.
+func (s *Server) auditNotification(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	var at commands.AsOf
+	if raw := r.URL.Query().Get("as_of"); raw != "" {
+		var err error
+		if at, err = s.commands.ParseAsOf(raw); err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
+	}
+	then, err := s.commands.NotificationAt(r.Context(), p.Tenant, "", r.PathValue("id"), at)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	out := auditNotificationJSON{Notification: then.Item, Deliveries: make([]notificationDeliveryJSON, len(then.Deliveries))}
+	for i, d := range then.Deliveries {
+		out.Deliveries[i] = notificationDeliveryJSON{ID: d.ID, Channel: d.Channel, Status: d.Status, Events: deliveryEntries(d.Events)}
+	}
+	WriteData(w, r, http.StatusOK, out, Meta{})
 }
 
 // auditEventJSON is one event of the tenant's log as an auditor reads it:

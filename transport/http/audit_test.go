@@ -110,3 +110,53 @@ func TestAuditEventsPageTheTenantsLog(t *testing.T) {
 	}
 	e.do(http.MethodGet, "/v1/audit/events?after=nonsense", auditor, nil).error(t, http.StatusBadRequest, domain.CodeValidationFailed)
 }
+
+// A notification as it was at each moment of its life: before it was
+// created (404), created, read, read and archived; by position and by
+// time, for an auditor of its tenant and for its owner.
+func TestNotificationAsOf(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	before := e.notify("org-1", "other", time.Now(), "bob").Position
+	res := e.notify("org-1", "asof", time.Now(), "alice")
+	id, created := res.NotificationIDs[0], res.Position
+	alice := e.token("alice", "org-1")
+	_, read := e.act(alice, id, "read")
+	time.Sleep(5 * time.Millisecond) // a time strictly between read and archive
+	between := time.Now().UTC()
+	time.Sleep(5 * time.Millisecond)
+	_, archived := e.act(alice, id, "archive")
+	auditor := e.auditToken("auditor", "org-1")
+
+	e.do(http.MethodGet, "/v1/audit/notifications/"+id+"?as_of="+string(before), auditor, nil).error(t, http.StatusNotFound, domain.CodeNotificationMissing)
+	for _, tc := range []struct {
+		asOf             string
+		read, isArchived bool
+	}{
+		{string(created), false, false},
+		{read, true, false},
+		{between.Format(time.RFC3339Nano), true, false},
+		{archived, true, true},
+		{"", true, true},
+	} {
+		var got struct {
+			Notification map[string]any   `json:"notification"`
+			Deliveries   []map[string]any `json:"deliveries"`
+		}
+		e.do(http.MethodGet, "/v1/audit/notifications/"+id+"?as_of="+tc.asOf, auditor, nil).data(t, http.StatusOK, &got)
+		if got.Notification["id"] != id || got.Notification["isRead"] != tc.read || got.Notification["isArchived"] != tc.isArchived || got.Deliveries == nil {
+			t.Fatalf("as of %q: %+v, want read %v archived %v", tc.asOf, got, tc.read, tc.isArchived)
+		}
+		if tc.asOf == "" {
+			continue
+		}
+		var own map[string]any
+		e.do(http.MethodGet, "/v1/notifications/"+id+"?as_of="+tc.asOf, alice, nil).data(t, http.StatusOK, &own)
+		if own["isRead"] != tc.read || own["isArchived"] != tc.isArchived {
+			t.Fatalf("the owner's view as of %q: %v", tc.asOf, own)
+		}
+	}
+	e.do(http.MethodGet, "/v1/notifications/"+id+"?as_of="+read, e.token("bob", "org-1"), nil).error(t, http.StatusNotFound, domain.CodeNotificationMissing)
+	e.do(http.MethodGet, "/v1/audit/notifications/"+id, e.auditToken("auditor", "org-2"), nil).error(t, http.StatusNotFound, domain.CodeNotificationMissing)
+	e.do(http.MethodGet, "/v1/audit/notifications/"+id+"?as_of=yesterday", auditor, nil).error(t, http.StatusBadRequest, domain.CodeValidationFailed)
+}

@@ -162,6 +162,19 @@ func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p aut
 }
 
 func (s *Server) getNotification(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if raw := r.URL.Query().Get("as_of"); raw != "" {
+		// The owner's own as-of read, folded from the event store.
+		at, err := s.commands.ParseAsOf(raw)
+		if err == nil {
+			var then commands.NotificationAsOf
+			if then, err = s.commands.NotificationAt(r.Context(), p.Tenant, p.Subject, r.PathValue("id"), at); err == nil {
+				WriteData(w, r, http.StatusOK, then.Item, Meta{})
+				return
+			}
+		}
+		WriteError(w, r, s.logger, err)
+		return
+	}
 	if !s.consistent(w, r, "inbox", s.inbox.Checkpoint) {
 		return
 	}

@@ -36,6 +36,10 @@ type Commands interface {
 	Delivery(ctx context.Context, tenant, id, user string, seeAll bool) (string, []commands.HistoryEntry, error)
 	RetryDelivery(ctx context.Context, tenant, id, actor, actorName, correlationID string) (eventstore.Position, error)
 	NotificationDeliveries(ctx context.Context, tenant, recipient, id string) ([]commands.DeliveryHistory, error)
+	// ParseAsOf and NotificationAt answer what a notification was at a
+	// moment of the log.
+	ParseAsOf(s string) (commands.AsOf, error)
+	NotificationAt(ctx context.Context, tenant, recipient, id string, a commands.AsOf) (commands.NotificationAsOf, error)
 	RegisterDevice(context.Context, commands.RegisterDevice) (commands.DeviceResult, error)
 	RemoveDevice(ctx context.Context, tenant, userID, id, actorName, correlationID string) (eventstore.Position, error)
 	Devices(ctx context.Context, tenant, userID string) ([]domain.Device, error)
