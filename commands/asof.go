@@ -89,24 +89,14 @@ func (c *Commands) NotificationAt(ctx context.Context, tenant, recipient, id str
 		return NotificationAsOf{}, err
 	}
 	var out NotificationAsOf
-	found := false
-	for _, h := range history {
-		in, err := c.counts(a, h.RecordedAt, h.Position)
-		if err != nil {
-			return NotificationAsOf{}, err
-		}
-		if !in {
-			break // history is in log order
-		}
-		if created, ok := h.Payload.(domain.NotificationCreated); ok {
-			out.Item, found = created.Item(), true
-			continue
-		}
-		out.Item.Apply(h.Payload)
+	item, found, err := c.foldAt(history, a)
+	if err != nil {
+		return NotificationAsOf{}, err
 	}
 	if !found {
 		return NotificationAsOf{}, missing
 	}
+	out.Item = item
 	deliveries, err := c.NotificationDeliveries(ctx, tenant, recipient, id)
 	if err != nil {
 		return NotificationAsOf{}, err
@@ -132,4 +122,63 @@ func (c *Commands) NotificationAt(ctx context.Context, tenant, recipient, id str
 		out.Deliveries = append(out.Deliveries, then)
 	}
 	return out, nil
+}
+
+// Head is the position of the log's last event, Start for an empty log.
+func (c *Commands) Head(ctx context.Context) (eventstore.Position, error) {
+	p, err := c.store.Head(ctx)
+	if err != nil {
+		return "", storeError(fmt.Errorf("log head: %w", err))
+	}
+	return p, nil
+}
+
+// InboxAt is a recipient's inbox as it was at a: each of ids (the
+// recipient's notifications) folded from the event store as NotificationAt
+// does, without their deliveries, in the order of ids; those created
+// later are left out. unread counts the notifications neither read nor
+// archived then.
+func (c *Commands) InboxAt(ctx context.Context, tenant, recipient string, ids []string, a AsOf) (items []domain.InboxItem, unread int, err error) {
+	items = []domain.InboxItem{}
+	for _, id := range ids {
+		history, err := c.NotificationHistory(ctx, tenant, recipient, id)
+		if domain.ErrorCode(err) == domain.CodeNotificationMissing {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		it, found, err := c.foldAt(history, a)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !found {
+			continue
+		}
+		items = append(items, it)
+		if !it.IsRead && !it.IsArchived {
+			unread++
+		}
+	}
+	return items, unread, nil
+}
+
+// foldAt folds a notification's history, in log order, as of a; found is
+// false when it was not created by then.
+func (c *Commands) foldAt(history []HistoryEntry, a AsOf) (it domain.InboxItem, found bool, err error) {
+	for _, h := range history {
+		in, err := c.counts(a, h.RecordedAt, h.Position)
+		if err != nil {
+			return it, false, err
+		}
+		if !in {
+			break
+		}
+		if created, ok := h.Payload.(domain.NotificationCreated); ok {
+			it, found = created.Item(), true
+			continue
+		}
+		it.Apply(h.Payload)
+	}
+	return it, found, nil
 }

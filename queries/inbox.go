@@ -229,3 +229,18 @@ func checkpoint(ctx context.Context, pool *pgxpool.Pool, projection string) (str
 	}
 	return p, nil
 }
+
+// NotificationIDs returns the ids of every notification of the recipient
+// the read model holds, archived ones included, newest first: the
+// candidates an as-of read of the inbox folds from the event store.
+func (q *Inbox) NotificationIDs(ctx context.Context, tenant, recipientID string) ([]string, error) {
+	rows, err := q.pool.Query(ctx, `SELECT id::text FROM inbox_notifications WHERE tenant = $1 AND recipient_id = $2 ORDER BY created_at DESC, id DESC`, tenant, recipientID)
+	if err != nil {
+		return nil, fmt.Errorf("notification ids: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("notification ids: %w", err)
+	}
+	return ids, nil
+}

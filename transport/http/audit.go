@@ -28,6 +28,60 @@ func (s *Server) registerAudit(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/audit/verify", s.permitted(PermissionAuditRead, s.verifyStream))
 	mux.HandleFunc("GET /v1/audit/events", s.permitted(PermissionAuditRead, s.auditEvents))
 	mux.HandleFunc("GET /v1/audit/notifications/{id}", s.permitted(PermissionAuditRead, s.auditNotification))
+	mux.HandleFunc("GET /v1/audit/users/{userId}/inbox", s.permitted(PermissionAuditRead, s.auditInbox))
+}
+
+// auditInboxJSON is a user's inbox as it was at a moment.
+type auditInboxJSON struct {
+	Notifications []domain.InboxItem `json:"notifications"`
+	UnreadCount   int                `json:"unreadCount"`
+}
+
+// auditInbox answers a user's inbox and unread count as they were at
+// as_of (now when absent): "had user X seen Y before Z?". The candidates
+// are the user's notifications in the read model, once it has applied the
+// log up to the moment asked about (or up to now, for a time); each is
+// folded from the event store.
+func (s *Server) auditInbox(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	user := r.PathValue("userId")
+	if problem := domain.IdentifierProblem(user); problem != "" {
+		WriteError(w, r, s.logger, domain.Errorf(domain.CodeValidationFailed, "invalid user id").WithDetail("fields", map[string]any{"userId": problem}))
+		return
+	}
+	var at commands.AsOf
+	if raw := r.URL.Query().Get("as_of"); raw != "" {
+		var err error
+		if at, err = s.commands.ParseAsOf(raw); err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
+	}
+	upTo := at.Position
+	if upTo == "" {
+		head, err := s.commands.Head(r.Context())
+		if err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
+		upTo = head
+	}
+	if upTo != eventstore.Start {
+		if err := s.waitFor(r.Context(), "inbox", s.inbox.Checkpoint, string(upTo)); err != nil {
+			WriteError(w, r, s.logger, err)
+			return
+		}
+	}
+	ids, err := s.inbox.NotificationIDs(r.Context(), p.Tenant, user)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	items, unread, err := s.commands.InboxAt(r.Context(), p.Tenant, user, ids, at)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
+	}
+	WriteData(w, r, http.StatusOK, auditInboxJSON{Notifications: items, UnreadCount: unread}, Meta{})
 }
 
 // auditNotificationJSON is a notification as it was at a moment.

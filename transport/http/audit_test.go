@@ -74,6 +74,20 @@ func TestAuditEventsPageTheTenantsLog(t *testing.T) {
 		}
 	}
 	auditor := e.auditToken("auditor", "org-1")
+	// The log shows an event once no transaction that began before it is
+	// still open, on the whole server (other tests' included).
+	deadline := time.Now().Add(waitFor)
+	for {
+		var page []map[string]any
+		e.do(http.MethodGet, "/v1/audit/events?limit=100", auditor, nil).data(t, http.StatusOK, &page)
+		if len(page) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events visible after %s, want 4", len(page), waitFor)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	var all []map[string]any
 	cursor := ""
 	for range 5 {
@@ -159,4 +173,41 @@ func TestNotificationAsOf(t *testing.T) {
 	e.do(http.MethodGet, "/v1/notifications/"+id+"?as_of="+read, e.token("bob", "org-1"), nil).error(t, http.StatusNotFound, domain.CodeNotificationMissing)
 	e.do(http.MethodGet, "/v1/audit/notifications/"+id, e.auditToken("auditor", "org-2"), nil).error(t, http.StatusNotFound, domain.CodeNotificationMissing)
 	e.do(http.MethodGet, "/v1/audit/notifications/"+id+"?as_of=yesterday", auditor, nil).error(t, http.StatusBadRequest, domain.CodeValidationFailed)
+}
+
+// A user's inbox as it was: before the second notification, after it,
+// and after the first was read; another tenant's auditor sees nothing.
+func TestInboxAsOf(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := e.notify("org-1", "one", time.Now(), "alice")
+	second := e.notify("org-1", "two", time.Now(), "alice")
+	alice := e.token("alice", "org-1")
+	_, read := e.act(alice, first.NotificationIDs[0], "read")
+	auditor := e.auditToken("auditor", "org-1")
+	for _, tc := range []struct {
+		asOf          string
+		items, unread int
+	}{
+		{string(first.Position), 1, 1},
+		{string(second.Position), 2, 2},
+		{read, 2, 1},
+		{"", 2, 1},
+	} {
+		var got struct {
+			Notifications []map[string]any `json:"notifications"`
+			UnreadCount   int              `json:"unreadCount"`
+		}
+		e.do(http.MethodGet, "/v1/audit/users/alice/inbox?as_of="+tc.asOf, auditor, nil).data(t, http.StatusOK, &got)
+		if len(got.Notifications) != tc.items || got.UnreadCount != tc.unread {
+			t.Fatalf("as of %q: %d notifications, %d unread; want %d and %d", tc.asOf, len(got.Notifications), got.UnreadCount, tc.items, tc.unread)
+		}
+	}
+	var other struct {
+		Notifications []map[string]any `json:"notifications"`
+	}
+	e.do(http.MethodGet, "/v1/audit/users/alice/inbox", e.auditToken("auditor", "org-2"), nil).data(t, http.StatusOK, &other)
+	if len(other.Notifications) != 0 {
+		t.Fatalf("another tenant's auditor sees %v", other.Notifications)
+	}
 }

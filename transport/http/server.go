@@ -40,6 +40,8 @@ type Commands interface {
 	// moment of the log.
 	ParseAsOf(s string) (commands.AsOf, error)
 	NotificationAt(ctx context.Context, tenant, recipient, id string, a commands.AsOf) (commands.NotificationAsOf, error)
+	InboxAt(ctx context.Context, tenant, recipient string, ids []string, a commands.AsOf) ([]domain.InboxItem, int, error)
+	Head(ctx context.Context) (eventstore.Position, error)
 	RegisterDevice(context.Context, commands.RegisterDevice) (commands.DeviceResult, error)
 	RemoveDevice(ctx context.Context, tenant, userID, id, actorName, correlationID string) (eventstore.Position, error)
 	Devices(ctx context.Context, tenant, userID string) ([]domain.Device, error)
@@ -59,6 +61,7 @@ type Inbox interface {
 	UnreadCount(ctx context.Context, tenant, recipientID string) (int64, error)
 	ReadAllCount(ctx context.Context, tenant, recipientID, position string) (n int64, found bool, err error)
 	Checkpoint(context.Context) (string, error)
+	NotificationIDs(ctx context.Context, tenant, recipientID string) ([]string, error)
 }
 
 // Directory reads the directory read model (*queries.Directory).

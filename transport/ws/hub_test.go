@@ -665,7 +665,7 @@ func slowClientScenario(t *testing.T) {
 	// one's eviction must cost it nothing.
 	fast := s.connect(tok)
 	s.awaitJoined(fast, "org-1", "alice")
-	const deltas = 1200
+	const deltas = 1000
 	fastGot := make(chan []string, 1)
 	go func() {
 		var got []string
@@ -735,11 +735,12 @@ func slowClientScenario(t *testing.T) {
 		}
 	}
 
-	// 64 KiB frames, one every 5 ms: a pace a reading client keeps up with
-	// even under the race detector on a loaded machine. The slow client's
-	// socket fills (a few MiB on loopback, under 200 frames), then its
-	// queue: it is evicted well before the 600th frame, when it reads again,
-	// well within the 5 s its close frame may wait for it.
+	// 64 KiB frames, one every 8 ms: a pace a reading client keeps up with
+	// even under the race detector on a loaded machine (at 5 ms, a reader
+	// beside a full test run once fell behind by a whole queue). The slow
+	// client's socket fills (a few MiB on loopback, under 200 frames), then
+	// its queue: it is evicted before the 460th frame, and reads again at
+	// the 500th, well within the 5 s its close frame may wait for it.
 	pad := strings.Repeat("x", 64<<10)
 	var slowest time.Duration // of one Publish
 	published := make(chan struct{})
@@ -749,10 +750,10 @@ func slowClientScenario(t *testing.T) {
 			start := time.Now()
 			s.publish(live.Delta{Tenant: "org-1", RecipientID: "alice", Topic: live.TopicCreated, Position: fmt.Sprint(i), Data: map[string]string{"pad": pad}})
 			slowest = max(slowest, time.Since(start))
-			if i == 600 {
+			if i == 500 {
 				close(resume)
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(8 * time.Millisecond)
 		}
 	}()
 	select {
