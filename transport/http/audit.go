@@ -48,13 +48,10 @@ func (s *Server) auditInbox(w http.ResponseWriter, r *http.Request, p auth.Princ
 		WriteError(w, r, s.logger, domain.Errorf(domain.CodeValidationFailed, "invalid user id").WithDetail("fields", map[string]any{"userId": problem}))
 		return
 	}
-	var at commands.AsOf
-	if raw := r.URL.Query().Get("as_of"); raw != "" {
-		var err error
-		if at, err = s.commands.ParseAsOf(raw); err != nil {
-			WriteError(w, r, s.logger, err)
-			return
-		}
+	at, err := s.asOfParam(r)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
 	}
 	upTo := at.Position
 	if upTo == "" {
@@ -94,13 +91,10 @@ type auditNotificationJSON struct {
 // its recipient, as it was at as_of (now when absent): read, archived and
 // its deliveries so far, folded from the event store.
 func (s *Server) auditNotification(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	var at commands.AsOf
-	if raw := r.URL.Query().Get("as_of"); raw != "" {
-		var err error
-		if at, err = s.commands.ParseAsOf(raw); err != nil {
-			WriteError(w, r, s.logger, err)
-			return
-		}
+	at, err := s.asOfParam(r)
+	if err != nil {
+		WriteError(w, r, s.logger, err)
+		return
 	}
 	then, err := s.commands.NotificationAt(r.Context(), p.Tenant, "", r.PathValue("id"), at)
 	if err != nil {
@@ -233,4 +227,14 @@ func hashOrNil(h eventstore.Hash) *string {
 	}
 	s := h.String()
 	return &s
+}
+
+// asOfParam reads the as_of query parameter: the zero AsOf (now) when
+// absent.
+func (s *Server) asOfParam(r *http.Request) (commands.AsOf, error) {
+	raw := r.URL.Query().Get("as_of")
+	if raw == "" {
+		return commands.AsOf{}, nil
+	}
+	return s.commands.ParseAsOf(raw)
 }
