@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -51,8 +53,39 @@ func TestAuditVerifyThroughTheBinary(t *testing.T) {
 		t.Fatalf("verify of the tenant: exit %d\n%s", code, out)
 	}
 
+	// The tenant's export verifies offline; one byte changed in it, or its
+	// end cut off, does not.
+	file := filepath.Join(t.TempDir(), "export.jsonl")
+	if out, code := runAudit(t, env.dbURL, "export", "--tenant", faultTenant, "--out", file); code != 0 || !strings.Contains(out, "exported ") {
+		t.Fatalf("export: exit %d\n%s", code, out)
+	}
+	if out, code := runAudit(t, env.dbURL, "export", "--tenant", faultTenant, "--out", file); code == 0 {
+		t.Fatalf("an export replaced an existing file:\n%s", out)
+	}
+	if out, code := runAudit(t, "", "verify", "--file", file); code != 0 || !strings.HasPrefix(out, "OK: ") {
+		t.Fatalf("verify of the export: exit %d\n%s", code, out)
+	}
+	exported, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := filepath.Join(t.TempDir(), "tampered.jsonl")
+	if err := os.WriteFile(tampered, bytes.Replace(exported, []byte(`Message 7`), []byte(`Message 8`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runAudit(t, "", "verify", "--file", tampered); code != 1 || !strings.Contains(out, "BROKEN") {
+		t.Fatalf("verify of a tampered export: exit %d\n%s", code, out)
+	}
+	cut := filepath.Join(t.TempDir(), "cut.jsonl")
+	if err := os.WriteFile(cut, exported[:bytes.LastIndexByte(exported[:len(exported)-1], '\n')+1], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runAudit(t, "", "verify", "--file", cut); code != 1 || !strings.Contains(out, "truncated") {
+		t.Fatalf("verify of a truncated export: exit %d\n%s", code, out)
+	}
+
 	var stream string
-	err := env.db.QueryRow(context.Background(), `
+	err = env.db.QueryRow(context.Background(), `
 		UPDATE events SET data = replace(data::text, '"FAULT_TEST"', '"FAULT_TESX"')::json
 		WHERE position = (SELECT min(position) FROM events WHERE type = 'NotificationCreated')
 		RETURNING stream_id`).Scan(&stream)

@@ -32,8 +32,9 @@ Usage:
   herald vapid-keys print a new VAPID key pair for the push channel
   herald amqp-publish
                     publish a workspace event to RabbitMQ (HERALD_AMQP_URL)
-  herald audit verify
-                    check the hash chains of the event log
+  herald audit verify | export
+                    check the hash chains of the log or of an export; export a
+                    tenant's events
   herald version    print the version, commit and Go version
 
 Run "herald <command> --help" for a command's flags and settings.
