@@ -70,3 +70,31 @@ func seed(t *testing.T, pool *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 }
+
+// TestTenantLogWalksAnIndex pins the plan of an auditor's page of the
+// tenant's log: an index walk, never a sort of the tenant's events.
+func TestTenantLogWalksAnIndex(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	seed(t, pool)
+	rows, err := pool.Query(ctx, `EXPLAIN `+postgres.TenantLogSQL, "t1", "0", int64(0), "", "", 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	text := strings.Join(plan, "\n")
+	if strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
+		t.Fatalf("a page of the tenant's log sorts or scans:\n%s", text)
+	}
+}
