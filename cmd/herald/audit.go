@@ -78,17 +78,11 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return report(stdout, rep)
 	}
-	cfg := app.Load(os.LookupEnv)
-	cfg.PoolConns = 2
-	st, err := app.OpenStorage(ctx, cfg)
+	store, closeStore, err := openAuditStore(ctx, "verify")
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	store, ok := st.Store.(*postgres.Store)
-	if !ok {
-		return errors.New("audit verify reads the PostgreSQL event store; HERALD_EVENT_STORE names another (EventStoreDB / KurrentDB)")
-	}
+	defer closeStore()
 	rep, err := store.VerifyChains(ctx, eventstore.ChainScope{Tenant: *tenant, Stream: *stream})
 	if err != nil {
 		return err
@@ -125,17 +119,11 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fs.printHelp(stderr)
 		return errors.New("audit export needs --tenant and --out, and no arguments")
 	}
-	cfg := app.Load(os.LookupEnv)
-	cfg.PoolConns = 2
-	st, err := app.OpenStorage(ctx, cfg)
+	store, closeStore, err := openAuditStore(ctx, "export")
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	store, ok := st.Store.(*postgres.Store)
-	if !ok {
-		return errors.New("audit export reads the PostgreSQL event store; HERALD_EVENT_STORE names another (EventStoreDB / KurrentDB)")
-	}
+	defer closeStore()
 	f, err := openOut(*out)
 	if err != nil {
 		return err
@@ -150,6 +138,23 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	_, err = fmt.Fprintf(stdout, "exported %d events of %s to %s in %s\n", n, *tenant, *out, time.Since(began).Round(time.Millisecond))
 	return err
+}
+
+// openAuditStore opens the PostgreSQL event store of the settings for
+// audit command cmd, with a small pool: the audit commands read it alone.
+func openAuditStore(ctx context.Context, cmd string) (*postgres.Store, func(), error) {
+	cfg := app.Load(os.LookupEnv)
+	cfg.PoolConns = 2
+	st, err := app.OpenStorage(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, ok := st.Store.(*postgres.Store)
+	if !ok {
+		st.Close()
+		return nil, nil, fmt.Errorf("audit %s reads the PostgreSQL event store; HERALD_EVENT_STORE names another (EventStoreDB / KurrentDB)", cmd)
+	}
+	return store, st.Close, nil
 }
 
 func orDash(s string) string {

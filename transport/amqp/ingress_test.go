@@ -210,9 +210,9 @@ func (b *broker) publish(t *testing.T, key string, msgs ...amqp091.Publishing) {
 	}
 }
 
-// depth is how many messages are ready in queue: after the ingress stopped,
-// every message it did not acknowledge is back among them.
-func (b *broker) depth(t *testing.T, queue string) int {
+// queueState declares queue passively: how many messages are ready in it
+// and how many consumers it has.
+func (b *broker) queueState(t *testing.T, queue string) amqp091.Queue {
 	t.Helper()
 	ch, err := b.conn.Channel()
 	if err != nil {
@@ -223,22 +223,20 @@ func (b *broker) depth(t *testing.T, queue string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return q.Messages
+	return q
+}
+
+// depth is how many messages are ready in queue: after the ingress stopped,
+// every message it did not acknowledge is back among them.
+func (b *broker) depth(t *testing.T, queue string) int {
+	t.Helper()
+	return b.queueState(t, queue).Messages
 }
 
 // consumers is how many consumers queue has.
 func (b *broker) consumers(t *testing.T, queue string) int {
 	t.Helper()
-	ch, err := b.conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ch.Close() }()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return q.Consumers
+	return b.queueState(t, queue).Consumers
 }
 
 // take gets, and acknowledges, every message of queue.

@@ -212,7 +212,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 			if err != nil {
 				return eventstore.AppendResult{}, err
 			}
-			if sameIDs(reversed(last), events) {
+			oldestFirst := slices.Clone(last)
+			slices.Reverse(oldestFirst)
+			if sameIDs(oldestFirst, events) {
 				// A retry of an Any append that was written.
 				return eventstore.AppendResult{NextVersion: last[0].Version, Position: last[0].Position, Deduplicated: true}, nil
 			}
@@ -232,14 +234,6 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 // anyRetries bounds how often an Any append is decided again after other
 // appends landed between reading the stream's head and writing.
 const anyRetries = 10
-
-func reversed(evs []eventstore.RecordedEvent) []eventstore.RecordedEvent {
-	out := make([]eventstore.RecordedEvent, len(evs))
-	for i, e := range evs {
-		out[len(evs)-1-i] = e
-	}
-	return out
-}
 
 // appendAt appends events to stream after version expected (NoStream or an
 // exact version), chained to the event at that version.

@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -119,5 +121,44 @@ func TestVerifyChainsAcceptsAnUnchainedPrefix(t *testing.T) {
 	rep := verify(t, s, eventstore.ChainScope{})
 	if rep.Break != nil || rep.Events != 3 || rep.Unchained != 2 {
 		t.Fatalf("report %+v, break %v; want 3 events, the first 2 unchained", rep, rep.Break)
+	}
+}
+
+// Two stores on one database, as two herald serve are, appending to the
+// same streams at once: each append extends the chain its group locked,
+// so every chain holds afterwards.
+func TestChainsHoldAcrossTwoInstances(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewMigratedDatabase(t)
+	ctx := context.Background()
+	var stores []*postgres.Store
+	for range 2 {
+		pool, err := pgxpool.New(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		stores = append(stores, postgres.New(pool, postgres.Options{}))
+	}
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for w := range 16 {
+		wg.Go(func() {
+			s := stores[w%2]
+			for range 25 {
+				i := n.Add(1)
+				e := eventstore.EventData{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), Type: "E",
+					Data: []byte(fmt.Sprintf(`{"n":%d}`, i)), Metadata: []byte(`{"tenant":"t"}`)}
+				if _, err := s.Append(ctx, fmt.Sprintf("shared-%d", i%3), eventstore.Any, e); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	rep := verify(t, stores[0], eventstore.ChainScope{})
+	if rep.Break != nil || rep.Events != 400 || rep.Streams != 3 {
+		t.Fatalf("report %+v, break %v; want 400 events in 3 streams and every chain holding", rep, rep.Break)
 	}
 }
