@@ -414,11 +414,14 @@ func moveCounts(ctx context.Context, tx pgx.Tx, t inboxTables, order []recipient
 		tenants[i], recipients[i], deltas[i] = k.tenant, k.recipient, change[k]
 	}
 	// Two statements, each a join on the primary key: recipients whose
-	// count grows are upserted; the others (fewer unread, or unchanged
-	// because a notification was created and read in the same batch) can
-	// only be updated, since a count that shrinks exists already. A
-	// correlated lookup of each row's change in one statement instead cost
-	// time quadratic in the batch size.
+	// count grows or stays are upserted; the others can only be updated,
+	// since a count that shrinks exists already. Upserting the unchanged
+	// ones (a notification created and read in the same batch) keeps the
+	// table the same however the log is cut into batches: a recipient has a
+	// row once a notification of theirs was projected, so a rebuild or an
+	// import, which project in larger batches, leave the rows a live
+	// projection left. A correlated lookup of each row's change in one
+	// statement instead cost time quadratic in the batch size.
 	collect := func(rows pgx.Rows, err error) error {
 		if err != nil {
 			return fmt.Errorf("unread counts: %w", err)
@@ -440,7 +443,7 @@ func moveCounts(ctx context.Context, tx pgx.Tx, t inboxTables, order []recipient
 	err := collect(tx.Query(ctx, `
 		INSERT INTO `+t.counts+` AS c (tenant, recipient_id, unread)
 		SELECT tenant, recipient_id, d FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, recipient_id, d)
-		WHERE d > 0
+		WHERE d >= 0
 		ON CONFLICT (tenant, recipient_id) DO UPDATE SET unread = c.unread + EXCLUDED.unread
 		RETURNING tenant, recipient_id, unread`, tenants, recipients, deltas))
 	if err != nil {
@@ -449,7 +452,7 @@ func moveCounts(ctx context.Context, tx pgx.Tx, t inboxTables, order []recipient
 	err = collect(tx.Query(ctx, `
 		UPDATE `+t.counts+` c SET unread = GREATEST(c.unread + u.d, 0)
 		FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, recipient_id, d)
-		WHERE u.d <= 0 AND c.tenant = u.tenant AND c.recipient_id = u.recipient_id
+		WHERE u.d < 0 AND c.tenant = u.tenant AND c.recipient_id = u.recipient_id
 		RETURNING c.tenant, c.recipient_id, c.unread`, tenants, recipients, deltas))
 	if err != nil {
 		return nil, err

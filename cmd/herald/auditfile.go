@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"time"
 
@@ -80,54 +81,78 @@ func exportTenant(ctx context.Context, store *postgres.Store, tenant string, w i
 // the trailer must count the events read.
 func verifyExport(r io.Reader) (eventstore.ChainReport, error) {
 	var rep eventstore.ChainReport
-	sc := bufio.NewScanner(r)
-	// An event's payload is at most 1 MiB, which quoting may double.
-	sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
 	chains := map[string]*eventstore.StreamChain{}
-	line := 0
-	for sc.Scan() {
-		line++
-		var probe struct {
-			End *json.RawMessage `json:"end"`
+	for e, err := range exportEvents(r) {
+		if err != nil {
+			return rep, err
 		}
-		if err := json.Unmarshal(sc.Bytes(), &probe); err != nil {
-			return rep, fmt.Errorf("line %d is not JSON: %w", line, err)
-		}
-		if probe.End != nil {
-			var t exportTrailer
-			if err := json.Unmarshal(sc.Bytes(), &t); err != nil {
-				return rep, fmt.Errorf("line %d: the trailer: %w", line, err)
-			}
-			if t.End.Events != rep.Events {
-				return rep, fmt.Errorf("the trailer counts %d events, the file holds %d", t.End.Events, rep.Events)
-			}
-			if sc.Scan() {
-				return rep, fmt.Errorf("line %d follows the trailer", line+1)
-			}
-			return finish(rep, chains), sc.Err()
-		}
-		var e exportedEvent
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return rep, fmt.Errorf("line %d: %w", line, err)
-		}
-		c := chains[e.Stream]
+		c := chains[e.StreamID]
 		if c == nil {
-			c = &eventstore.StreamChain{Stream: e.Stream}
-			chains[e.Stream] = c
+			c = &eventstore.StreamChain{Stream: e.StreamID}
+			chains[e.StreamID] = c
 		}
 		rep.Events++
-		err := c.Add(eventstore.RecordedEvent{Position: eventstore.Position(e.Position), StreamID: e.Stream, Version: e.Version, ID: e.ID, Type: e.Type,
-			Data: []byte(e.Data), Metadata: []byte(e.Metadata), RecordedAt: e.RecordedAt})
 		var b *eventstore.ChainBreak
-		if errors.As(err, &b) {
+		if errors.As(c.Add(e), &b) {
 			rep.Break = b
 			return finish(rep, chains), nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return rep, fmt.Errorf("read the export: %w", err)
+	return finish(rep, chains), nil
+}
+
+// exportEvents yields the events of an export read from r, in the file's
+// order. It ends with an error at a line that is neither an event nor the
+// trailer, at a trailer that does not count the events before it or that
+// is not the last line, and at the end of a file without a trailer (a
+// truncated export).
+func exportEvents(r io.Reader) iter.Seq2[eventstore.RecordedEvent, error] {
+	return func(yield func(eventstore.RecordedEvent, error) bool) {
+		sc := bufio.NewScanner(r)
+		// An event's payload is at most 1 MiB, which quoting may double.
+		sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
+		var line, events int64
+		fail := func(err error) { yield(eventstore.RecordedEvent{}, err) }
+		for sc.Scan() {
+			line++
+			var probe struct {
+				End *json.RawMessage `json:"end"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &probe); err != nil {
+				fail(fmt.Errorf("line %d is not JSON: %w", line, err))
+				return
+			}
+			if probe.End != nil {
+				var t exportTrailer
+				switch err := json.Unmarshal(sc.Bytes(), &t); {
+				case err != nil:
+					fail(fmt.Errorf("line %d: the trailer: %w", line, err))
+				case t.End.Events != events:
+					fail(fmt.Errorf("the trailer counts %d events, the file holds %d", t.End.Events, events))
+				case sc.Scan():
+					fail(fmt.Errorf("line %d follows the trailer", line+1))
+				case sc.Err() != nil:
+					fail(fmt.Errorf("read the export: %w", sc.Err()))
+				}
+				return
+			}
+			var e exportedEvent
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				fail(fmt.Errorf("line %d: %w", line, err))
+				return
+			}
+			events++
+			if !yield(eventstore.RecordedEvent{Position: eventstore.Position(e.Position), StreamID: e.Stream, Version: e.Version, ID: e.ID, Type: e.Type,
+				Data: []byte(e.Data), Metadata: []byte(e.Metadata), RecordedAt: e.RecordedAt}, nil) {
+				return
+			}
+		}
+		if err := sc.Err(); err != nil {
+			fail(fmt.Errorf("read the export: %w", err))
+			return
+		}
+		fail(errors.New("the export ends without its trailer: it is truncated"))
 	}
-	return rep, errors.New("the export ends without its trailer: it is truncated")
 }
 
 // finish counts the streams and unchained events of a verification.
