@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -31,13 +30,7 @@ func TestAuditImportReproducesTheReadModel(t *testing.T) {
 	src := newFaultEnv(t, 1, pgtest.NewDatabase(t))
 	h := src.startServe("source")
 	ops := newDeliveryAPI(t, src)
-	as := func(user string, perms ...string) *deliveryAPI {
-		token, err := src.issuer.Issue(user, faultTenant, perms, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &deliveryAPI{t: t, token: token, client: ops.client}
-	}
+	as := func(user string, perms ...string) *deliveryAPI { return ops.as(src, user, perms...) }
 	admin := as("ops-admin", herhttp.PermissionAdmin)
 
 	// Every projection has something to build: directory members (one who

@@ -60,6 +60,16 @@ func newDeliveryAPI(t *testing.T, env *faultEnv) *deliveryAPI {
 	return &deliveryAPI{t: t, token: token, client: &http.Client{Timeout: 30 * time.Second}}
 }
 
+// as is the API as user of faultTenant, with perms.
+func (a *deliveryAPI) as(env *faultEnv, user string, perms ...string) *deliveryAPI {
+	a.t.Helper()
+	token, err := env.issuer.Issue(user, faultTenant, perms, time.Hour)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return &deliveryAPI{t: a.t, token: token, client: a.client}
+}
+
 // do sends body (JSON, unless nil) and decodes the answer's data into out
 // (unless nil); it returns the status, or an error when no answer came.
 func (a *deliveryAPI) do(method, url string, body any, header map[string]string, out any) (int, error) {

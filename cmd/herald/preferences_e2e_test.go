@@ -26,13 +26,7 @@ func TestPreferenceSuppressionsThroughTheBinary(t *testing.T) {
 	env := newFaultEnv(t, 1, pgtest.NewDatabase(t))
 	h := env.startServe("serve")
 	api := newDeliveryAPI(t, env)
-	as := func(user string) *deliveryAPI {
-		token, err := env.issuer.Issue(user, faultTenant, nil, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &deliveryAPI{t: t, token: token, client: api.client}
-	}
+	as := func(user string) *deliveryAPI { return api.as(env, user) }
 	now := time.Now().UTC()
 	quiet := fmt.Sprintf(`{"start":%q,"end":%q,"timezone":"UTC","mode":"suppress"}`, now.Add(-time.Hour).Format("15:04"), now.Add(time.Hour).Format("15:04"))
 	for user, doc := range map[string]string{
