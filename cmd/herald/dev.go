@@ -15,6 +15,7 @@ import (
 var banner = template.Must(template.New("banner").Parse(`
   Herald dev mode is up.
 
+  Inbox page         {{.HTTP}}/   (pick a user, watch their inbox live)
   REST + WebSocket   {{.HTTP}}   (GET /v1/notifications, GET /v1/stream)
   Kafka broker       {{.Kafka}}   (topics {{.Topic}} and {{.Events}}, dead letters <topic>.dlq)
   Dev tokens         POST {{.HTTP}}/dev/token   JWKS {{.HTTP}}/dev/jwks.json
@@ -23,9 +24,9 @@ var banner = template.Must(template.New("banner").Parse(`
 
   Try it, from the repository, in another terminal:
 
-    go run ./cmd/herald watch --url {{.HTTP}} --sub alice --tenant org-1 &
-    echo '{"eventType":"PAYMENT_SUCCESS","recipientScope":"users","organizerId":"org-1","recipientIds":["alice"],"data":{"payment":{"subject":"Order #42"}},"occurredAt":"2026-11-23T09:00:00Z"}' | kcat -P -b {{.Kafka}} -t {{.Topic}}
-    TOKEN=$(go run ./cmd/herald token --url {{.HTTP}} --sub alice --tenant org-1)
+    go run ./cmd/herald watch --url {{.HTTP}} --sub alice --tenant {{.Tenant}} &
+    echo '{"eventType":"PAYMENT_SUCCESS","recipientScope":"users","organizerId":"{{.Tenant}}","recipientIds":["alice"],"data":{"payment":{"subject":"Order #42"}},"occurredAt":"2026-11-23T09:00:00Z"}' | kcat -P -b {{.Kafka}} -t {{.Topic}}
+    TOKEN=$(go run ./cmd/herald token --url {{.HTTP}} --sub alice --tenant {{.Tenant}})
     curl -s -H "Authorization: Bearer $TOKEN" {{.HTTP}}/v1/notifications
 
 `))
@@ -52,6 +53,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			bannerDone <- banner.Execute(stdout, map[string]string{
 				"HTTP": a.URL(), "Kafka": strings.Join(a.KafkaBrokers(), ","), "Topic": kafka.TopicActivity,
 				"Events": cmp.Or(cfg.Kafka.EventsTopic, kafka.TopicEvents), "DB": redactURL(cfg.DatabaseURL),
+				"Tenant": app.DevTenant,
 			})
 		case <-ctx.Done():
 			bannerDone <- nil

@@ -35,14 +35,17 @@ import (
 	herhttp "github.com/heraldhq/herald/transport/http"
 	"github.com/heraldhq/herald/transport/kafka"
 	"github.com/heraldhq/herald/transport/redis"
+	"github.com/heraldhq/herald/transport/web"
 	"github.com/heraldhq/herald/transport/ws"
 )
 
-// The dev identity provider's issuer and audience, and the partition count
-// of the embedded broker's topics.
+// The dev identity provider's issuer and audience, the tenant dev mode's
+// examples and inbox page propose, and the partition count of the embedded
+// broker's topics.
 const (
 	DevIssuer     = "herald-dev"
 	DevAudience   = "herald"
+	DevTenant     = "org-1"
 	devPartitions = 3
 )
 
@@ -311,6 +314,16 @@ func (a *App) build(ctx context.Context, logger *slog.Logger) (err error) {
 	mux.Handle("GET /v1/stream", a.hub)
 	// Seed 000's clients connect to /stream.
 	mux.Handle("GET /stream", a.hub)
+	// The inbox page, a client of the routes above served from the same
+	// origin, so that the stream's origin check lets it in.
+	page := web.New(web.Options{Dev: a.Issuer != nil, DevTenant: DevTenant})
+	mux.Handle("GET "+web.PagePath, page)
+	mux.Handle("GET "+web.AssetsPath+"{name}", page)
+	if a.Issuer != nil {
+		// Dev mode's home is the page's user picker, which asks
+		// /dev/token; outside dev mode "/" stays unrouted.
+		mux.Handle("GET /{$}", page)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}))
 	if a.Issuer != nil {
 		api.RegisterDevIdentity(mux, a.Issuer)
