@@ -51,6 +51,7 @@ func TestAuditImportReproducesTheReadModel(t *testing.T) {
 	orgMsg.body = []byte(strings.Replace(strings.Replace(string(orgMsg.body), `"recipientScope":"users"`, `"recipientScope":"org"`, 1), `"recipientIds":null`, `"recipientIds":[]`, 1))
 	src.produce(append(msgs, orgMsg))
 	src.waitCreated(int64(expect(t, msgs...).created + 2))
+	waitProjected(t, src.db)
 
 	for user, act := range map[string]func(d *deliveryAPI, ids []string) error{
 		"user-00": func(d *deliveryAPI, ids []string) error {

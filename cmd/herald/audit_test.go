@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/heraldhq/herald/migrations"
 	"github.com/heraldhq/herald/migrations/pgtest"
 )
 
@@ -99,5 +102,65 @@ func TestAuditVerifyThroughTheBinary(t *testing.T) {
 	}
 	if out, code := runAudit(t, env.dbURL, "verify", "--stream", "request-none"); code != 0 || !strings.Contains(out, "OK: 0 streams") {
 		t.Fatalf("verify of an unknown stream: exit %d\n%s", code, out)
+	}
+}
+
+// An export holds every event committed before it began, even those the
+// log does not show yet because an older transaction of the server is still
+// open: it waits for that transaction rather than end short. The test has a
+// PostgreSQL server of its own, since the transaction it holds open would
+// hold back the log of every database of a shared one.
+func TestAuditExportWaitsForOlderTransactions(t *testing.T) {
+	skipIfShort(t)
+	t.Parallel()
+	dbURL := startPGCluster(t).URL("herald")
+	ctx := context.Background()
+	if err := migrations.EnsureDatabase(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	env := newFaultEnv(t, 1, dbURL)
+	env.startServe("serve")
+	older, err := env.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = older.Rollback(ctx) }()
+	if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	msgs := faultMessages("horizon", 5)
+	env.produce(msgs)
+	waitUntil(t, "the requests recorded", func(ctx context.Context) (bool, string, error) {
+		s, err := env.state(ctx)
+		return s.requested == int64(len(msgs)), s.String(), err
+	})
+	var committed int64
+	if err := env.db.QueryRow(ctx, `SELECT count(*) FROM events WHERE metadata->>'tenant' = $1`, faultTenant).Scan(&committed); err != nil {
+		t.Fatal(err)
+	}
+
+	file := filepath.Join(t.TempDir(), "export.jsonl")
+	cmd := exec.Command(binary, "audit", "export", "--tenant", faultTenant, "--out", file)
+	cmd.Env = heraldEnv("HERALD_DATABASE_URL=" + smallPool(env.dbURL))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("the export ended while an older transaction hid events from the log: %v\n%s", err, out.String())
+	case <-time.After(time.Second):
+	}
+	if err := older.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("export: %v\n%s", err, out.String())
+	}
+	if want := fmt.Sprintf("exported %d events", committed); !strings.Contains(out.String(), want) {
+		t.Fatalf("export wrote %q, want %q: every event committed before it began", out.String(), want)
 	}
 }

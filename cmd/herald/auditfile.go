@@ -49,6 +49,14 @@ func exportTenant(ctx context.Context, store *postgres.Store, tenant string, w i
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
 	var n int64
+	// The log shows an event once every older transaction of the server
+	// has ended; the export holds at least every event committed before it
+	// began, so it pages on, waiting, until it has written the last one.
+	head, err := store.TenantHead(ctx, tenant)
+	if err != nil {
+		return 0, err
+	}
+	reached := head == eventstore.Start
 	after := eventstore.Start
 	for {
 		evs, err := store.ReadTenantLog(ctx, tenant, after, exportPage, "", "")
@@ -61,11 +69,22 @@ func exportTenant(ctx context.Context, store *postgres.Store, tenant string, w i
 				return n, fmt.Errorf("write the export: %w", err)
 			}
 			n++
+			reached = reached || e.Position == head
 		}
-		if len(evs) < exportPage {
+		if len(evs) > 0 {
+			after = evs[len(evs)-1].Position
+		}
+		if len(evs) == exportPage {
+			continue
+		}
+		if reached {
 			break
 		}
-		after = evs[len(evs)-1].Position
+		select {
+		case <-ctx.Done():
+			return n, fmt.Errorf("waiting for transactions older than the tenant's last events to end: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	var t exportTrailer
 	t.End.Tenant, t.End.Events = tenant, n

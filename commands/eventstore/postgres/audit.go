@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"strconv"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 )
@@ -130,6 +131,27 @@ func (s *Store) ReadTenantLog(ctx context.Context, tenant string, after eventsto
 		return nil, classify(fmt.Errorf("eventstore: read the log of %s: %w", tenant, err))
 	}
 	return out, nil
+}
+
+// TenantHead returns the position of the tenant's last committed event,
+// visible or not yet in the log (see ReadTenantLog), or eventstore.Start
+// when the tenant has none: a reader that must see every event committed
+// before it began pages on until it has read this one.
+func (s *Store) TenantHead(ctx context.Context, tenant string) (eventstore.Position, error) {
+	var p position
+	var txs string
+	err := s.pool.QueryRow(ctx, `SELECT tx::text, position FROM events WHERE metadata->>'tenant' = $1
+		ORDER BY events.tx DESC, events.position DESC LIMIT 1`, tenant).Scan(&txs, &p.pos)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return eventstore.Start, nil
+	case err != nil:
+		return "", classify(fmt.Errorf("eventstore: head of %s: %w", tenant, err))
+	}
+	if p.tx, err = strconv.ParseUint(txs, 10, 64); err != nil {
+		return "", fmt.Errorf("eventstore: bad tx %q: %w", txs, err)
+	}
+	return p.String(), nil
 }
 
 // tenantLogSQL reads a page of a tenant's log. Its order names the table's
