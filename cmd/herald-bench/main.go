@@ -23,6 +23,9 @@ import (
 // HERALD_TEST_DATABASE_URL is unset.
 const defaultAdminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
+// measurementNames are the measurements, in the order they run and report.
+var measurementNames = []string{"append", "e2e", "envelopes", "amqp", "dispatch", "fanout", "read", "ws"}
+
 // options are the command line's settings.
 type options struct {
 	adminURL   string
@@ -42,8 +45,12 @@ type options struct {
 	amqpURL    string
 	amqpEvents int
 	// cpuProfile, when set, is the file a CPU profile of the whole run is
-	// written to (Herald runs in this process, but for the ws server).
-	cpuProfile string
+	// written to (Herald runs in this process, but for the ws server);
+	// memProfile the file of its allocation profile, written at the end.
+	cpuProfile, memProfile string
+	// statements is how many of the most costly statements of each
+	// measurement to report from pg_stat_statements (0: none).
+	statements int
 }
 
 func main() {
@@ -93,6 +100,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.amqpURL, "amqp-url", amqpURL, "RabbitMQ of the amqp measurement; HERALD_TEST_AMQP_URL when set")
 	fs.IntVar(&o.amqpEvents, "amqp-events", 20_000, "workspace events of the amqp measurement")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof reads it)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the run to this file at its end (go tool pprof -sample_index=alloc_space reads it)")
+	fs.IntVar(&o.statements, "pg-statements", 8, "report each measurement's most costly statements from pg_stat_statements, when the server preloads it (0: off)")
 	fs.StringVar(&o.out, "out", "bench-results.json", "file the results are written to as JSON")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -100,7 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.only != "" && !slices.Contains([]string{"append", "e2e", "envelopes", "amqp", "dispatch", "fanout", "read", "ws"}, o.only):
+	case o.only != "" && !slices.Contains(measurementNames, o.only):
 		return o, fmt.Errorf("-only %q: want append, e2e, envelopes, amqp, dispatch, fanout, read or ws", o.only)
 	case o.wsConns <= 0 || o.wsBroadcasts <= 0 || o.wsFanOut <= 0:
 		return o, errors.New("-ws-connections, -ws-broadcasts and -ws-fanout must be positive")
@@ -112,6 +121,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-messages, -envelopes and -amqp-events must be positive")
 	case o.e2eTimeout <= 0:
 		return o, errors.New("-e2e-timeout must be positive")
+	case o.statements < 0:
+		return o, errors.New("-pg-statements must not be negative")
 	}
 	return o, nil
 }
@@ -170,62 +181,42 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 	// lines would drown the progress log and cost time inside the
 	// measurement.
 	quiet := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if opts.only == "" || opts.only == "append" {
-		if res.Append, err = runAppend(ctx, opts, dbs, logger, quiet); err != nil {
-			return err
-		}
+	stmts := newStatements(ctx, dbs, logger, opts.statements)
+	measurements := []struct {
+		name string
+		run  func() error
+	}{
+		{"append", func() (err error) { res.Append, err = runAppend(ctx, opts, dbs, logger, quiet); return err }},
+		{"e2e", func() error { return into(&res.EndToEnd)(runE2E(ctx, opts, dbs, logger, quiet)) }},
+		{"envelopes", func() error { return into(&res.Envelopes)(runEnvelopes(ctx, opts, dbs, logger, quiet)) }},
+		{"amqp", func() error { return into(&res.AMQP)(runAMQP(ctx, opts, dbs, logger, quiet)) }},
+		{"dispatch", func() error { return into(&res.Dispatch)(runDispatch(ctx, opts, dbs, logger, quiet)) }},
+		{"fanout", func() error { return into(&res.FanOut)(runFanOut(ctx, opts, dbs, logger, quiet)) }},
+		{"read", func() error { return into(&res.Read)(runRead(ctx, opts, dbs, logger, quiet)) }},
+		{"ws", func() error { return into(&res.WS)(runWS(ctx, opts, dbs, logger, stderr)) }},
 	}
-	if opts.only == "" || opts.only == "e2e" {
-		e2e, err := runE2E(ctx, opts, dbs, logger, quiet)
-		if err != nil {
-			return err
+	for _, m := range measurements {
+		if opts.only != "" && opts.only != m.name {
+			continue
 		}
-		res.EndToEnd = &e2e
-	}
-	if opts.only == "" || opts.only == "envelopes" {
-		env, err := runEnvelopes(ctx, opts, dbs, logger, quiet)
-		if err != nil {
-			return fmt.Errorf("envelopes: %w", err)
+		stmts.reset(ctx)
+		if err := m.run(); err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
 		}
-		res.Envelopes = &env
-	}
-	if opts.only == "" || opts.only == "amqp" {
-		a, err := runAMQP(ctx, opts, dbs, logger, quiet)
-		if err != nil {
-			return fmt.Errorf("amqp: %w", err)
+		if st := stmts.read(ctx); st != nil {
+			if res.Statements == nil {
+				res.Statements = map[string][]statementStat{}
+			}
+			res.Statements[m.name] = st
 		}
-		res.AMQP = &a
-	}
-	if opts.only == "" || opts.only == "dispatch" {
-		d, err := runDispatch(ctx, opts, dbs, logger, quiet)
-		if err != nil {
-			return fmt.Errorf("dispatch: %w", err)
-		}
-		res.Dispatch = &d
-	}
-	if opts.only == "" || opts.only == "fanout" {
-		fan, err := runFanOut(ctx, opts, dbs, logger, quiet)
-		if err != nil {
-			return fmt.Errorf("fan-out: %w", err)
-		}
-		res.FanOut = &fan
-	}
-	if opts.only == "" || opts.only == "read" {
-		read, err := runRead(ctx, opts, dbs, logger, quiet)
-		if err != nil {
-			return fmt.Errorf("read: %w", err)
-		}
-		res.Read = &read
-	}
-	if opts.only == "" || opts.only == "ws" {
-		ws, err := runWS(ctx, opts, dbs, logger, stderr)
-		if err != nil {
-			return fmt.Errorf("ws: %w", err)
-		}
-		res.WS = &ws
 	}
 	res.WallSeconds = time.Since(began).Seconds()
 
+	if opts.memProfile != "" {
+		if err := writeAllocs(opts.memProfile); err != nil {
+			return err
+		}
+	}
 	if err := printTable(stdout, res); err != nil {
 		return fmt.Errorf("print results: %w", err)
 	}
@@ -238,6 +229,31 @@ func run(args []string, stdout, stderr io.Writer, logger *slog.Logger) (err erro
 	}
 	logger.InfoContext(ctx, "benchmark done", "results", opts.out, "wall_time", time.Since(began).Round(time.Millisecond))
 	return nil
+}
+
+// into returns a function that stores a measurement's result in *dst when
+// it succeeded, and passes its error on.
+func into[T any](dst **T) func(T, error) error {
+	return func(v T, err error) error {
+		if err != nil {
+			return err
+		}
+		*dst = &v
+		return nil
+	}
+}
+
+// writeAllocs writes the allocation profile of the run so far to path.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	return f.Close()
 }
 
 // randomHex returns n random bytes in hex: unique names for databases,

@@ -26,7 +26,10 @@ type results struct {
 	FanOut          *fanOutResult    `json:"fan_out,omitempty"`
 	Read            *readResult      `json:"read,omitempty"`
 	WS              *wsResult        `json:"ws,omitempty"`
-	WallSeconds     float64          `json:"wall_seconds"`
+	// Statements are each measurement's most costly statements, when the
+	// server records them (pg_stat_statements).
+	Statements  map[string][]statementStat `json:"statements,omitempty"`
+	WallSeconds float64                    `json:"wall_seconds"`
 }
 
 // settings records how the run was made, so that two result files can be
@@ -150,6 +153,11 @@ func printTable(w io.Writer, r results) error {
 			[2]string{"goal", strings.Join(goals, "; ")})
 	}
 	writeWrapped(&b, "", fmt.Sprintf("%s, GOMAXPROCS %d, %s", r.GoVersion, r.GOMAXPROCS, r.PostgresVersion))
+	for _, name := range measurementNames {
+		if st := r.Statements[name]; len(st) > 0 {
+			block("database time of "+name+", most costly statements (pg_stat_statements)", statementLines(st)...)
+		}
+	}
 	fmt.Fprintf(&b, "wall time %s\n", (time.Duration(r.WallSeconds * float64(time.Second))).Round(time.Second))
 	_, err := io.WriteString(w, b.String())
 	return err
