@@ -25,11 +25,10 @@ import (
 // transaction of a fixed number of round trips, whatever its size:
 //
 //  1. lock the group's existing streams (SELECT … FOR UPDATE, in stream
-//     order so two groups cannot deadlock) and look up which of its event
-//     ids are already stored;
+//     order so two groups cannot deadlock);
 //  2. decide each append in queue order against the locked versions, as a
-//     lone append would be decided: expected version, and event ids neither
-//     stored nor used earlier in the group;
+//     lone append would be decided: expected version, and event ids not
+//     used earlier in the group;
 //  3. move the existing streams' versions, and in one statement create the
 //     new streams and insert every accepted event; commit, and wake
 //     subscribers (see committed).
@@ -44,9 +43,14 @@ import (
 // all accepted or all refused. An Append refused in step 2 is resolved after
 // the commit like a lone one (a retry of stored events succeeds as
 // Deduplicated; anything else is a VersionError) and never fails the group.
-// If the group's transaction fails as a whole (two groups raced to use one
-// event id, or to create one stream), each member is retried as a group of
-// its own.
+// If the group's transaction fails as a whole (an event id stored already,
+// two groups raced to use one event id or to create one stream), each
+// member is retried as a group of its own, which also looks up in step 1
+// which of its ids are stored, so that a retry of stored events is refused
+// in step 2 and resolved. A group does not look its ids up before that: a
+// stored id is rare (a retry after a lost answer; repeated requests are
+// refused on their stream's version first), and the lookup cost as much
+// server time as the insert it guarded.
 
 // appendRequest is one Append or AppendMulti waiting for its group.
 type appendRequest struct {
@@ -187,12 +191,15 @@ func (s *Store) commitGroup(group []*appendRequest) {
 	if len(live) == 0 {
 		return
 	}
-	decisions, err := s.runGroup(live)
+	// A group first trusts its events' ids to be new and leaves their check
+	// to the unique index, saving a statement; a stored id makes the insert
+	// fail, and the members retried alone look their ids up first.
+	decisions, err := s.runGroup(live, false)
 	if err != nil && retryAlone(err) {
 		for _, r := range live {
 			var d []decision
 			for attempt := 0; ; attempt++ {
-				d, err = s.runGroup([]*appendRequest{r})
+				d, err = s.runGroup([]*appendRequest{r}, true)
 				if err == nil || !retryAlone(err) || attempt == maxRaceRetries {
 					break
 				}
@@ -217,10 +224,13 @@ func (s *Store) commitGroup(group []*appendRequest) {
 	}
 }
 
-func (s *Store) runGroup(group []*appendRequest) ([]decision, error) {
+// runGroup commits group in one transaction; with checkIDs it looks up
+// which of the events' ids are stored already, so that an append repeating
+// one is refused (and resolved) rather than failing the whole group.
+func (s *Store) runGroup(group []*appendRequest, checkIDs bool) ([]decision, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
-	decisions, err := s.groupTx(ctx, group)
+	decisions, err := s.groupTx(ctx, group, checkIDs)
 	if err == nil {
 		s.committed()
 	}
@@ -257,12 +267,8 @@ func retryAlone(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
-// validUUID reports whether s is a UUID in the hyphenated 8-4-4-4-12 form,
-// the form PostgreSQL returns: ids are compared as text, so only one
-// spelling (up to case) may exist.
-
 // groupTx runs steps 1 to 3 in one transaction.
-func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision, error) {
+func (s *Store) groupTx(ctx context.Context, group []*appendRequest, checkIDs bool) ([]decision, error) {
 	var streams, ids []string
 	seen := map[string]bool{}
 	for _, r := range group {
@@ -280,7 +286,8 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 
 	var decisions []decision
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Step 1: lock the existing streams, find stored ids; pipelined.
+		// Step 1: lock the existing streams and, with checkIDs, find stored
+		// ids; pipelined.
 		versions := map[string]int64{}
 		heads := map[string]eventstore.Hash{}
 		stored := map[string]bool{}
@@ -301,17 +308,19 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest) ([]decision
 				}
 				return rows.Err()
 			})
-		b.Queue(`SELECT event_id::text FROM events WHERE event_id = ANY($1::uuid[])`, ids).
-			Query(func(rows pgx.Rows) error {
-				for rows.Next() {
-					var id string
-					if err := rows.Scan(&id); err != nil {
-						return err
+		if checkIDs {
+			b.Queue(`SELECT event_id::text FROM events WHERE event_id = ANY($1::uuid[])`, ids).
+				Query(func(rows pgx.Rows) error {
+					for rows.Next() {
+						var id string
+						if err := rows.Scan(&id); err != nil {
+							return err
+						}
+						stored[id] = true
 					}
-					stored[id] = true
-				}
-				return rows.Err()
-			})
+					return rows.Err()
+				})
+		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}

@@ -250,3 +250,43 @@ func TestMalformedAppendsAreRefusedBeforeGrouping(t *testing.T) {
 		t.Fatal("a stream name with NUL accepted")
 	}
 }
+
+// A group's insert finds a stored id (a retry under Any, which no version
+// check refuses): the group fails, and its members, retried alone, end as
+// they would have alone, the retry deduplicated and the others written.
+func TestGroupWithAStoredIDRetriesItsMembersAlone(t *testing.T) {
+	t.Parallel()
+	s := postgres.New(pgtest.NewPool(t), postgres.Options{Writers: 1})
+	ctx := context.Background()
+	stored := eventstore.EventData{ID: uuidN(1), Type: "E", Data: []byte(`{}`)}
+	if _, err := s.Append(ctx, "s", eventstore.NoStream, stored); err != nil {
+		t.Fatal(err)
+	}
+	const n = 32
+	errs := make([]error, 2*n)
+	deduped := make([]bool, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			r, err := s.Append(ctx, "s", eventstore.Any, stored)
+			errs[i], deduped[i] = err, r.Deduplicated
+		}()
+		go func() {
+			defer wg.Done()
+			_, errs[n+i] = s.Append(ctx, fmt.Sprintf("own-%d", i), eventstore.NoStream, eventstore.EventData{ID: uuidN(100 + i), Type: "E", Data: []byte(`{}`)})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil || (i < n && !deduped[i]) {
+			t.Fatalf("append %d: %v (deduplicated %v)", i, err, i < n && deduped[i])
+		}
+	}
+	for stream, want := range map[string]int{"s": 1, "own-0": 1, fmt.Sprintf("own-%d", n-1): 1} {
+		if evs, err := s.ReadStream(ctx, stream, 0, 10); err != nil || len(evs) != want {
+			t.Fatalf("stream %s holds %d events (%v), want %d", stream, len(evs), err, want)
+		}
+	}
+}
