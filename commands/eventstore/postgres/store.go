@@ -300,13 +300,16 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 	}
 }
 
-// readAll reads the log after `after`, stopping at the first row whose
+// readAll reads the log after `after`, up to the first row whose
 // transaction is not yet older than every running one. heldBack reports that
 // such a row exists: the caller should read again soon.
 //
-// The query must keep the row-comparison form (tx, position) > ($1, $2): it
-// is what lets PostgreSQL walk the (tx, position) index; the equivalent OR
-// form scans. A test checks the plan.
+// Each branch of the query must keep the row-comparison form (tx, position)
+// > ($1, $2): it is what lets PostgreSQL walk the (tx, position) index; the
+// equivalent OR form scans. A test checks the plan. The rows past that
+// horizon are left to a second branch that takes one: a read that returned
+// them all, only to drop them, made every subscriber of a busy log read
+// each event many times before it could take it.
 func (s *Store) readAll(ctx context.Context, after eventstore.Position, limit int) (events []eventstore.RecordedEvent, heldBack bool, err error) {
 	from, err := parsePosition(after)
 	if err != nil {
@@ -326,24 +329,34 @@ func (s *Store) readAll(ctx context.Context, after eventstore.Position, limit in
 		if err != nil {
 			return nil, false, classify(fmt.Errorf("eventstore: read log: %w", err))
 		}
+		// The branches' rows are told apart by the flag, not by their
+		// order, which a UNION ALL does not promise.
 		if !visible {
 			heldBack = true
-			break
+			continue
 		}
 		events = append(events, e)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, false, classify(fmt.Errorf("eventstore: read log: %w", err))
 	}
 	return events, heldBack, nil
 }
 
-const readAllSQL = selectEvent + `, tx < pg_snapshot_xmin(pg_current_snapshot())
+// readAllSQL is the log read: up to $3 rows below the horizon, and at most
+// one past it. Both branches see the statement's one snapshot, so they
+// agree on the horizon.
+const readAllSQL = `(` + selectEvent + `, true
 	FROM events
-	WHERE (tx, position) > ($1::text::xid8, $2::bigint)
+	WHERE (tx, position) > ($1::text::xid8, $2::bigint) AND tx < pg_snapshot_xmin(pg_current_snapshot())
 	ORDER BY events.tx, events.position
-	LIMIT $3`
+	LIMIT $3)
+UNION ALL
+(` + selectEvent + `, false
+	FROM events
+	WHERE (tx, position) > ($1::text::xid8, $2::bigint) AND tx >= pg_snapshot_xmin(pg_current_snapshot())
+	ORDER BY events.tx, events.position
+	LIMIT 1)`
 
 // Subscribe implements eventstore.Store. It survives database restarts: read
 // errors are logged and retried with backoff until ctx ends.
