@@ -37,7 +37,7 @@ const (
 	stopTimeout = 45 * time.Second
 	// e2eRateGoal and e2eRatioGoal are the end-to-end goals.
 	e2eRateGoal  = 10_000
-	e2eRatioGoal = 1.0
+	e2eRatioGoal = 2.0
 )
 
 // e2eRun is one timed consumption of the topic's messages.

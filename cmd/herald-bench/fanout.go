@@ -30,7 +30,7 @@ const (
 	fanOutMembers  = 10_000
 	fanOutTenant   = "org-fanout"
 	fanOutTopic    = "bench.baseline-fanout"
-	fanOutGoal     = 2 * time.Second
+	fanOutGoal     = 300 * time.Millisecond
 	fanOutTimeout  = 60 * time.Second
 	fanOutWarmWait = 60 * time.Second
 )
@@ -123,7 +123,11 @@ func runFanOut(ctx context.Context, opts options, dbs *databases, logger, quiet 
 		}
 		return time.Since(began).Seconds(), nil
 	}
-	const heraldCount = `SELECT count(*) FROM inbox_notifications`
+	// Herald's count sums the members' unread counts (every notification
+	// stays unread): a row per member rather than per notification, so that
+	// polling every 10 ms does not take the CPU the projection is measured
+	// on. count(*) over the growing table took 14 % of the server's time.
+	const heraldCount = `SELECT coalesce(sum(unread), 0)::bigint FROM inbox_unread_counts WHERE tenant = '` + fanOutTenant + `'`
 	const baselineCount = `SELECT count(*) FROM bench_fanout_rows`
 	err = func() error {
 		if _, err := measure(kafka.TopicActivity, heraldCount, 0); err != nil {
@@ -156,7 +160,7 @@ func runFanOut(ctx context.Context, opts options, dbs *databases, logger, quiet 
 	}
 	res.HeraldMedian, res.BaselineMedian = median(res.Herald), median(res.Baseline)
 	res.Ratio = ratio(res.HeraldMedian, res.BaselineMedian)
-	res.Goal = goal{Description: fmt.Sprintf("< %s for %s notifications", fanOutGoal, thousands(fanOutMembers)), Met: res.HeraldMedian < fanOutGoal.Seconds()}
+	res.Goal = goal{Description: fmt.Sprintf("≤ %s for %s notifications", fanOutGoal, thousands(fanOutMembers)), Met: res.HeraldMedian <= fanOutGoal.Seconds()}
 	return res, nil
 }
 
