@@ -1,6 +1,9 @@
 package commands
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // maxCachedTenants bounds the entries a tenantCache keeps; past it, one is
 // dropped, to be folded again from its stream when next needed.
@@ -37,4 +40,65 @@ func (c *tenantCache[E]) get(tenant string, fresh func() *E) *E {
 		c.entries[tenant] = e
 	}
 	return e
+}
+
+// sharedRead lets the concurrent users of one folded state share its
+// catch-up reads. Each user needs a read of the stream that began after it
+// asked, so that the fold holds everything appended before then; a user
+// arriving while a read is in flight waits for the next one, which the
+// first of the waiters starts, and every user waiting for it then goes on.
+// A burst of decisions so costs a round trip or two rather than one each.
+// It has its own lock, not the state's: a read ending must not queue behind
+// the users of the state, or reads and decisions would take turns instead
+// of overlapping. The zero value is ready; it is safe for concurrent use.
+type sharedRead struct {
+	mu            sync.Mutex
+	started, done uint64 // the last read begun, and the last one completed
+	reading       bool
+	changed       chan struct{} // closed when a read ends
+}
+
+// await returns once a read that began after the call has completed. read
+// catches the state up, taking the state's lock to apply what it found. A
+// failed read is the error of the caller that ran it; the callers waiting
+// on it run one of their own.
+func (s *sharedRead) await(ctx context.Context, read func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := s.started + 1
+	for s.done < want {
+		if !s.reading {
+			s.started++
+			id := s.started
+			s.reading = true
+			s.mu.Unlock()
+			err := read()
+			s.mu.Lock()
+			s.reading = false
+			if err == nil {
+				s.done = id
+			}
+			if s.changed != nil {
+				close(s.changed)
+				s.changed = nil
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+			s.mu.Lock()
+		case <-ctx.Done():
+			s.mu.Lock()
+			return ctx.Err()
+		}
+	}
+	return nil
 }

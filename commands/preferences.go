@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
@@ -20,6 +21,16 @@ const preferenceRetries = 10
 type cachedPreferences struct {
 	mu    sync.Mutex
 	prefs *domain.TenantPreferences
+	// version mirrors prefs.Version for the catch-up read, which must not
+	// wait for the lock only to learn where to read from.
+	version atomic.Int64
+	reads   sharedRead
+}
+
+func newCachedPreferences() *cachedPreferences {
+	cp := &cachedPreferences{prefs: domain.NewTenantPreferences()}
+	cp.version.Store(cp.prefs.Version)
+	return cp
 }
 
 // PreferencesView is one level's own settings and what is in effect for
@@ -51,45 +62,50 @@ type ChangePreferences struct {
 // decision reads them so, never from a read model. use must not keep
 // them, and runs under the fold's lock, which serialises this instance's
 // decisions and changes of the tenant's preferences. The catch-up read
-// runs outside the lock, so that concurrent decisions do not queue behind
-// each other's round trips: what one read finds is applied unless another
-// got there first, and either way the fold then holds everything appended
-// before the read began.
+// runs outside the lock and is shared (see sharedRead): concurrent
+// decisions neither queue behind each other's round trips nor each make
+// one, and the fold still holds everything appended before the call.
 func (c *Commands) tenantPreferences(ctx context.Context, tenant string, use func(*domain.TenantPreferences) error) error {
-	const page = 256
-	cp := c.prefs.get(tenant, func() *cachedPreferences { return &cachedPreferences{prefs: domain.NewTenantPreferences()} })
+	cp := c.prefs.get(tenant, newCachedPreferences)
 	stream := domain.PreferencesStream(tenant)
-	for {
-		cp.mu.Lock()
-		from := cp.prefs.Version + 1
-		cp.mu.Unlock()
-		evs, err := c.store.ReadStream(ctx, stream, from, page)
-		if err != nil {
-			return storeError(fmt.Errorf("load %s: %w", stream, err))
-		}
-		decoded := make([]domain.Event, len(evs))
-		for i, e := range evs {
-			if decoded[i], err = decodeRecorded(e); err != nil {
-				return err
+	err := cp.reads.await(ctx, func() error {
+		const page = 256
+		for {
+			evs, err := c.store.ReadStream(ctx, stream, cp.version.Load()+1, page)
+			if err != nil {
+				return storeError(fmt.Errorf("load %s: %w", stream, err))
 			}
-		}
-		caughtUp, err := func() (bool, error) {
-			cp.mu.Lock()
-			defer cp.mu.Unlock()
+			decoded := make([]domain.Event, len(evs))
 			for i, e := range evs {
-				if e.Version == cp.prefs.Version+1 {
-					cp.prefs.Apply(decoded[i], e.Version)
+				if decoded[i], err = decodeRecorded(e); err != nil {
+					return err
 				}
 			}
-			if len(evs) < page {
-				return true, use(cp.prefs)
+			if len(evs) > 0 {
+				cp.mu.Lock()
+				for i, e := range evs {
+					// A change made meanwhile may have applied some.
+					if e.Version == cp.prefs.Version+1 {
+						cp.prefs.Apply(decoded[i], e.Version)
+					}
+				}
+				cp.version.Store(cp.prefs.Version)
+				cp.mu.Unlock()
 			}
-			return false, nil
-		}()
-		if caughtUp || err != nil {
-			return err
+			if len(evs) < page {
+				return nil
+			}
 		}
+	})
+	if err != nil {
+		return err
 	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	err = use(cp.prefs)
+	// use may have recorded and applied a change.
+	cp.version.Store(cp.prefs.Version)
+	return err
 }
 
 // Preferences returns a user's preferences, or the tenant's defaults when
