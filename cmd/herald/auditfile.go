@@ -100,24 +100,19 @@ func exportTenant(ctx context.Context, store *postgres.Store, tenant string, w i
 // the trailer must count the events read.
 func verifyExport(r io.Reader) (eventstore.ChainReport, error) {
 	var rep eventstore.ChainReport
-	chains := map[string]*eventstore.StreamChain{}
+	chains := eventstore.Chains{}
 	for e, err := range exportEvents(r) {
 		if err != nil {
 			return rep, err
 		}
-		c := chains[e.StreamID]
-		if c == nil {
-			c = &eventstore.StreamChain{Stream: e.StreamID}
-			chains[e.StreamID] = c
-		}
 		rep.Events++
 		var b *eventstore.ChainBreak
-		if errors.As(c.Add(e), &b) {
+		if errors.As(chains.Add(e), &b) {
 			rep.Break = b
-			return finish(rep, chains), nil
+			return chains.Report(rep), nil
 		}
 	}
-	return finish(rep, chains), nil
+	return chains.Report(rep), nil
 }
 
 // exportEvents yields the events of an export read from r, in the file's
@@ -172,15 +167,6 @@ func exportEvents(r io.Reader) iter.Seq2[eventstore.RecordedEvent, error] {
 		}
 		fail(errors.New("the export ends without its trailer: it is truncated"))
 	}
-}
-
-// finish counts the streams and unchained events of a verification.
-func finish(rep eventstore.ChainReport, chains map[string]*eventstore.StreamChain) eventstore.ChainReport {
-	rep.Streams = int64(len(chains))
-	for _, c := range chains {
-		rep.Unchained += c.Unchained
-	}
-	return rep
 }
 
 // openOut creates the file an export is written to, refusing to replace

@@ -274,6 +274,32 @@ func (c *StreamChain) End(version int64, head Hash) error {
 	return nil
 }
 
+// Chains checks the chains of many streams from their events in log order,
+// where streams interleave: a StreamChain per stream, made at its first
+// event. Its memory is a chain head per stream, not the events.
+type Chains map[string]*StreamChain
+
+// Add checks e against its stream's chain; the error, when there is one,
+// is a *ChainBreak.
+func (cs Chains) Add(e RecordedEvent) error {
+	c := cs[e.StreamID]
+	if c == nil {
+		c = &StreamChain{Stream: e.StreamID}
+		cs[e.StreamID] = c
+	}
+	return c.Add(e)
+}
+
+// Report completes rep with the streams seen and their unchained events.
+func (cs Chains) Report(rep ChainReport) ChainReport {
+	rep.Streams = int64(len(cs))
+	rep.Unchained = 0
+	for _, c := range cs {
+		rep.Unchained += c.Unchained
+	}
+	return rep
+}
+
 // ChainScope selects the streams a verification walks: one stream, the
 // streams of one tenant (those whose events name it in metadata.tenant), or
 // every stream when both are empty; both set, the stream if it is the

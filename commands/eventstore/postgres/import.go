@@ -51,7 +51,7 @@ func (s *Store) Import(ctx context.Context, events iter.Seq2[eventstore.Recorded
 
 	next, stop := iter.Pull2(events)
 	defer stop()
-	chains := map[string]*eventstore.StreamChain{}
+	chains := eventstore.Chains{}
 	var readErr error
 	src := pgx.CopyFromFunc(func() ([]any, error) {
 		e, err, ok := next()
@@ -62,13 +62,8 @@ func (s *Store) Import(ctx context.Context, events iter.Seq2[eventstore.Recorded
 			readErr = err
 			return nil, err
 		}
-		c := chains[e.StreamID]
-		if c == nil {
-			c = &eventstore.StreamChain{Stream: e.StreamID}
-			chains[e.StreamID] = c
-		}
 		rep.Events++
-		if rep.Break = asBreak(c.Add(e)); rep.Break != nil {
+		if rep.Break = asBreak(chains.Add(e)); rep.Break != nil {
 			return nil, errImportBreak
 		}
 		return []any{e.StreamID, e.Version, e.ID, e.Type, e.Data, e.Metadata, e.RecordedAt}, nil
@@ -77,24 +72,22 @@ func (s *Store) Import(ctx context.Context, events iter.Seq2[eventstore.Recorded
 		[]string{"stream_id", "version", "event_id", "type", "data", "metadata", "recorded_at"}, src)
 	switch {
 	case rep.Break != nil:
-		rep.Streams = int64(len(chains))
-		return rep, nil
+		return chains.Report(rep), nil
 	case readErr != nil:
 		return rep, fmt.Errorf("eventstore: import: %w", readErr)
 	case err != nil:
 		return rep, classify(fmt.Errorf("eventstore: import: event %d: %w", rep.Events, err))
 	}
 
+	rep = chains.Report(rep)
 	heads := make([][]any, 0, len(chains))
 	for id, c := range chains {
-		rep.Unchained += c.Unchained
 		var hash []byte
 		if !c.Last.IsZero() {
 			hash = c.Last[:]
 		}
 		heads = append(heads, []any{id, c.Next - 1, hash})
 	}
-	rep.Streams = int64(len(chains))
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"streams"}, []string{"stream_id", "version", "hash"}, pgx.CopyFromRows(heads)); err != nil {
 		return rep, classify(fmt.Errorf("eventstore: import: stream heads: %w", err))
 	}
