@@ -2,7 +2,11 @@ package commands
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
+
+	"github.com/heraldhq/herald/domain"
 )
 
 // maxCachedTenants bounds the entries a tenantCache keeps; past it, one is
@@ -101,4 +105,50 @@ func (s *sharedRead) await(ctx context.Context, read func() error) error {
 		}
 	}
 	return nil
+}
+
+// sharedFold is what a folded stream's users share to catch it up: the
+// fold's lock, a copy of its version that a read takes without the lock,
+// and the reads themselves. Whoever applies an event to the fold under mu
+// stores the fold's version afterwards.
+type sharedFold struct {
+	mu      sync.Mutex
+	version atomic.Int64
+	reads   sharedRead
+}
+
+// catchUpShared returns once the fold (its version and apply, both used
+// under s.mu) holds every event of stream appended before the call, read
+// in pages of page events by a read shared with concurrent callers (see
+// sharedRead).
+func (c *Commands) catchUpShared(ctx context.Context, stream string, page int, s *sharedFold, version func() int64, apply func(domain.Event, int64)) error {
+	return s.reads.await(ctx, func() error {
+		for {
+			evs, err := c.store.ReadStream(ctx, stream, s.version.Load()+1, page)
+			if err != nil {
+				return storeError(fmt.Errorf("load %s: %w", stream, err))
+			}
+			decoded := make([]domain.Event, len(evs))
+			for i, e := range evs {
+				if decoded[i], err = decodeRecorded(e); err != nil {
+					return err
+				}
+			}
+			if len(evs) > 0 {
+				s.mu.Lock()
+				for i, e := range evs {
+					// A change made meanwhile under the lock may have
+					// applied some of them already.
+					if e.Version == version()+1 {
+						apply(decoded[i], e.Version)
+					}
+				}
+				s.version.Store(version())
+				s.mu.Unlock()
+			}
+			if len(evs) < page {
+				return nil
+			}
+		}
+	})
 }

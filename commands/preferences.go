@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"sync"
-	"sync/atomic"
 
 	"github.com/heraldhq/herald/commands/eventstore"
 	"github.com/heraldhq/herald/domain"
@@ -16,15 +14,11 @@ import (
 // again after another change of the tenant's preferences got in first.
 const preferenceRetries = 10
 
-// cachedPreferences is a tenant's folded preferences. Its mutex serialises
-// this instance's reads and changes of them.
+// cachedPreferences is a tenant's folded preferences. The lock of its
+// sharedFold serialises this instance's decisions and changes of them.
 type cachedPreferences struct {
-	mu    sync.Mutex
+	sharedFold
 	prefs *domain.TenantPreferences
-	// version mirrors prefs.Version for the catch-up read, which must not
-	// wait for the lock only to learn where to read from.
-	version atomic.Int64
-	reads   sharedRead
 }
 
 func newCachedPreferences() *cachedPreferences {
@@ -67,36 +61,8 @@ type ChangePreferences struct {
 // one, and the fold still holds everything appended before the call.
 func (c *Commands) tenantPreferences(ctx context.Context, tenant string, use func(*domain.TenantPreferences) error) error {
 	cp := c.prefs.get(tenant, newCachedPreferences)
-	stream := domain.PreferencesStream(tenant)
-	err := cp.reads.await(ctx, func() error {
-		const page = 256
-		for {
-			evs, err := c.store.ReadStream(ctx, stream, cp.version.Load()+1, page)
-			if err != nil {
-				return storeError(fmt.Errorf("load %s: %w", stream, err))
-			}
-			decoded := make([]domain.Event, len(evs))
-			for i, e := range evs {
-				if decoded[i], err = decodeRecorded(e); err != nil {
-					return err
-				}
-			}
-			if len(evs) > 0 {
-				cp.mu.Lock()
-				for i, e := range evs {
-					// A change made meanwhile may have applied some.
-					if e.Version == cp.prefs.Version+1 {
-						cp.prefs.Apply(decoded[i], e.Version)
-					}
-				}
-				cp.version.Store(cp.prefs.Version)
-				cp.mu.Unlock()
-			}
-			if len(evs) < page {
-				return nil
-			}
-		}
-	})
+	err := c.catchUpShared(ctx, domain.PreferencesStream(tenant), 256, &cp.sharedFold,
+		func() int64 { return cp.prefs.Version }, cp.prefs.Apply)
 	if err != nil {
 		return err
 	}

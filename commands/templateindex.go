@@ -15,18 +15,23 @@ import (
 // cachedIndex is a tenant's folded template index. Its mutex serialises
 // this instance's appends to the index.
 type cachedIndex struct {
-	mu  sync.Mutex
+	sharedFold
 	idx *domain.TemplateIndex
 }
 
 // index returns the cached template index of tenant.
 func (c *Commands) index(tenant string) *cachedIndex {
-	return c.indexes.get(tenant, func() *cachedIndex { return &cachedIndex{idx: domain.NewTemplateIndex()} })
+	return c.indexes.get(tenant, func() *cachedIndex {
+		ci := &cachedIndex{idx: domain.NewTemplateIndex()}
+		ci.version.Store(ci.idx.Version)
+		return ci
+	})
 }
 
 // catchUpIndex folds what was appended to the tenant's index since ci's
 // version. Called with ci.mu held.
 func (c *Commands) catchUpIndex(ctx context.Context, tenant string, ci *cachedIndex) error {
+	defer func() { ci.version.Store(ci.idx.Version) }()
 	return c.foldStreamFrom(ctx, domain.TemplateIndexStream(tenant), ci.idx.Version+1, func(e eventstore.RecordedEvent, v domain.Event) {
 		ci.idx.Apply(v, e.Version)
 	})
@@ -70,51 +75,30 @@ func (c *Commands) indexTemplate(ctx context.Context, tenant, id string, version
 			return storeError(fmt.Errorf("index template %s: %w", id, err))
 		}
 		ci.idx.Apply(entry, at)
+		ci.version.Store(ci.idx.Version)
 		return nil
 	}
 }
 
 // templateCandidates returns the ids of the tenant's templates that may
 // answer trigger, from the index caught up at the time of the call. The
-// store is read without holding the index's lock, so that envelopes of one
-// tenant do not queue behind each other's reads: what one read finds is
-// applied unless another got there first, and either way the index then
-// holds everything appended before the read began.
+// catch-up read is shared by concurrent envelopes of the tenant (see
+// sharedRead) and runs without the index's lock.
 func (c *Commands) templateCandidates(ctx context.Context, tenant, trigger string) ([]candidate, error) {
-	const page = 1024
 	ci := c.index(tenant)
-	stream := domain.TemplateIndexStream(tenant)
-	for {
-		ci.mu.Lock()
-		from := ci.idx.Version + 1
-		ci.mu.Unlock()
-		evs, err := c.store.ReadStream(ctx, stream, from, page)
-		if err != nil {
-			return nil, storeError(fmt.Errorf("load %s: %w", stream, err))
-		}
-		decoded := make([]domain.Event, len(evs))
-		for i, e := range evs {
-			if decoded[i], err = decodeRecorded(e); err != nil {
-				return nil, err
-			}
-		}
-		ci.mu.Lock()
-		for i, e := range evs {
-			if e.Version == ci.idx.Version+1 {
-				ci.idx.Apply(decoded[i], e.Version)
-			}
-		}
-		if len(evs) < page {
-			ids := ci.idx.Candidates(trigger)
-			out := make([]candidate, len(ids))
-			for i, id := range ids {
-				out[i] = candidate{id: id, version: ci.idx.LatestVersion(id)}
-			}
-			ci.mu.Unlock()
-			return out, nil
-		}
-		ci.mu.Unlock()
+	err := c.catchUpShared(ctx, domain.TemplateIndexStream(tenant), 1024, &ci.sharedFold,
+		func() int64 { return ci.idx.Version }, ci.idx.Apply)
+	if err != nil {
+		return nil, err
 	}
+	ci.mu.Lock()
+	defer ci.mu.Unlock()
+	ids := ci.idx.Candidates(trigger)
+	out := make([]candidate, len(ids))
+	for i, id := range ids {
+		out[i] = candidate{id: id, version: ci.idx.LatestVersion(id)}
+	}
+	return out, nil
 }
 
 // maxIndexRetries bounds how often one template write re-decides its index
