@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/heraldhq/herald/cmd/herald/app"
 	"github.com/heraldhq/herald/transport/kafka"
 )
 
@@ -81,7 +82,11 @@ type e2eResult struct {
 	Herald     e2eRun  `json:"herald"`
 	Baseline   e2eRun  `json:"baseline"`
 	Ratio      float64 `json:"herald_vs_baseline"`
-	Goals      []goal  `json:"goals"`
+	// TwoInstances is Herald again, as two instances in one consumer group
+	// on one fresh database, and ScaleOut its rate over one instance's.
+	TwoInstances e2eRun  `json:"two_instances"`
+	ScaleOut     float64 `json:"two_vs_one_instance"`
+	Goals        []goal  `json:"goals"`
 }
 
 // runE2E produces the messages of both runs, then times the baseline
@@ -119,6 +124,20 @@ func runE2E(ctx context.Context, opts options, dbs *databases, logger, quiet *sl
 		return res, fmt.Errorf("herald pipeline: %w", err)
 	}
 	logger.InfoContext(ctx, "herald measured", "notifications_per_sec", round(res.Herald.PerSecond), "timed_out", res.Herald.TimedOut)
+
+	// Two instances share the consumer group and a database of their own,
+	// as two herald serve would; here they also share this machine.
+	twoURL, err := dbs.create(ctx)
+	if err != nil {
+		return res, err
+	}
+	dbs.checkpoint(ctx)
+	logger.InfoContext(ctx, "measuring two Herald instances end to end", "messages", opts.messages, "timeout", opts.e2eTimeout)
+	if res.TwoInstances, err = runHeralds(ctx, opts, broker.Addr(), twoURL, 2, logger, quiet); err != nil {
+		return res, fmt.Errorf("two herald instances: %w", err)
+	}
+	res.ScaleOut = ratio(res.TwoInstances.PerSecond, res.Herald.PerSecond)
+	logger.InfoContext(ctx, "two instances measured", "notifications_per_sec", round(res.TwoInstances.PerSecond), "vs_one", res.ScaleOut)
 
 	res.Ratio = ratio(res.Herald.PerSecond, res.Baseline.PerSecond)
 	res.Goals = []goal{
@@ -247,12 +266,28 @@ func runBaseline(ctx context.Context, opts options, addr, topic, dbURL string, l
 // one composition root: Kafka ingress, commands, event store, projections
 // (and the idle HTTP server beside them).
 func runHerald(ctx context.Context, opts options, addr, dbURL string, logger, quiet *slog.Logger) (e2eRun, error) {
-	a, err := buildHerald(ctx, dbURL, []string{addr}, quiet)
-	if err != nil {
-		return e2eRun{}, err
+	return runHeralds(ctx, opts, addr, dbURL, 1, logger, quiet)
+}
+
+// runHeralds times n instances of Herald's pipeline in one consumer group on
+// one database, each built by the composition root as herald serve builds
+// it; they split the partitions between them, and one of them runs each
+// projection.
+func runHeralds(ctx context.Context, opts options, addr, dbURL string, n int, logger, quiet *slog.Logger) (e2eRun, error) {
+	group := "herald-bench-" + randomHex(4)
+	parts := make([]func(context.Context) error, n)
+	for i := range parts {
+		a, err := buildHerald(ctx, dbURL, []string{addr}, quiet, func(c *app.Config) {
+			c.Kafka.GroupID = group
+			c.Kafka.ClientID = fmt.Sprintf("herald-bench-%d", i)
+		})
+		if err != nil {
+			return e2eRun{}, err
+		}
+		defer a.Close()
+		parts[i] = a.Run
 	}
-	defer a.Close()
-	return timePipeline(ctx, opts, dbURL, `SELECT count(*) FROM inbox_notifications`, logger, a.Run)
+	return timePipeline(ctx, opts, dbURL, `SELECT count(*) FROM inbox_notifications`, logger, parts...)
 }
 
 // timePipeline starts the parts of a pipeline and polls countSQL until it

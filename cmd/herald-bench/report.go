@@ -85,6 +85,8 @@ func printTable(w io.Writer, r results) error {
 			[2]string{"Herald", runText(e.Herald, "notifications/s")},
 			[2]string{"baseline", "minimal consumer, 1 INSERT per message: " + runText(e.Baseline, "messages/s")},
 			[2]string{"ratio", times(e.Ratio)},
+			[2]string{"2 inst.", fmt.Sprintf("%s in one consumer group and database, on the same machine: %s one instance",
+				runText(e.TwoInstances, "notifications/s"), times(e.ScaleOut))},
 			[2]string{"goal", strings.Join(goals, "; ")})
 	}
 	if e := r.Envelopes; e != nil {
