@@ -197,45 +197,30 @@ var notReadModel = []string{"events", "streams", "goose_db_version", "projection
 // projection adds is compared without this test changing.
 func readModelTables(t *testing.T, db *pgxpool.Pool) []string {
 	t.Helper()
-	rows, err := db.Query(context.Background(), `SELECT table_name::text FROM information_schema.tables
+	return queryStrings(t, db, `SELECT table_name::text FROM information_schema.tables
 		WHERE table_schema = 'public' AND table_type = 'BASE TABLE' AND NOT (table_name::text = ANY($1)) AND table_name::text NOT LIKE '%\_rebuild'
 		ORDER BY table_name`, notReadModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		tables = append(tables, name)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return tables
 }
 
 // tableRows returns table's rows as JSON text, sorted, without their log
 // positions: an import writes the events anew.
 func tableRows(t *testing.T, db *pgxpool.Pool, table string) []string {
 	t.Helper()
-	rows, err := db.Query(context.Background(), `SELECT (to_jsonb(r) - 'position')::text FROM `+table+` r`)
+	out := queryStrings(t, db, `SELECT (to_jsonb(r) - 'position')::text FROM `+table+` r`)
+	slices.Sort(out)
+	return out
+}
+
+// queryStrings returns the one text column of sql's rows.
+func queryStrings(t *testing.T, db *pgxpool.Pool, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := db.Query(context.Background(), sql, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for rows.Next() {
-		var row string
-		if err := rows.Scan(&row); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, row)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		t.Fatal(err)
 	}
-	slices.Sort(out)
 	return out
 }

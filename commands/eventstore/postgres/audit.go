@@ -114,20 +114,8 @@ func (s *Store) ReadTenantLog(ctx context.Context, tenant string, after eventsto
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, tenantLogSQL, tenant, strconv.FormatUint(from.tx, 10), from.pos, eventType, stream, limit)
+	out, err := collectEvents(s.pool.Query(ctx, tenantLogSQL, tenant, strconv.FormatUint(from.tx, 10), from.pos, eventType, stream, limit))
 	if err != nil {
-		return nil, classify(fmt.Errorf("eventstore: read the log of %s: %w", tenant, err))
-	}
-	defer rows.Close()
-	var out []eventstore.RecordedEvent
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, classify(fmt.Errorf("eventstore: read the log of %s: %w", tenant, err))
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, classify(fmt.Errorf("eventstore: read the log of %s: %w", tenant, err))
 	}
 	return out, nil

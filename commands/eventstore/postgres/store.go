@@ -197,23 +197,19 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit
 }
 
 func (s *Store) readStream(ctx context.Context, stream, sql string, from int64, limit int) ([]eventstore.RecordedEvent, error) {
-	rows, err := s.pool.Query(ctx, sql, stream, from, limit)
+	out, err := collectEvents(s.pool.Query(ctx, sql, stream, from, limit))
 	if err != nil {
 		return nil, classify(fmt.Errorf("eventstore: read %s: %w", stream, err))
 	}
-	defer rows.Close()
-	var out []eventstore.RecordedEvent
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, classify(fmt.Errorf("eventstore: read %s: %w", stream, err))
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, classify(fmt.Errorf("eventstore: read %s: %w", stream, err))
-	}
 	return out, nil
+}
+
+// collectEvents scans every row of a query of selectEvent's columns.
+func collectEvents(rows pgx.Rows, err error) ([]eventstore.RecordedEvent, error) {
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.RecordedEvent, error) { return scanEvent(row) })
 }
 
 // ReadStreamBackward implements eventstore.Store.

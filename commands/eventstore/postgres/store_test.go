@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/commands/eventstore"
@@ -34,28 +35,26 @@ func TestConformance(t *testing.T) {
 func TestReadAllUsesTheIndex(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.NewPool(t)
-	ctx := context.Background()
 	seed(t, pool)
-	var plan []string
-	rows, err := pool.Query(ctx, `EXPLAIN `+postgres.ReadAllSQL, "100", int64(5), 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, line)
-	}
-	if rows.Err() != nil {
-		t.Fatal(rows.Err())
-	}
-	text := strings.Join(plan, "\n")
+	text := explain(t, pool, postgres.ReadAllSQL, "100", int64(5), 100)
 	// Both branches, below the horizon and past it, walk the index.
 	if strings.Count(text, "events_tx_position") < 2 || strings.Contains(text, "Seq Scan") {
 		t.Fatalf("log read does not use the (tx, position) index in both branches:\n%s", text)
 	}
+}
+
+// explain returns the plan PostgreSQL chooses for sql with args.
+func explain(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `EXPLAIN `+sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "\n")
 }
 
 func seed(t *testing.T, pool *pgxpool.Pool) {
@@ -77,24 +76,8 @@ func seed(t *testing.T, pool *pgxpool.Pool) {
 func TestTenantLogWalksAnIndex(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.NewPool(t)
-	ctx := context.Background()
 	seed(t, pool)
-	rows, err := pool.Query(ctx, `EXPLAIN `+postgres.TenantLogSQL, "t1", "0", int64(0), "", "", 256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plan []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, line)
-	}
-	if rows.Err() != nil {
-		t.Fatal(rows.Err())
-	}
-	text := strings.Join(plan, "\n")
+	text := explain(t, pool, postgres.TenantLogSQL, "t1", "0", int64(0), "", "", 256)
 	if strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
 		t.Fatalf("a page of the tenant's log sorts or scans:\n%s", text)
 	}
