@@ -167,7 +167,9 @@ func (q *Inbox) Get(ctx context.Context, tenant, recipientID, id string) (domain
 func scanItem(row pgx.CollectableRow) (domain.InboxItem, error) {
 	var it domain.InboxItem
 	var tenant string
-	err := row.Scan(&it.ID, &it.Type, &tenant, &it.RecipientID, &it.Content, &it.ActionURL, &it.Data, &it.IsRead, &it.ReadAt, &it.IsArchived, &it.ArchivedAt, &it.CreatedAt)
+	// Data is scanned as bytes: pgx hands a *json.RawMessage to
+	// json.Unmarshal, which validates and copies every document again.
+	err := row.Scan(&it.ID, &it.Type, &tenant, &it.RecipientID, &it.Content, &it.ActionURL, (*[]byte)(&it.Data), &it.IsRead, &it.ReadAt, &it.IsArchived, &it.ArchivedAt, &it.CreatedAt)
 	it.OrganizerID = &tenant
 	it.CreatedAt = it.CreatedAt.UTC()
 	if it.ReadAt != nil {
