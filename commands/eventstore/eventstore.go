@@ -193,7 +193,8 @@ type Store interface {
 	// batches, in log order, each event once: first what is stored (catch-up),
 	// then events as they are committed (live). It returns when ctx ends
 	// (with ctx's error) or when handle fails (with handle's error). handle is
-	// called from one goroutine at a time.
+	// called from one goroutine at a time. It must not modify the events it
+	// is given: a store may hand the same events to several subscribers.
 	Subscribe(ctx context.Context, after Position, handle func(context.Context, []RecordedEvent) error) error
 }
 

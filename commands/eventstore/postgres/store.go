@@ -61,6 +61,9 @@ type Store struct {
 	subs      map[chan struct{}]struct{}
 	dirty     atomic.Bool // a commit happened that no NOTIFY covers yet
 	notifying atomic.Bool // a goroutine is sending NOTIFYs
+
+	// tail is what the subscribers read last, shared among them.
+	tail logTail
 }
 
 // New returns a Store on pool.
@@ -80,7 +83,7 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{pool: pool, opts: opts}
+	return &Store{pool: pool, opts: opts, tail: logTail{keep: 2 * opts.BatchSize}}
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -94,6 +97,14 @@ type position struct {
 
 func (p position) String() eventstore.Position {
 	return eventstore.Position(strconv.FormatUint(p.tx, 10) + "-" + strconv.FormatInt(p.pos, 10))
+}
+
+// compare orders positions as the log does: negative when p is before q.
+func (p position) compare(q position) int {
+	if c := cmp.Compare(p.tx, q.tx); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.pos, q.pos)
 }
 
 func parsePosition(p eventstore.Position) (position, error) {
@@ -274,10 +285,7 @@ func (s *Store) ComparePositions(a, b eventstore.Position) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if c := cmp.Compare(pa.tx, pb.tx); c != 0 {
-		return c, nil
-	}
-	return cmp.Compare(pa.pos, pb.pos), nil
+	return pa.compare(pb), nil
 }
 
 // ReadAll implements eventstore.Store. Events committed before the call are
@@ -381,7 +389,7 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position, handle
 	heldDelay := time.Millisecond
 	errDelay := 50 * time.Millisecond
 	for {
-		events, heldBack, err := s.readAll(ctx, cur, s.opts.BatchSize)
+		events, heldBack, shared, err := s.readFollowing(ctx, cur, s.opts.BatchSize)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -401,7 +409,9 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position, handle
 			cur = events[len(events)-1].Position
 		}
 		switch {
-		case len(events) == s.opts.BatchSize:
+		case len(events) == s.opts.BatchSize, shared:
+			// More may follow: a batch from the shared tail ends where
+			// the tail does, not where the log does.
 			continue
 		case heldBack:
 			// Committed events wait behind a running transaction; it will
@@ -420,6 +430,24 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position, handle
 		case <-time.After(s.opts.PollInterval):
 		}
 	}
+}
+
+// readFollowing is a subscriber's read: from the tail other subscribers
+// read (shared is then true), or from the database, recording what it
+// returns in the tail.
+func (s *Store) readFollowing(ctx context.Context, after eventstore.Position, limit int) (events []eventstore.RecordedEvent, heldBack, shared bool, err error) {
+	from, err := parsePosition(after)
+	if err != nil {
+		return nil, false, false, err
+	}
+	if events := s.tail.get(from, limit); len(events) > 0 {
+		return events, false, true, nil
+	}
+	events, heldBack, err = s.readAll(ctx, after, limit)
+	if err == nil {
+		s.tail.put(from, events)
+	}
+	return events, heldBack, false, err
 }
 
 // committed wakes subscribers after an append committed: this Store's at

@@ -319,23 +319,34 @@ func testOneWinner(t *testing.T, s eventstore.Store) {
 	}
 }
 
-// testGapSafe runs 8 appenders for d while a subscriber follows the log, then
-// checks that the subscriber saw every committed event exactly once, in
-// position order, with nothing it had passed appearing later.
+// testGapSafe runs 8 appenders for d while three subscribers follow the
+// log, then checks that each saw every committed event exactly once, in
+// position order, with nothing it had passed appearing later. The three
+// read at different paces, as the projections of one process do: one
+// keeps up, one is slow, and one starts from the beginning halfway
+// through, so a store that shares reads among its subscribers is checked
+// at the head, behind it and catching up.
 func testGapSafe(t *testing.T, s eventstore.Store, d time.Duration) {
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
+	const subscribers = 3
 	var mu sync.Mutex
-	var seen []eventstore.RecordedEvent
-	subDone := make(chan error, 1)
-	go func() {
-		subDone <- s.Subscribe(ctx, eventstore.Start, func(_ context.Context, evs []eventstore.RecordedEvent) error {
+	seen := make([][]eventstore.RecordedEvent, subscribers)
+	subDone := make(chan error, subscribers)
+	subscribe := func(i int, pause time.Duration) {
+		subDone <- s.Subscribe(ctx, eventstore.Start, func(ctx context.Context, evs []eventstore.RecordedEvent) error {
 			mu.Lock()
-			seen = append(seen, evs...)
+			seen[i] = append(seen[i], evs...)
 			mu.Unlock()
+			if pause > 0 && !sleepCtx(ctx, pause) {
+				return ctx.Err()
+			}
 			return nil
 		})
-	}()
+	}
+	go subscribe(0, 0)
+	go subscribe(1, 5*time.Millisecond)
+	time.AfterFunc(d/2, func() { subscribe(2, 0) })
 
 	const appenders = 8
 	committed := make([][]string, appenders)
@@ -372,43 +383,23 @@ func testGapSafe(t *testing.T, s eventstore.Store, d time.Duration) {
 	waitUntil := time.Now().Add(30 * time.Second)
 	for {
 		mu.Lock()
-		n := len(seen)
+		least := total
+		for _, evs := range seen {
+			least = min(least, len(evs))
+		}
 		mu.Unlock()
-		if n >= total || time.Now().After(waitUntil) {
+		if least >= total || time.Now().After(waitUntil) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
-	if err := <-subDone; !errors.Is(err, context.Canceled) {
-		t.Fatalf("subscription ended with %v", err)
+	for range subscribers {
+		if err := <-subDone; !errors.Is(err, context.Canceled) {
+			t.Fatalf("subscription ended with %v", err)
+		}
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
-	seenIDs := make(map[string]int, len(seen))
-	for i, e := range seen {
-		if prev, dup := seenIDs[e.ID]; dup {
-			t.Fatalf("event %s delivered twice (at %d and %d)", e.ID, prev, i)
-		}
-		seenIDs[e.ID] = i
-	}
-	for w, ids := range committed {
-		last := -1
-		for _, id := range ids {
-			at, ok := seenIDs[id]
-			if !ok {
-				t.Fatalf("committed event %s of appender %d never delivered (%d of %d delivered)", id, w, len(seen), total)
-			}
-			if at < last {
-				t.Fatalf("appender %d's events delivered out of commit order", w)
-			}
-			last = at
-		}
-	}
-	if len(seen) != total {
-		t.Fatalf("delivered %d events, committed %d", len(seen), total)
-	}
 	// Delivery order must be log order: reading the log now gives the same
 	// sequence.
 	var all []eventstore.RecordedEvent
@@ -424,15 +415,49 @@ func testGapSafe(t *testing.T, s eventstore.Store, d time.Duration) {
 		all = append(all, page...)
 		after = page[len(page)-1].Position
 	}
-	if len(all) != len(seen) {
-		t.Fatalf("log holds %d events, subscriber saw %d", len(all), len(seen))
-	}
-	for i := range all {
-		if all[i].ID != seen[i].ID || all[i].Position != seen[i].Position {
-			t.Fatalf("subscriber order differs from log order at %d", i)
+	mu.Lock()
+	defer mu.Unlock()
+	for sub, got := range seen {
+		seenIDs := make(map[string]int, len(got))
+		for i, e := range got {
+			if prev, dup := seenIDs[e.ID]; dup {
+				t.Fatalf("subscriber %d: event %s delivered twice (at %d and %d)", sub, e.ID, prev, i)
+			}
+			seenIDs[e.ID] = i
+		}
+		for w, ids := range committed {
+			last := -1
+			for _, id := range ids {
+				at, ok := seenIDs[id]
+				if !ok {
+					t.Fatalf("subscriber %d: committed event %s of appender %d never delivered (%d of %d delivered)", sub, id, w, len(got), total)
+				}
+				if at < last {
+					t.Fatalf("subscriber %d: appender %d's events delivered out of commit order", sub, w)
+				}
+				last = at
+			}
+		}
+		if len(got) != total || len(all) != total {
+			t.Fatalf("subscriber %d: delivered %d events; the log holds %d, %d were committed", sub, len(got), len(all), total)
+		}
+		for i := range all {
+			if all[i].ID != got[i].ID || all[i].Position != got[i].Position || !bytes.Equal(all[i].Data, got[i].Data) {
+				t.Fatalf("subscriber %d: delivery differs from the log at %d", sub, i)
+			}
 		}
 	}
-	t.Logf("%d events by %d appenders over %s, all delivered once, in order", total, appenders, d)
+	t.Logf("%d events by %d appenders over %s, all delivered once, in order, to %d subscribers", total, appenders, d, subscribers)
+}
+
+// sleepCtx waits for d or until ctx ends, and says whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
 }
 
 func testReadBackward(t *testing.T, s eventstore.Store) {
