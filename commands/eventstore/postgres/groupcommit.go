@@ -285,13 +285,12 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest, checkIDs bo
 	slices.Sort(streams)
 
 	var decisions []decision
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx *pgx.Conn, b *pgx.Batch) error {
 		// Step 1: lock the existing streams and, with checkIDs, find stored
-		// ids; pipelined.
+		// ids; pipelined behind the BEGIN that b holds.
 		versions := map[string]int64{}
 		heads := map[string]eventstore.Hash{}
 		stored := map[string]bool{}
-		b := &pgx.Batch{}
 		// Every statement of a group finds its rows by key. The planner
 		// did not always see it so: a plan made while streams was small (a
 		// new database, before autovacuum first analyzes it) scanned the
@@ -475,6 +474,43 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest, checkIDs bo
 		return nil
 	})
 	return decisions, err
+}
+
+// inTx runs fn in a transaction whose BEGIN is queued on b, the batch fn
+// sends first, so that opening the transaction costs no round trip of its
+// own: a group is then three round trips (the lock, the insert, COMMIT).
+// fn must send b before anything else. The transaction commits when fn
+// returns nil and rolls back otherwise; a connection whose rollback fails
+// is closed, so that the pool never hands out one inside a transaction.
+func (s *Store) inTx(ctx context.Context, fn func(conn *pgx.Conn, b *pgx.Batch) error) (err error) {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer pc.Release()
+	conn := pc.Conn()
+	defer func() {
+		if err == nil {
+			return
+		}
+		if _, rbErr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rbErr != nil {
+			_ = conn.Close(context.WithoutCancel(ctx)) // the pool drops a closed connection
+		}
+	}()
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if err := fn(conn, b); err != nil {
+		return err
+	}
+	tag, err := conn.Exec(ctx, "COMMIT")
+	if err != nil {
+		return err
+	}
+	if tag.String() != "COMMIT" {
+		// COMMIT of a transaction that failed answers ROLLBACK.
+		return errors.New("eventstore: group transaction rolled back at commit")
+	}
+	return nil
 }
 
 // eventRows are the accepted events of a group, column by column.
