@@ -285,7 +285,7 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest, checkIDs bo
 	slices.Sort(streams)
 
 	var decisions []decision
-	err := s.inTx(ctx, func(tx *pgx.Conn, b *pgx.Batch) error {
+	err := s.inTx(ctx, func(conn *pgx.Conn, b *pgx.Batch) error {
 		// Step 1: lock the existing streams and, with checkIDs, find stored
 		// ids; pipelined behind the BEGIN that b holds.
 		versions := map[string]int64{}
@@ -329,7 +329,7 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest, checkIDs bo
 					return rows.Err()
 				})
 		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
 		locked := maps.Clone(versions) // the versions as stored, before step 2
@@ -452,7 +452,7 @@ func (s *Store) groupTx(ctx context.Context, group []*appendRequest, checkIDs bo
 				})
 		}
 		if b.Len() > 0 {
-			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			if err := conn.SendBatch(ctx, b).Close(); err != nil {
 				return err
 			}
 		}
