@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -189,7 +190,7 @@ func checkQuery(t *testing.T, where, expr, legend string, exported map[string]*f
 				continue
 			}
 			if !labels[label] {
-				t.Errorf("%s: %s has no label %s (it has %v)", where, sel[1], label, sortedSet(labels))
+				t.Errorf("%s: %s has no label %s (it has %v)", where, sel[1], label, slices.Sorted(maps.Keys(labels)))
 				continue
 			}
 			checkValue(t, where, sel[1], label, op, value, exported[name].labels[label])
@@ -272,18 +273,9 @@ func checkValue(t *testing.T, where, series, label, op, value string, values map
 	}
 	for _, w := range wanted {
 		if !values[w] {
-			t.Errorf("%s: %s{%s%s%q}: Herald gives %s no value %q (it gave %v)", where, series, label, op, value, label, w, sortedSet(values))
+			t.Errorf("%s: %s{%s%s%q}: Herald gives %s no value %q (it gave %v)", where, series, label, op, value, label, w, slices.Sorted(maps.Keys(values)))
 		}
 	}
-}
-
-func sortedSet(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // exportedFamilies runs a dev-mode Herald, has it answer an HTTP request
